@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Developer build: compile uno._C with CMake into build/dev-<name> and copy it next to python/uno so that
+# `PYTHONPATH=python python -c "import uno"` uses it. Usage: scripts/dev_build.sh [name] [UNO_CUDA=OFF|AUTO|ON]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${1:-default}
+cuda=${2:-OFF}
+py=${PYTHON:-python}
+pybind11_dir=$("$py" -c "import pybind11; print(pybind11.get_cmake_dir())")
+cmake -S . -B "build/dev-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUNO_CUDA="$cuda" \
+  -Dpybind11_DIR="$pybind11_dir" -DPython_EXECUTABLE="$(command -v "$py")" -DSKBUILD_PROJECT_VERSION=0.1.0 >/dev/null
+cmake --build "build/dev-$name" -j 2
+so=$(ls "build/dev-$name"/_C*.so)
+cp -f "$so" python/uno/.
+echo "built $so -> python/uno/"
