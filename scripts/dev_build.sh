@@ -11,5 +11,6 @@ cmake -S . -B "build/dev-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUNO_CUDA="
   -Dpybind11_DIR="$pybind11_dir" -DPython_EXECUTABLE="$(command -v "$py")" -DSKBUILD_PROJECT_VERSION=0.1.0 >/dev/null
 cmake --build "build/dev-$name" -j 2
 so=$(ls "build/dev-$name"/_C*.so)
+if [ "${NO_COPY:-0}" = "1" ]; then echo "built $so (not copied: NO_COPY=1)"; exit 0; fi
 cp -f "$so" python/uno/.
 echo "built $so -> python/uno/"
