@@ -38,6 +38,9 @@ def _probe_cpu() -> tuple[tuple[str, ...], str]:
         from uno import _C  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the build
         return (), f"the compiled core uno._C is not importable ({e})"
+    missing = [f for f in ("inner_cpu", "project_cpu", "combine_cpu") if not hasattr(_C, f)]
+    if missing:
+        return (), f"uno._C lacks the CPU kernels {', '.join(missing)} (an incomplete build?)"
     return ("cpu",), ""
 
 
@@ -48,6 +51,9 @@ def _probe_cuda() -> tuple[tuple[str, ...], str]:
         return (), f"the compiled core uno._C is not importable ({e})"
     if not getattr(_C, "with_cuda", False):
         return (), "uno._C was built without CUDA kernels (no nvcc at build time, or UNO_CUDA=OFF)"
+    missing = [f for f in ("inner_cuda", "project_cuda", "combine_cuda") if not hasattr(_C, f)]
+    if missing:
+        return (), f"uno._C lacks the CUDA kernels {', '.join(missing)} (an incomplete build?)"
     if not torch.cuda.is_available():
         return (), "torch sees no CUDA device"
     return ("cuda",), ""

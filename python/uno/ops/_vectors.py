@@ -1,0 +1,167 @@
+"""Turning the user's vectors into the ops' canonical form, with structural validation.
+
+A *vector* is a Tensor or a sequence of Tensors (for example ``[p.grad for p in model.parameters()]``).
+The kernels see a vector as ``T`` 1-D pieces and a set of k vectors as ``T`` row blocks of shape
+``(k, n_t)`` (see docs/kernels.md). Everything here looks at shapes, dtypes and devices only (no data), so
+it traces under ``torch.compile``; checks that need the data run inside the custom ops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Sequence, Union
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from uno.ops.basis import Basis
+
+VectorLike = Union[Tensor, Sequence[Tensor]]
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def as_pieces(v: object, name: str) -> List[Tensor]:
+    """Return the pieces of vector ``v`` as a list (one element for a Tensor), validated.
+
+    Raises:
+        TypeError: ``v`` is not a Tensor or a sequence of Tensors, or has a non-floating dtype.
+        ValueError: ``v`` is an empty sequence, or its pieces differ in dtype or device.
+    """
+    if isinstance(v, Tensor):
+        pieces = [v]
+    elif isinstance(v, (list, tuple)):
+        if len(v) == 0:
+            raise ValueError(f"{name} is an empty sequence; expected at least one tensor")
+        for i, p in enumerate(v):
+            if not isinstance(p, Tensor):
+                raise TypeError(
+                    f"{name}[{i}] must be a torch.Tensor, got {type(p).__name__}"
+                    + (" (a parameter without .grad?)" if p is None else "")
+                )
+        pieces = list(v)
+    else:
+        raise TypeError(f"{name} must be a Tensor or a sequence of Tensors, got {type(v).__name__}")
+    dtype, device = pieces[0].dtype, pieces[0].device
+    for i, p in enumerate(pieces):
+        if p.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{name}[{i}] has dtype {p.dtype}; expected float32, float64, float16 or bfloat16"
+            )
+        if p.dtype != dtype:
+            raise ValueError(f"{name} mixes dtypes: {name}[0] is {dtype}, {name}[{i}] is {p.dtype}")
+        if p.device != device:
+            raise ValueError(
+                f"{name} spans devices: {name}[0] is on {device}, {name}[{i}] is on {p.device}"
+            )
+    return pieces
+
+
+def check_row_dtype(x_dtype: torch.dtype, row_dtype: torch.dtype, what: str) -> None:
+    """Rows must have x's dtype, or be float32 when x is float16/bfloat16."""
+    if row_dtype == x_dtype or (x_dtype in HALF_DTYPES and row_dtype == torch.float32):
+        return
+    raise TypeError(
+        f"{what} has dtype {row_dtype} but grad has dtype {x_dtype}; expected the same dtype "
+        "(or float32 vectors for float16/bfloat16 grads)"
+    )
+
+
+def check_same_device(a: torch.device, b: torch.device, what: str) -> None:
+    if a != b:
+        raise ValueError(f"expected grad and {what} on the same device, got {a} and {b}")
+
+
+def _rows_of_vectors(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch.Size], what: str):
+    """Stack piece t of every vector into a (k, n_t) block (a copy: the pieces live apart in memory)."""
+    rows = []
+    for t, shape in enumerate(shapes):
+        block = []
+        for j, v in enumerate(vectors):
+            if len(v) != len(shapes):
+                raise ValueError(
+                    f"{what}[{j}] has {len(v)} tensors, expected {len(shapes)} (one per grad piece)"
+                )
+            if v[t].shape != shape:
+                raise ValueError(
+                    f"{what}[{j}][{t}] has shape {tuple(v[t].shape)}, expected {tuple(shape)}"
+                )
+            block.append(v[t].reshape(-1))
+        rows.append(torch.stack(block))
+    return rows
+
+
+def rows_for(basis: object, grad: Sequence[Tensor], what: str = "basis") -> tuple[List[Tensor], bool]:
+    """Canonical row blocks of ``basis`` for a vector with pieces ``grad``.
+
+    Returns:
+        ``(rows, orthonormal)``: ``rows[t]`` of shape ``(k, grad[t].numel())``; ``orthonormal`` is True
+        for a :class:`uno.Basis` (its rows are already orthonormal).
+    """
+    from uno.ops.basis import Basis  # local: basis.py imports this module
+
+    shapes = [g.shape for g in grad]
+    if isinstance(basis, Basis):
+        if list(basis.shapes) != shapes:
+            raise ValueError(
+                f"{what} was built for pieces of shapes {[tuple(s) for s in basis.shapes]}, "
+                f"but grad has {[tuple(s) for s in shapes]}"
+            )
+        check_same_device(grad[0].device, basis.device, what)
+        check_row_dtype(grad[0].dtype, basis.dtype, what)
+        return basis.rows(), True
+
+    if isinstance(basis, Tensor):
+        if len(grad) != 1:
+            raise ValueError(
+                f"{what} is a single Tensor but grad has {len(grad)} pieces; give the basis as a "
+                "list of tensors shaped like grad (or a sequence of such lists, or a uno.Basis)"
+            )
+        g = grad[0]
+        check_same_device(g.device, basis.device, what)
+        as_pieces(basis, what)  # dtype check
+        check_row_dtype(g.dtype, basis.dtype, what)
+        if basis.shape == g.shape:
+            return [basis.reshape(1, -1)], False
+        if basis.dim() == g.dim() + 1 and basis.shape[1:] == g.shape:
+            return [basis.reshape(basis.shape[0], -1)], False
+        raise ValueError(
+            f"{what} has shape {tuple(basis.shape)}; expected grad's shape {tuple(g.shape)} "
+            f"(one vector) or (k, *{tuple(g.shape)}) (k vectors)"
+        )
+
+    if not isinstance(basis, (list, tuple)) or len(basis) == 0:
+        if isinstance(basis, (list, tuple)):
+            raise ValueError(f"{what} is an empty sequence; expected at least one vector")
+        raise TypeError(
+            f"{what} must be a Tensor, a sequence of Tensors, a sequence of vectors or a uno.Basis, "
+            f"got {type(basis).__name__}"
+        )
+    if all(isinstance(b, Tensor) for b in basis):
+        # With a one-piece grad every tensor is a whole vector (k = len(basis)); with a multi-piece
+        # grad a list of tensors is one vector given piece by piece.
+        vectors = [[b] for b in basis] if len(grad) == 1 else [list(basis)]
+    elif all(isinstance(b, (list, tuple)) for b in basis):
+        vectors = [list(b) for b in basis]
+    else:
+        raise TypeError(
+            f"{what} mixes tensors and sequences; give one vector (tensors shaped like grad's pieces) "
+            "or a sequence of such vectors"
+        )
+    pieces0 = as_pieces(vectors[0], f"{what}[0]")
+    for j, v in enumerate(vectors):
+        pv = as_pieces(v, f"{what}[{j}]")
+        if pv[0].dtype != pieces0[0].dtype:
+            raise ValueError(f"{what} mixes dtypes: {pieces0[0].dtype} and {pv[0].dtype}")
+        check_same_device(grad[0].device, pv[0].device, what)
+    check_row_dtype(grad[0].dtype, pieces0[0].dtype, what)
+    if len(vectors) == 1:
+        v = vectors[0]
+        if len(v) != len(grad):
+            raise ValueError(f"{what} has {len(v)} tensors, expected {len(grad)} (one per grad piece)")
+        for t, (b, s) in enumerate(zip(v, shapes)):
+            if b.shape != s:
+                raise ValueError(f"{what}[{t}] has shape {tuple(b.shape)}, expected {tuple(s)}")
+        return [b.reshape(1, -1) for b in v], False
+    return _rows_of_vectors(vectors, shapes, what), False

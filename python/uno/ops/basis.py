@@ -1,0 +1,195 @@
+"""`uno.Basis`: an orthonormal set of k vectors over a tensor list, kept in one [capacity, P] buffer."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from uno import _backends
+from uno.ops import _small
+from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, check_row_dtype
+
+
+class Basis:
+    """k orthonormal vectors, each spread over pieces of fixed shapes (e.g. a model's parameters).
+
+    The vectors live in one contiguous ``[capacity, P]`` buffer (``P`` = total number of elements);
+    row ``j`` is vector ``j`` and piece ``t`` of every vector is the column slice ``[o_t, o_t + n_t)``,
+    so per-piece views cost nothing and a Basis is reused across many ``uno.project_`` calls without
+    recomputation. Build one with :func:`uno.orthonormalize` or :meth:`Basis.empty` + :meth:`append_`.
+
+    Attributes:
+        shapes: the shape of every piece.
+        offsets: start of every piece within a row.
+        numel: P, the number of elements of one vector.
+        k: the rank (number of orthonormal vectors).
+        buffer: the ``[capacity, P]`` storage; only the first ``k`` rows are meaningful.
+    """
+
+    def __init__(
+        self,
+        buffer: Tensor,
+        k: int,
+        shapes: Sequence[torch.Size],
+        *,
+        rtol: Optional[float] = None,
+        backend: Optional[str] = None,
+    ) -> None:
+        if buffer.dim() != 2 or not buffer.is_contiguous():
+            raise ValueError(f"buffer must be a contiguous 2-D tensor, got shape {tuple(buffer.shape)}")
+        self.shapes: Tuple[torch.Size, ...] = tuple(torch.Size(s) for s in shapes)
+        sizes = [math.prod(s) for s in self.shapes]
+        offsets, o = [], 0
+        for n in sizes:
+            offsets.append(o)
+            o += n
+        if buffer.shape[1] != o:
+            raise ValueError(f"buffer has {buffer.shape[1]} columns, the shapes need {o}")
+        if not 0 <= k <= buffer.shape[0]:
+            raise ValueError(f"k={k} outside [0, {buffer.shape[0]}]")
+        self.offsets: Tuple[int, ...] = tuple(offsets)
+        self.sizes: Tuple[int, ...] = tuple(sizes)
+        self.numel = o
+        self.buffer = buffer
+        self.k = k
+        self.rtol = rtol
+        self.backend = backend
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def empty(
+        cls,
+        like: VectorLike,
+        capacity: int = 1,
+        *,
+        dtype: Optional[torch.dtype] = None,
+        rtol: Optional[float] = None,
+        backend: Optional[str] = None,
+    ) -> Basis:
+        """An empty basis (k = 0) for vectors shaped like ``like``, with room for ``capacity`` rows.
+
+        ``dtype`` defaults to ``like``'s dtype, or float32 when that is float16/bfloat16 (a half
+        precision basis could not be orthonormal beyond 1e-3).
+        """
+        pieces = as_pieces(like, "like")
+        if not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
+        dt = dtype or (torch.float32 if pieces[0].dtype in HALF_DTYPES else pieces[0].dtype)
+        if dt not in (torch.float32, torch.float64):
+            raise TypeError(f"a Basis is stored in float32 or float64, got dtype={dt}")
+        numel = sum(p.numel() for p in pieces)
+        buf = torch.zeros(max(capacity, 1), numel, dtype=dt, device=pieces[0].device)
+        return cls(buf, 0, [p.shape for p in pieces], rtol=rtol, backend=backend)
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.buffer.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.buffer.device
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer.shape[0]
+
+    def rows(self) -> List[Tensor]:
+        """Per-piece row blocks: ``rows()[t]`` is the ``(k, n_t)`` view of piece t of every vector."""
+        q = self.buffer[: self.k]
+        return [q[:, o : o + n] for o, n in zip(self.offsets, self.sizes)]
+
+    def vector(self, j: int) -> List[Tensor]:
+        """Vector ``j`` as views shaped like the pieces."""
+        if not 0 <= j < self.k:
+            raise IndexError(f"vector index {j} out of range for a basis of rank {self.k}")
+        row = self.buffer[j]
+        return [row[o : o + n].view(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)]
+
+    @property
+    def vectors(self) -> List[List[Tensor]]:
+        return [self.vector(j) for j in range(self.k)]
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __repr__(self) -> str:
+        return (
+            f"Basis(k={self.k}, numel={self.numel}, pieces={len(self.shapes)}, dtype={self.dtype}, "
+            f"device={self.device}, capacity={self.capacity})"
+        )
+
+    def clone(self) -> Basis:
+        return Basis(
+            self.buffer.clone(), self.k, self.shapes, rtol=self.rtol, backend=self.backend
+        )
+
+    # -- growth -------------------------------------------------------------------------------
+    def _reserve(self, k: int) -> None:
+        if k <= self.capacity:
+            return
+        new = torch.zeros(max(k, 2 * self.capacity), self.numel, dtype=self.dtype, device=self.device)
+        new[: self.k].copy_(self.buffer[: self.k])
+        self.buffer = new
+
+    def append_(self, v: VectorLike, *, rtol: Optional[float] = None) -> bool:
+        """Add the direction of ``v`` (re-orthogonalised Gram-Schmidt, in place).
+
+        ``v`` itself is not modified. Returns False (and leaves the basis unchanged) when ``v`` is
+        numerically inside the current span by the rank rule (see :mod:`uno.ops._small`).
+        """
+        pieces = as_pieces(v, "v")
+        if [p.shape for p in pieces] != list(self.shapes):
+            raise ValueError(
+                f"v has pieces of shapes {[tuple(p.shape) for p in pieces]}, the basis expects "
+                f"{[tuple(s) for s in self.shapes]}"
+            )
+        if pieces[0].device != self.device:
+            raise ValueError(f"expected v and the basis on the same device, got {pieces[0].device} "
+                             f"and {self.device}")
+        check_row_dtype(pieces[0].dtype, self.dtype, "the basis")
+        tol = _small.check_rtol(rtol if rtol is not None else self.rtol, pieces[0].dtype)
+        be = _backends.module(_backends.resolve(self.backend, self.device))
+        self._reserve(self.k + 1)
+        row = self.buffer[self.k]
+        new = [row[o : o + n] for o, n in zip(self.offsets, self.sizes)]
+        for dst, src in zip(new, pieces):
+            dst.copy_(src.reshape(-1))
+        ok = _orthogonalize_new_row(be, new, self.rows(), tol)
+        if not ok:
+            row.zero_()
+            return False
+        self.k += 1
+        return True
+
+
+def _orthogonalize_new_row(be, new: List[Tensor], rows: List[Tensor], rtol: float) -> bool:
+    """Orthogonalise ``new`` (pieces of one buffer row) against ``rows`` (k >= 0) and normalise it.
+
+    Returns False when the rank rule drops it (its residual is ``<= rtol`` times its norm).
+    """
+    as_rows = [p.view(1, -1) for p in new]
+    k = rows[0].shape[0] if rows else 0
+    if k == 0:
+        n0 = float(be.inner(new, as_rows, False)[1])
+        n = n0
+    else:
+        out = be.inner(new, rows, False)
+        c, n0 = out[:k], float(out[k])
+        n = n0
+        tol = _small.pass_tol(new[0].dtype, k)
+        for _ in range(_small.MAX_PASSES):
+            if not math.isfinite(n) or float(c.norm()) <= tol * math.sqrt(n):
+                break
+            out = be.project(new, rows, c)
+            c, n = out[:k], float(out[k])
+    if not math.isfinite(n0) or not math.isfinite(n):
+        raise ValueError("the vector has non-finite entries (inf or nan); it cannot join a basis")
+    if n0 == 0.0 or n <= (rtol * rtol) * n0:
+        return False
+    scale = torch.tensor([[1.0 / math.sqrt(n)]], dtype=torch.float64, device=new[0].device)
+    be.combine(as_rows, as_rows, scale)
+    return True

@@ -1,0 +1,136 @@
+"""`uno.dot`, `uno.gram`, `uno.cos2`: one-pass multi-tensor reductions with float64 accumulation.
+
+All three are thin wrappers over one custom op, ``uno::inner`` (the `inner` primitive of
+docs/kernels.md): the inner products of a vector x with k row vectors, ‖x‖², and optionally the Gram
+matrix of the rows, in a single pass over memory.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from uno import _backends
+from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
+
+
+def kernel_rows(rows: Sequence[Tensor]) -> List[Tensor]:
+    """Rows as the kernels accept them: unit element stride and non-overlapping rows."""
+    out = []
+    for r in rows:
+        if r.stride(1) != 1 or (r.shape[0] > 1 and r.stride(0) < r.shape[1]):
+            r = r.contiguous()
+        out.append(r)
+    return out
+
+
+def flat(x: Sequence[Tensor]) -> List[Tensor]:
+    """Read-only 1-D views of the pieces (a copy only for non-contiguous pieces)."""
+    return [p.reshape(-1) if p.is_contiguous() else p.contiguous().reshape(-1) for p in x]
+
+
+@torch.library.custom_op("uno::inner", mutates_args=())
+def _inner_op(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
+    """float64 [<row_j, x>..., ‖x‖², packed upper Gram of the rows] (see docs/kernels.md)."""
+    be = _backends.module(_backends.resolve(backend or None, rows[0].device))
+    return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
+
+
+@_inner_op.register_fake
+def _(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
+    k = rows[0].shape[0]
+    w = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
+    return rows[0].new_empty(w, dtype=torch.float64)
+
+
+def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
+    if torch.is_grad_enabled() and any(p.requires_grad for v in vs for p in v):
+        raise RuntimeError(
+            "uno reductions are not differentiable; call them on detached tensors (x.detach()) or "
+            "under torch.no_grad(), or use torch ops where a gradient must flow"
+        )
+
+
+def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
+    """Inner product ``<a, b>`` of two vectors given as Tensors or tensor lists.
+
+    Returns:
+        0-d float64 tensor on the vectors' device (accumulated in float64).
+    """
+    pa = as_pieces(a, "a")
+    pb = as_pieces(b, "b")
+    if [p.shape for p in pa] != [p.shape for p in pb]:
+        raise ValueError(
+            f"a and b differ in shape: {[tuple(p.shape) for p in pa]} vs {[tuple(p.shape) for p in pb]}"
+        )
+    check_same_device(pa[0].device, pb[0].device, "b")
+    if pa[0].dtype != pb[0].dtype:
+        raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
+    _check_no_autograd(pa, pb)
+    out = _inner_op(pa, [p.reshape(1, -1) for p in pb], False, backend or "")
+    return out[0]
+
+
+def gram(vectors: object, *, like: Optional[VectorLike] = None, backend: Optional[str] = None) -> Tensor:
+    """Gram matrix ``G[i, j] = <v_i, v_j>`` of k vectors, accumulated in float64.
+
+    Args:
+        vectors: a sequence of k vectors (each a Tensor or a tensor list), a ``(k, *shape)`` Tensor, or
+            a :class:`uno.Basis`.
+        like: the piece structure when ``vectors`` is a ``(k, *shape)`` Tensor (default: its rows).
+
+    Returns:
+        ``(k, k)`` float64 tensor on the vectors' device.
+    """
+    from uno.ops.basis import Basis
+
+    if isinstance(vectors, Basis):
+        rows = vectors.rows()
+        if vectors.k == 0:
+            return torch.zeros(0, 0, dtype=torch.float64, device=vectors.device)
+    elif isinstance(vectors, Tensor):
+        if vectors.dim() < 1:
+            raise ValueError("vectors must have a leading k dimension, got a 0-d tensor")
+        ref = like if like is not None else vectors[0] if vectors.shape[0] else None
+        if ref is None:
+            return torch.zeros(0, 0, dtype=torch.float64, device=vectors.device)
+        rows, _ = rows_for(vectors, as_pieces(ref, "like"), "vectors")
+    elif isinstance(vectors, (list, tuple)) and vectors:
+        vecs = [as_pieces(v, f"vectors[{j}]") for j, v in enumerate(vectors)]
+        rows, _ = rows_for(vecs, vecs[0], "vectors")
+    else:
+        raise ValueError("vectors must be a non-empty sequence of vectors, a (k, ...) Tensor or a Basis")
+    _check_no_autograd(rows)
+    k = rows[0].shape[0]
+    out = _inner_op([], rows, True, backend or "")
+    tri = out[k + 1 :]
+    iu = torch.triu_indices(k, k, device=tri.device)
+    g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
+    g[iu[0], iu[1]] = tri
+    g[iu[1], iu[0]] = tri
+    return g
+
+
+def cos2(a: VectorLike, b: VectorLike, *, eps: float = 1e-30, backend: Optional[str] = None) -> Tensor:
+    """Squared cosine ``<a, b>² / (‖a‖²‖b‖² + eps)`` in one pass (METHOD.md's c²).
+
+    ``eps`` guards zero vectors: two zero vectors give 0, not nan.
+
+    Returns:
+        0-d float64 tensor.
+    """
+    pa = as_pieces(a, "a")
+    pb = as_pieces(b, "b")
+    if [p.shape for p in pa] != [p.shape for p in pb]:
+        raise ValueError(
+            f"a and b differ in shape: {[tuple(p.shape) for p in pa]} vs {[tuple(p.shape) for p in pb]}"
+        )
+    check_same_device(pa[0].device, pb[0].device, "b")
+    if pa[0].dtype != pb[0].dtype:
+        raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
+    _check_no_autograd(pa, pb)
+    out = _inner_op(pa, [p.reshape(1, -1) for p in pb], True, backend or "")
+    ab, aa, bb = out[0], out[1], out[2]
+    return ab * ab / (aa * bb + eps)
