@@ -1,0 +1,334 @@
+"""uno.project_: every backend against the float64 oracle, the maths' properties, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import BACKEND_DEVICES, TOL, dtypes_for
+from helpers import flat64, max_abs_cos, oracle_project, rand_pieces
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import uno
+
+SHAPES = [(7, 5), (13,), (1,), (0, 4), (3, 2, 2)]
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _eps(dtype):
+    return torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("form", ["basis", "raw-list", "raw-one"])
+def test_matches_oracle(backend, device, form):
+    gen = torch.Generator().manual_seed(0)
+    for dtype in dtypes_for(backend, device):
+        g = rand_pieces(SHAPES, dtype, device, gen)
+        k = 1 if form == "raw-one" else 4
+        vecs = [rand_pieces(SHAPES, dtype, device, gen) for _ in range(k)]
+        if form == "basis":
+            basis = uno.orthonormalize(vecs, backend=backend)
+        elif form == "raw-one":
+            basis = vecs[0]
+        else:
+            basis = vecs
+        want = oracle_project(g, vecs)
+        uno.project_(g, basis, backend=backend)
+        tol = TOL[dtype]
+        scale = float(want.abs().max())
+        torch.testing.assert_close(
+            flat64(g), want, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10 * scale, msg=str(dtype)
+        )
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_tensor_forms(backend, device):
+    """A Tensor grad with a same-shaped vector, a (k, *shape) tensor, and a list of tensors."""
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(6, 5, generator=gen).to(device)
+    v = torch.randn(3, 6, 5, generator=gen).to(device)
+    for basis, vecs in [(v[0], [[v[0]]]), (v, [[x] for x in v]), (list(v), [[x] for x in v])]:
+        x = g.clone()
+        uno.project_(x, basis, backend=backend)
+        torch.testing.assert_close(flat64([x]), oracle_project([g], vecs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@SETTINGS
+@given(
+    shapes=st.lists(
+        st.one_of(st.tuples(st.integers(0, 23)), st.tuples(st.integers(1, 7), st.integers(0, 11))),
+        min_size=1,
+        max_size=5,
+    ),
+    k=st.integers(1, 64),
+    seed=st.integers(0, 2**31 - 1),
+    use_basis=st.booleans(),
+)
+def test_properties(backend, device, shapes, k, seed, use_basis):
+    """Orthogonal afterwards, idempotent, basis unchanged, norm not increased."""
+    gen = torch.Generator().manual_seed(seed)
+    dtype = torch.float32
+    g = rand_pieces(shapes, dtype, device, gen)
+    vecs = [rand_pieces(shapes, dtype, device, gen) for _ in range(k)]
+    vec_copies = [[p.clone() for p in v] for v in vecs]
+    basis = uno.orthonormalize(vecs, backend=backend) if use_basis else vecs
+    buf_copy = basis.buffer.clone() if use_basis else None
+    n0 = float(flat64(g).norm())
+    uno.project_(g, basis, backend=backend)
+    assert max_abs_cos(g, vecs) <= 50 * _eps(dtype) * math.sqrt(k) or float(flat64(g).norm()) <= (
+        1e-5 * n0
+    )
+    assert float(flat64(g).norm()) <= n0 * (1 + 1e-6) + 1e-30
+    once = [p.clone() for p in g]
+    uno.project_(g, basis, backend=backend)
+    for a, b in zip(g, once):
+        assert torch.equal(a, b), "projecting twice changed grad"
+    for v, c in zip(vecs, vec_copies):
+        for a, b in zip(v, c):
+            assert torch.equal(a, b), "raw basis vectors were modified"
+    if use_basis:
+        assert torch.equal(basis.buffer, buf_copy), "Basis was modified"
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("use_basis", [True, False])
+def test_orthogonal_grad_untouched(backend, device, use_basis):
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(40,), (9, 3)]
+    vecs = [rand_pieces(shapes, torch.float64, "cpu", gen) for _ in range(3)]
+    g64 = rand_pieces(shapes, torch.float64, "cpu", gen)
+    want = oracle_project(g64, vecs)
+    # Exactly orthogonal in float64, then rounded to float32.
+    g = []
+    o = 0
+    for s in shapes:
+        n = math.prod(s)
+        g.append(want[o : o + n].reshape(s).to(device=device, dtype=torch.float32))
+        o += n
+    vecs32 = [[p.to(device=device, dtype=torch.float32) for p in v] for v in vecs]
+    basis = uno.orthonormalize(vecs32, backend=backend) if use_basis else vecs32
+    before = [p.clone() for p in g]
+    uno.project_(g, basis, backend=backend)
+    for a, b in zip(g, before):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("use_basis", [True, False])
+def test_cancellation_second_pass(backend, device, dtype, use_basis):
+    """grad almost inside the span: the result is still orthogonal relative to its own small norm."""
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(300,), (20, 10)]
+    k = 5
+    vecs = [rand_pieces(shapes, torch.float64, "cpu", gen) for _ in range(k)]
+    tiny = rand_pieces(shapes, torch.float64, "cpu", gen)
+    coef = torch.randn(k, generator=gen, dtype=torch.float64)
+    g = [sum(coef[j] * vecs[j][t] for j in range(k)) + 1e-5 * tiny[t] for t in range(len(shapes))]
+    g = [p.to(device=device, dtype=dtype) for p in g]
+    vv = [[p.to(device=device, dtype=dtype) for p in v] for v in vecs]
+    basis = uno.orthonormalize(vv, backend=backend) if use_basis else vv
+    uno.project_(g, basis, backend=backend)
+    assert max_abs_cos(g, vv) <= 100 * _eps(dtype) * math.sqrt(k)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+@pytest.mark.parametrize("use_basis", [True, False])
+def test_ill_conditioned_basis(backend, device, use_basis):
+    """Condition number 1e6 in float32: orthogonality still to working precision."""
+    gen = torch.Generator().manual_seed(5)
+    p, k = 2000, 8
+    u, _ = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))
+    w, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
+    s = torch.logspace(0, -6, k, dtype=torch.float64)
+    v = (u @ torch.diag(s) @ w.T).T.to(torch.float32)  # (k, P), cond 1e6
+    assert torch.linalg.cond(v.double()) > 5e5
+    vecs = [[v[j].to(device)] for j in range(k)]
+    g = [torch.randn(p, generator=gen).to(device)]
+    basis = uno.orthonormalize(vecs, backend=backend) if use_basis else vecs
+    if use_basis:
+        assert basis.k == k
+    uno.project_(g, basis, backend=backend)
+    assert max_abs_cos(g, vecs) <= 20 * _eps(torch.float32) * math.sqrt(k)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_dependent_and_zero_vectors(backend, device):
+    gen = torch.Generator().manual_seed(6)
+    shapes = [(50,), (4, 4)]
+    a = rand_pieces(shapes, torch.float32, device, gen)
+    b = rand_pieces(shapes, torch.float32, device, gen)
+    dep = [x + 2 * y for x, y in zip(a, b)]
+    zero = [torch.zeros_like(x) for x in a]
+    vecs = [a, zero, b, dep, a]
+    basis = uno.orthonormalize(vecs, backend=backend)
+    assert basis.k == 2
+    for form in (basis, vecs):
+        g = rand_pieces(shapes, torch.float32, device, torch.Generator().manual_seed(7))
+        uno.project_(g, form, backend=backend)
+        want = oracle_project(
+            rand_pieces(shapes, torch.float32, device, torch.Generator().manual_seed(7)), [a, b]
+        )
+        torch.testing.assert_close(flat64(g), want, rtol=1e-4, atol=1e-5)
+    g = rand_pieces(shapes, torch.float32, device, gen)
+    before = [x.clone() for x in g]
+    uno.project_(g, [zero], backend=backend)  # span {0}: nothing to remove
+    assert all(torch.equal(x, y) for x, y in zip(g, before))
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_non_contiguous_grad(backend, device):
+    gen = torch.Generator().manual_seed(8)
+    g = torch.randn(6, 9, generator=gen).to(device).T  # non-contiguous view
+    v = torch.randn(9, 6, generator=gen).to(device)
+    want = oracle_project([g], [[v]])
+    uno.project_(g, v, backend=backend)
+    torch.testing.assert_close(flat64([g]), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_half_grad_with_float32_basis(backend, device):
+    gen = torch.Generator().manual_seed(9)
+    shapes = [(64,), (8, 8)]
+    vecs = [rand_pieces(shapes, torch.float32, device, gen) for _ in range(3)]
+    basis = uno.orthonormalize(vecs, backend=backend)
+    for dtype in [d for d in dtypes_for(backend, device) if d in (torch.float16, torch.bfloat16)]:
+        g = rand_pieces(shapes, dtype, device, gen)
+        want = oracle_project(g, vecs)
+        uno.project_(g, basis, backend=backend)
+        torch.testing.assert_close(flat64(g), want, rtol=0, atol=float(TOL[dtype]["atol"]) * 4)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def _snapshot(ts):
+    return [t.clone() for t in ts]
+
+
+def test_bad_inputs_raise_and_leave_inputs_untouched():
+    g = [torch.randn(4, 3), torch.randn(5)]
+    v = [torch.randn(4, 3), torch.randn(5)]
+    snap = _snapshot(g)
+    cases = [
+        ([], v, ValueError, "empty"),
+        (g, [], ValueError, "empty"),
+        (g, [torch.randn(4, 3)], ValueError, "1 tensors"),
+        (g, [torch.randn(3, 4), torch.randn(5)], ValueError, "shape"),
+        (g, [v[0].double(), v[1].double()], TypeError, "dtype"),
+        (g, [v[0], v[1].to(torch.int64)], TypeError, "dtype"),
+        ([g[0].to(torch.int32), g[1]], v, TypeError, "dtype"),
+        (g, [v[0].to("meta"), v[1].to("meta")], ValueError, "same device"),
+        (g, "nope", TypeError, "basis must be"),
+        ("nope", v, TypeError, "grad must be"),
+        (g, [v[0], None], TypeError, r"basis\[1\]"),
+        (g, [[v[0], v[1]], v[0]], TypeError, "mixes"),
+    ]
+    for grad, basis, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            uno.project_(grad, basis)
+    for a, b in zip(g, snap):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_basis_rejected_before_any_write():
+    g = [torch.randn(4, 3), torch.randn(5)]
+    v = [torch.randn(4, 3), torch.randn(5)]
+    v[1][2] = float("nan")
+    snap = _snapshot(g)
+    with pytest.raises(ValueError, match="non-finite"):
+        uno.project_(g, v)
+    v[1][2] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        uno.project_(g, [v, [torch.randn(4, 3), torch.randn(5)]])
+    assert all(torch.equal(a, b) for a, b in zip(g, snap))
+    with pytest.raises(ValueError, match="non-finite"):
+        uno.orthonormalize([v])
+
+
+def test_non_finite_grad_left_as_is():
+    g = torch.randn(10)
+    g[3] = float("inf")
+    snap = g.clone()
+    uno.project_(g, torch.randn(10))
+    assert torch.equal(g, snap)
+
+
+def test_aliasing_rejected():
+    x = torch.randn(20)
+    snap = x.clone()
+    with pytest.raises(ValueError, match="overlap"):
+        uno.project_(x, x)
+    with pytest.raises(ValueError, match="overlap"):
+        uno.project_(x[:10], x[5:15])
+    with pytest.raises(ValueError, match="overlap"):
+        uno.project_([x[:10], x[5:15]], [torch.randn(10), torch.randn(10)])
+    assert torch.equal(x, snap)
+    # Disjoint slices of one buffer are fine.
+    uno.project_(x[:10], x[10:20].clone())
+
+
+def test_basis_for_other_shapes_rejected():
+    b = uno.orthonormalize([[torch.randn(3, 3)]])
+    with pytest.raises(ValueError, match="built for pieces"):
+        uno.project_([torch.randn(9)], b)
+    with pytest.raises(TypeError, match="dtype"):
+        uno.project_([torch.randn(3, 3, dtype=torch.float64)], b)
+
+
+def test_backend_selection(monkeypatch):
+    g = torch.randn(8)
+    with pytest.raises(ValueError, match="unknown backend"):
+        uno.project_(g, torch.randn(8), backend="fortran")
+    with pytest.raises(RuntimeError, match="Available for cpu"):
+        uno.project_(g, torch.randn(8), backend="cuda")
+    monkeypatch.setenv("UNO_BACKEND", "nope")
+    with pytest.raises(ValueError, match="UNO_BACKEND"):
+        uno.project_(g, torch.randn(8))
+    monkeypatch.setenv("UNO_BACKEND", "reference")
+    uno.project_(g, torch.randn(8))
+    report = uno.backends()
+    assert set(report) == {"reference", "cpu", "cuda", "triton"}
+    assert report["reference"].startswith("available")
+
+
+def test_rtol_validation():
+    with pytest.raises(ValueError, match="rtol"):
+        uno.project_(torch.randn(4), torch.randn(4), rtol=-1.0)
+    with pytest.raises(ValueError, match="rtol"):
+        uno.orthonormalize([torch.randn(4)], rtol=float("nan"))
+
+
+# ---- torch.library integration ---------------------------------------------------------------
+
+
+def test_opcheck_project():
+    g = [torch.randn(4, 3), torch.randn(5)]
+    rows = [torch.randn(2, 12), torch.randn(2, 5)]
+    torch.library.opcheck(torch.ops.uno.project_.default, (g, rows, False, 1e-6, ""))
+    b = uno.orthonormalize([[torch.randn(4, 3), torch.randn(5)] for _ in range(2)])
+    torch.library.opcheck(torch.ops.uno.project_.default, (g, b.rows(), True, 1e-6, ""))
+
+
+def test_compile_fullgraph():
+    def step(grads, basis):
+        uno.project_(grads, basis)
+        return grads[0] * 2
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    gen = torch.Generator().manual_seed(10)
+    g = [torch.randn(6, 4, generator=gen), torch.randn(7, generator=gen)]
+    v = [[torch.randn(6, 4, generator=gen), torch.randn(7, generator=gen)] for _ in range(2)]
+    g2 = [p.clone() for p in g]
+    out = compiled(g, v)
+    step(g2, v)
+    assert torch.equal(out, g2[0] * 2)
+    for a, b in zip(g, g2):
+        torch.testing.assert_close(a, b)
+    b = uno.orthonormalize(v)
+    compiled(g, b)
+    assert max_abs_cos(g, v) < 1e-5
