@@ -138,6 +138,12 @@ def rows_for(basis: object, grad: Sequence[Tensor], what: str = "basis") -> tupl
             f"{what} must be a Tensor, a sequence of Tensors, a sequence of vectors or a uno.Basis, "
             f"got {type(basis).__name__}"
         )
+    for j, b in enumerate(basis):
+        if not isinstance(b, (Tensor, list, tuple)):
+            raise TypeError(
+                f"{what}[{j}] must be a Tensor or a sequence of Tensors, got {type(b).__name__}"
+                + (" (a parameter without .grad?)" if b is None else "")
+            )
     if all(isinstance(b, Tensor) for b in basis):
         # With a one-piece grad every tensor is a whole vector (k = len(basis)); with a multi-piece
         # grad a list of tensors is one vector given piece by piece.

@@ -34,16 +34,27 @@ from uno.ops.reductions import kernel_rows
 
 def _run_passes(be, xs: List[Tensor], rows: List[Tensor], c: Tensor, n: float,
                 m: Optional[Tensor], tol: float) -> None:
-    """Passes B, C, ...: subtract until the residual coefficients are at rounding level."""
+    """Passes B, C, ...: subtract until the residual coefficients are at rounding level.
+
+    Kahan-Parlett "twice is enough": when a re-orthogonalisation pass (the second or later) still
+    shrinks the norm by more than half, what is left is rounding noise of a vector that lies in the
+    span to working precision, and the exact answer, zero, is written.
+    """
     k = rows[0].shape[0]
-    for _ in range(_small.MAX_PASSES):
+    passes = 0
+    while True:
         cq = c if m is None else m @ c  # coefficients in an orthonormal basis of the span
-        if float(cq.norm()) <= tol * math.sqrt(max(n, 0.0)):
+        if float(cq.norm()) <= tol * math.sqrt(max(n, 0.0)) or passes == _small.MAX_PASSES:
             return
         y = cq if m is None else m.T @ cq
         out = be.project(xs, rows, y.to(device=rows[0].device))
-        c = out[:k].cpu()
-        n = float(out[k])
+        passes += 1
+        c, n_new = out[:k].cpu(), float(out[k])
+        if passes >= 2 and n_new < 0.25 * n:
+            for x in xs:
+                x.zero_()
+            return
+        n = n_new
 
 
 def project_rows_(
