@@ -78,12 +78,13 @@ def scaled_shapes(model: str, numel: int) -> List[tuple]:
         if len(s) == 1:
             out.append((max(1, round(s[0] * f)),))
         else:
-            out.append((max(1, round(s[0] * f)),) + tuple(s[1:]))
+            out.append((max(1, round(s[0] * f)), *s[1:]))
     return out
 
 
 def timeit(fn: Callable[[], None], device: torch.device, reps: int, min_time: float = 0.2) -> float:
     """Median seconds per call (device synchronised around each call)."""
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -133,7 +134,82 @@ def qr_project(grads: Sequence[torch.Tensor], vectors: Sequence[Sequence[torch.T
 
 
 def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}"
+    return (
+        f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}"
+    )
+
+
+def bench_config(
+    cfg: Config, device: torch.device, reps: int, gen: torch.Generator, threads: int
+) -> List[dict]:
+    """Time every method on one configuration; print its rows and return them for the CSV."""
+    rows: List[dict] = []
+    shapes = scaled_shapes(cfg.model, cfg.numel)
+    p = sum(math.prod(s) for s in shapes)
+    esz = torch.finfo(cfg.dtype).bits // 8
+    mk = lambda: [torch.randn(s, generator=gen).to(device, cfg.dtype) for s in shapes]  # noqa: E731
+    grads = mk()
+    vectors = [mk() for _ in range(cfg.k)]
+    basis = uno.orthonormalize(vectors)
+    src = torch.empty(p, dtype=cfg.dtype, device=device).normal_()
+    dst = torch.empty_like(src)
+    t_copy = timeit(lambda: dst.copy_(src), device, reps)
+    copy_gbs = 2 * p * esz / t_copy / 1e9
+    g0 = [x.clone() for x in grads]
+
+    def reset():
+        for a, b in zip(grads, g0):
+            a.copy_(b)
+
+    # Every timed call starts from the same (non-orthogonal) grad; the reset copy is timed alone
+    # and subtracted, so each row measures the projection itself.
+    t_reset = timeit(reset, device, reps)
+    results = {}
+    results["naive"] = timeit(lambda: (reset(), naive_project(grads, vectors)), device, reps)
+    if p * cfg.k * esz <= 2e9 and cfg.k <= 64:
+        results["torch qr"] = timeit(lambda: (reset(), qr_project(grads, vectors)), device, reps)
+    results["uno Basis"] = timeit(lambda: (reset(), uno.project_(grads, basis)), device, reps)
+    if cfg.k == 1:
+        results["uno raw"] = timeit(
+            lambda: (reset(), uno.project_(grads, vectors[0])), device, reps
+        )
+    # Bytes the fused algorithm must move: pass A reads g and the k rows, pass B reads both and
+    # writes g (raw k = 1: the same, the Gram rides along in pass A).
+    moved = p * esz * (3 + 2 * cfg.k)
+    print(
+        f"{cfg.model:<11} {p:>10,} {cfg.k:>3} {'copy':<12} {t_copy * 1e3:>9.3f} "
+        f"{copy_gbs:>7.2f} {100.0:>6.1f}"
+    )
+    for name, t in results.items():
+        t = max(t - t_reset, 1e-9)
+        gbs = moved / t / 1e9
+        t_naive = max(results["naive"] - t_reset, 1e-9)
+        t_qr = max(results["torch qr"] - t_reset, 1e-9) if "torch qr" in results else float("nan")
+        print(
+            f"{cfg.model:<11} {p:>10,} {cfg.k:>3} {name:<12} {t * 1e3:>9.3f} {gbs:>7.2f} "
+            f"{100 * gbs / copy_gbs:>6.1f} {t_naive / t:>8.2f} {t_qr / t:>7.2f}"
+        )
+        rows.append(
+            dict(
+                date=dt.datetime.now().isoformat(timespec="seconds"),
+                machine=machine(),
+                version=uno.__version__,
+                device=str(device),
+                threads=threads,
+                model=cfg.model,
+                P=p,
+                k=cfg.k,
+                dtype=str(cfg.dtype).replace("torch.", ""),
+                method=name,
+                ms=round(t * 1e3, 4),
+                GBps=round(gbs, 3),
+                copy_GBps=round(copy_gbs, 3),
+                frac_copy=round(gbs / copy_gbs, 4),
+                speedup_naive=round(t_naive / t, 3),
+                speedup_qr=round(t_qr / t, 3) if math.isfinite(t_qr) else "",
+            )
+        )
+    return rows
 
 
 def run(configs: Sequence[Config], device: torch.device, reps: int, csv_path: str) -> None:
@@ -147,59 +223,9 @@ def run(configs: Sequence[Config], device: torch.device, reps: int, csv_path: st
     )
     print(hdr)
     print("-" * len(hdr))
-    rows = []
+    rows: List[dict] = []
     for cfg in configs:
-        shapes = scaled_shapes(cfg.model, cfg.numel)
-        p = sum(math.prod(s) for s in shapes)
-        esz = torch.finfo(cfg.dtype).bits // 8
-        mk = lambda: [torch.randn(s, generator=gen).to(device, cfg.dtype) for s in shapes]  # noqa: E731
-        grads = mk()
-        vectors = [mk() for _ in range(cfg.k)]
-        basis = uno.orthonormalize(vectors)
-        src = torch.empty(p, dtype=cfg.dtype, device=device).normal_()
-        dst = torch.empty_like(src)
-        t_copy = timeit(lambda: dst.copy_(src), device, reps)
-        copy_gbs = 2 * p * esz / t_copy / 1e9
-        g0 = [x.clone() for x in grads]
-
-        def reset():
-            for a, b in zip(grads, g0):
-                a.copy_(b)
-
-        # Every timed call starts from the same (non-orthogonal) grad; the reset copy is timed alone
-        # and subtracted, so each row measures the projection itself.
-        t_reset = timeit(reset, device, reps)
-        results = {}
-        results["naive"] = timeit(lambda: (reset(), naive_project(grads, vectors)), device, reps)
-        if p * cfg.k * esz <= 2e9 and cfg.k <= 64:
-            results["torch qr"] = timeit(lambda: (reset(), qr_project(grads, vectors)), device, reps)
-        results["uno Basis"] = timeit(lambda: (reset(), uno.project_(grads, basis)), device, reps)
-        if cfg.k == 1:
-            results["uno raw"] = timeit(lambda: (reset(), uno.project_(grads, vectors[0])), device,
-                                        reps)
-        # Bytes the fused algorithm must move: pass A reads g and the k rows, pass B reads both and
-        # writes g (raw k = 1: the same, the Gram rides along in pass A).
-        moved = p * esz * (3 + 2 * cfg.k)
-        print(f"{cfg.model:<11} {p:>10,} {cfg.k:>3} {'copy':<12} {t_copy * 1e3:>9.3f} "
-              f"{copy_gbs:>7.2f} {100.0:>6.1f}")
-        for name, t in results.items():
-            t = max(t - t_reset, 1e-9)
-            gbs = moved / t / 1e9
-            t_naive = max(results["naive"] - t_reset, 1e-9)
-            t_qr = max(results["torch qr"] - t_reset, 1e-9) if "torch qr" in results else float("nan")
-            print(
-                f"{cfg.model:<11} {p:>10,} {cfg.k:>3} {name:<12} {t * 1e3:>9.3f} {gbs:>7.2f} "
-                f"{100 * gbs / copy_gbs:>6.1f} {t_naive / t:>8.2f} {t_qr / t:>7.2f}"
-            )
-            rows.append(dict(
-                date=dt.datetime.now().isoformat(timespec="seconds"), machine=machine(),
-                version=uno.__version__, device=str(device), threads=threads, model=cfg.model,
-                P=p, k=cfg.k, dtype=str(cfg.dtype).replace("torch.", ""), method=name,
-                ms=round(t * 1e3, 4), GBps=round(gbs, 3), copy_GBps=round(copy_gbs, 3),
-                frac_copy=round(gbs / copy_gbs, 4), speedup_naive=round(t_naive / t, 3),
-                speedup_qr=round(t_qr / t, 3) if math.isfinite(t_qr) else "",
-            ))
-        del grads, vectors, basis, src, dst, g0
+        rows += bench_config(cfg, device, reps, gen, threads)
     os.makedirs(os.path.dirname(csv_path), exist_ok=True)
     new = not os.path.exists(csv_path)
     with open(csv_path, "a", newline="") as f:

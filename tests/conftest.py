@@ -11,9 +11,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from uno import _backends  # noqa: E402
+from uno import _backends
 
 
 def pytest_collection_modifyitems(config, items):
@@ -29,7 +29,9 @@ def _param(backend: str, device: str):
     marks = [pytest.mark.gpu] if device == "cuda" else []
     info = _backends.info(backend)
     if device == "cpu" and "cpu" not in info.devices:
-        marks.append(pytest.mark.skip(reason=f"backend {backend} unavailable on cpu: {info.reason}"))
+        marks.append(
+            pytest.mark.skip(reason=f"backend {backend} unavailable on cpu: {info.reason}")
+        )
     return pytest.param(backend, device, marks=marks, id=f"{backend}-{device}")
 
 

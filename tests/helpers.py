@@ -23,8 +23,10 @@ def oracle_project(g: Sequence[Tensor], vectors: Sequence[Sequence[Tensor]]) -> 
 
 
 def rand_pieces(shapes, dtype=torch.float32, device="cpu", gen=None) -> List[Tensor]:
-    return [torch.randn(s, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-            for s in shapes]
+    return [
+        torch.randn(s, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        for s in shapes
+    ]
 
 
 def max_abs_cos(g: Sequence[Tensor], vectors: Sequence[Sequence[Tensor]]) -> float:

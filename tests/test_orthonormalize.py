@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import BACKEND_DEVICES, dtypes_for
-from helpers import flat64, oracle_project, rand_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
+from conftest import BACKEND_DEVICES, dtypes_for
+from helpers import flat64, oracle_project, rand_pieces
 
 
 def _q(basis):
@@ -78,7 +78,9 @@ def test_ill_conditioned_float32(backend, device):
 def test_append_grows_in_place(backend, device):
     gen = torch.Generator().manual_seed(3)
     shapes = [(10, 3), (7,)]
-    b = uno.Basis.empty(rand_pieces(shapes, torch.float32, device, gen), capacity=2, backend=backend)
+    b = uno.Basis.empty(
+        rand_pieces(shapes, torch.float32, device, gen), capacity=2, backend=backend
+    )
     assert b.k == 0
     vecs = [rand_pieces(shapes, torch.float32, device, gen) for _ in range(4)]
     for j, v in enumerate(vecs):
@@ -96,8 +98,9 @@ def test_append_grows_in_place(backend, device):
     # Reused across many project_ calls without recomputation.
     g = rand_pieces(shapes, torch.float32, device, gen)
     uno.project_(g, b, backend=backend)
-    torch.testing.assert_close(flat64(g), oracle_project(
-        [p for p in g], vecs), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        flat64(g), oracle_project([p for p in g], vecs), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_basis_api():
@@ -140,6 +143,7 @@ def test_all_zero_vectors_give_empty_basis():
 def test_opcheck_orthonormalize():
     rows = [torch.randn(3, 12), torch.randn(3, 5)]
     torch.library.opcheck(
-        torch.ops.uno.orthonormalize.default, (rows, 1e-6, torch.float32, ""),
+        torch.ops.uno.orthonormalize.default,
+        (rows, 1e-6, torch.float32, ""),
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import BACKEND_DEVICES, TOL, dtypes_for
-from helpers import flat64, max_abs_cos, oracle_project, rand_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
+from conftest import BACKEND_DEVICES, TOL, dtypes_for
+from helpers import flat64, max_abs_cos, oracle_project, rand_pieces
 
 SHAPES = [(7, 5), (13,), (1,), (0, 4), (3, 2, 2)]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKEND_DEVICES, TOL, dtypes_for
-from helpers import flat64, rand_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
+from conftest import BACKEND_DEVICES, TOL, dtypes_for
+from helpers import flat64, rand_pieces
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)

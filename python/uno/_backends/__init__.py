@@ -35,7 +35,7 @@ def _probe_reference() -> tuple[tuple[str, ...], str]:
 
 def _probe_cpu() -> tuple[tuple[str, ...], str]:
     try:
-        from uno import _C  # noqa: F401
+        from uno import _C
     except ImportError as e:  # pragma: no cover - depends on the build
         return (), f"the compiled core uno._C is not importable ({e})"
     missing = [f for f in ("inner_cpu", "project_cpu", "combine_cpu") if not hasattr(_C, f)]
@@ -94,7 +94,9 @@ def backends() -> Dict[str, str]:
     out = {}
     for n in NAMES:
         i = info(n)
-        out[n] = f"available ({', '.join(i.devices)})" if i.available else f"unavailable: {i.reason}"
+        out[n] = (
+            f"available ({', '.join(i.devices)})" if i.available else f"unavailable: {i.reason}"
+        )
     return out
 
 
@@ -125,7 +127,10 @@ def resolve(backend: Optional[str], device: torch.device) -> str:
         )
     i = info(backend)
     if device.type not in i.devices:
-        why = i.reason or f"it does not run on {device.type} tensors (it runs on: {', '.join(i.devices)})"
+        why = (
+            i.reason
+            or f"it does not run on {device.type} tensors (it runs on: {', '.join(i.devices)})"
+        )
         avail = [n for n in NAMES if device.type in info(n).devices]
         raise RuntimeError(
             f"backend {source}{backend!r} cannot run on {device.type} tensors here: {why}. "

@@ -112,7 +112,9 @@ def chol_drop(g: Tensor, rtol: float) -> Tuple[Optional[Tensor], List[int], bool
     if not kept:
         return None, [], True
     rr = r[: len(kept), : len(kept)]
-    inv = torch.linalg.solve_triangular(rr.T, torch.eye(len(kept), dtype=torch.float64), upper=False)
+    inv = torch.linalg.solve_triangular(
+        rr.T, torch.eye(len(kept), dtype=torch.float64), upper=False
+    )
     m = torch.zeros(len(kept), k, dtype=torch.float64)
     m[:, kept] = inv  # Q_i = Σ_j inv[i, j] · V_kept[j]
     return m, kept, True

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from uno.ops.basis import Basis
+    pass
 
 VectorLike = Union[Tensor, Sequence[Tensor]]
 
@@ -92,7 +92,9 @@ def _rows_of_vectors(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch
     return rows
 
 
-def rows_for(basis: object, grad: Sequence[Tensor], what: str = "basis") -> tuple[List[Tensor], bool]:
+def rows_for(
+    basis: object, grad: Sequence[Tensor], what: str = "basis"
+) -> tuple[List[Tensor], bool]:
     """Canonical row blocks of ``basis`` for a vector with pieces ``grad``.
 
     Returns:
@@ -165,7 +167,9 @@ def rows_for(basis: object, grad: Sequence[Tensor], what: str = "basis") -> tupl
     if len(vectors) == 1:
         v = vectors[0]
         if len(v) != len(grad):
-            raise ValueError(f"{what} has {len(v)} tensors, expected {len(grad)} (one per grad piece)")
+            raise ValueError(
+                f"{what} has {len(v)} tensors, expected {len(grad)} (one per grad piece)"
+            )
         for t, (b, s) in enumerate(zip(v, shapes)):
             if b.shape != s:
                 raise ValueError(f"{what}[{t}] has shape {tuple(b.shape)}, expected {tuple(s)}")

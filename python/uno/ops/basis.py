@@ -39,7 +39,9 @@ class Basis:
         backend: Optional[str] = None,
     ) -> None:
         if buffer.dim() != 2 or not buffer.is_contiguous():
-            raise ValueError(f"buffer must be a contiguous 2-D tensor, got shape {tuple(buffer.shape)}")
+            raise ValueError(
+                f"buffer must be a contiguous 2-D tensor, got shape {tuple(buffer.shape)}"
+            )
         self.shapes: Tuple[torch.Size, ...] = tuple(torch.Size(s) for s in shapes)
         sizes = [math.prod(s) for s in self.shapes]
         offsets, o = [], 0
@@ -123,15 +125,15 @@ class Basis:
         )
 
     def clone(self) -> Basis:
-        return Basis(
-            self.buffer.clone(), self.k, self.shapes, rtol=self.rtol, backend=self.backend
-        )
+        return Basis(self.buffer.clone(), self.k, self.shapes, rtol=self.rtol, backend=self.backend)
 
     # -- growth -------------------------------------------------------------------------------
     def _reserve(self, k: int) -> None:
         if k <= self.capacity:
             return
-        new = torch.zeros(max(k, 2 * self.capacity), self.numel, dtype=self.dtype, device=self.device)
+        new = torch.zeros(
+            max(k, 2 * self.capacity), self.numel, dtype=self.dtype, device=self.device
+        )
         new[: self.k].copy_(self.buffer[: self.k])
         self.buffer = new
 
@@ -148,8 +150,10 @@ class Basis:
                 f"{[tuple(s) for s in self.shapes]}"
             )
         if pieces[0].device != self.device:
-            raise ValueError(f"expected v and the basis on the same device, got {pieces[0].device} "
-                             f"and {self.device}")
+            raise ValueError(
+                f"expected v and the basis on the same device, got {pieces[0].device} "
+                f"and {self.device}"
+            )
         check_row_dtype(pieces[0].dtype, self.dtype, "the basis")
         tol = _small.check_rtol(rtol if rtol is not None else self.rtol, pieces[0].dtype)
         be = _backends.module(_backends.resolve(self.backend, self.device))

@@ -67,7 +67,7 @@ def orthonormalize_rows(
     packed = be.inner(None, rows, True)
     if not bool(torch.isfinite(packed).all()):
         raise ValueError("the vectors have non-finite entries (inf or nan)")
-    m, kept, ok = _small.chol_drop(_small.unpack_gram(packed[k + 1 :], k), rtol)
+    m, _, ok = _small.chol_drop(_small.unpack_gram(packed[k + 1 :], k), rtol)
     if ok and m is None:
         return torch.zeros(0, numel, dtype=dtype, device=device)
     if ok and m is not None:
@@ -96,9 +96,7 @@ def _pieces_of(buf: Tensor, sizes: List[int]) -> List[Tensor]:
 
 
 @torch.library.custom_op("uno::orthonormalize", mutates_args=())
-def _orthonormalize_op(
-    rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str
-) -> Tensor:
+def _orthonormalize_op(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tensor:
     return orthonormalize_rows(rows, rtol, dtype, backend or None)
 
 

@@ -32,8 +32,9 @@ from uno.ops.orthonormalize import orthonormalize_rows
 from uno.ops.reductions import kernel_rows
 
 
-def _run_passes(be, xs: List[Tensor], rows: List[Tensor], c: Tensor, n: float,
-                m: Optional[Tensor], tol: float) -> None:
+def _run_passes(
+    be, xs: List[Tensor], rows: List[Tensor], c: Tensor, n: float, m: Optional[Tensor], tol: float
+) -> None:
     """Passes B, C, ...: subtract until the residual coefficients are at rounding level.
 
     Kahan-Parlett "twice is enough": when a re-orthogonalisation pass (the second or later) still

@@ -73,7 +73,9 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
     return out[0]
 
 
-def gram(vectors: object, *, like: Optional[VectorLike] = None, backend: Optional[str] = None) -> Tensor:
+def gram(
+    vectors: object, *, like: Optional[VectorLike] = None, backend: Optional[str] = None
+) -> Tensor:
     """Gram matrix ``G[i, j] = <v_i, v_j>`` of k vectors, accumulated in float64.
 
     Args:
@@ -101,7 +103,9 @@ def gram(vectors: object, *, like: Optional[VectorLike] = None, backend: Optiona
         vecs = [as_pieces(v, f"vectors[{j}]") for j, v in enumerate(vectors)]
         rows, _ = rows_for(vecs, vecs[0], "vectors")
     else:
-        raise ValueError("vectors must be a non-empty sequence of vectors, a (k, ...) Tensor or a Basis")
+        raise ValueError(
+            "vectors must be a non-empty sequence of vectors, a (k, ...) Tensor or a Basis"
+        )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
     out = _inner_op([], rows, True, backend or "")
@@ -113,7 +117,9 @@ def gram(vectors: object, *, like: Optional[VectorLike] = None, backend: Optiona
     return g
 
 
-def cos2(a: VectorLike, b: VectorLike, *, eps: float = 1e-30, backend: Optional[str] = None) -> Tensor:
+def cos2(
+    a: VectorLike, b: VectorLike, *, eps: float = 1e-30, backend: Optional[str] = None
+) -> Tensor:
     """Squared cosine ``<a, b>² / (‖a‖²‖b‖² + eps)`` in one pass (METHOD.md's c²).
 
     ``eps`` guards zero vectors: two zero vectors give 0, not nan.

@@ -18,4 +18,6 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
     """
     m64 = m.to(torch.float64)
     for o, r in zip(out, rows):
-        o.copy_(m64 @ r.to(torch.float64))  # the product is materialised before the copy: in place is safe
+        o.copy_(
+            m64 @ r.to(torch.float64)
+        )  # the product is materialised before the copy: in place is safe
