@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# GPU check for a lent machine (one short run, under ~8 minutes): build uno with the CUDA kernels, check the
+# cuda primitives against the reference (dtypes, k, many/empty pieces, in-place combine, determinism, CUDA
+# graph capture), run the gpu-marked tests, then the quick project benchmark. Run from the repo root:
+#     scripts/gpu_check.sh            # logs to $OUT if set, else /tmp/uno_gpu_check
+# The machine is offline: missing Python packages come from wheels carried in .whl/ (pip --no-index),
+# else from the default index when one is reachable.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/uno_gpu_check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+status=0
+step() { echo "=== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+result() { echo "    -> $1 (rc=$2)" | tee -a "$OUT/summary.txt"; [ "$2" = 0 ] || status=1; }
+
+step "machine"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; "$PY" --version
+  command -v nvcc && nvcc --version | tail -2; nproc; } 2>&1 | tee "$OUT/machine.txt"
+
+step "python packages"
+for mod in torch triton pytest hypothesis scipy; do
+  if ! "$PY" -c "import $mod" 2>/dev/null; then
+    pkg=$mod
+    { "$PY" -m pip install -q --no-index --find-links .whl "$pkg" || "$PY" -m pip install -q "$pkg"; } \
+      >>"$OUT/pip.log" 2>&1 || echo "could not install $pkg (see pip.log)"
+  fi
+done
+for mod in scikit_build_core pybind11; do
+  "$PY" -c "import $mod" 2>/dev/null || { "$PY" -m pip install -q --no-index --find-links .whl \
+    "${mod//_/-}" || "$PY" -m pip install -q "${mod//_/-}"; } >>"$OUT/pip.log" 2>&1
+done
+"$PY" -c "import torch; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+
+step "build (UNO_CUDA=ON)"
+export UNO_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+t0=$(date +%s)
+if "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
+  rc=0
+else
+  # Fallback: the developer build (CMake directly), used through PYTHONPATH=python.
+  echo "pip install failed; trying a direct CMake build" | tee -a "$OUT/build.log"
+  pybind11_dir=$("$PY" -c "import pybind11; print(pybind11.get_cmake_dir())")
+  cmake -S . -B build/gpu-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DUNO_CUDA=ON \
+    -Dpybind11_DIR="$pybind11_dir" -DPython_EXECUTABLE="$(command -v "$PY")" \
+    -DSKBUILD_PROJECT_VERSION=0.1.0 >>"$OUT/build.log" 2>&1 &&
+    cmake --build build/gpu-check -j "$(nproc)" >>"$OUT/build.log" 2>&1 &&
+    cp -f build/gpu-check/_C*.so python/uno/ && export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+  rc=$?
+fi
+result "build in $(($(date +%s) - t0)) s" $rc
+tail -5 "$OUT/build.log"
+"$PY" -c "import uno, uno._C as C; print('with_cuda', C.with_cuda, 'archs', C.cuda_archs); \
+print(C.registered); print(uno.backends())" 2>&1 | tee -a "$OUT/summary.txt"
+
+step "cuda primitives vs reference"
+timeout 180 "$PY" - >"$OUT/primitives.log" 2>&1 <<'EOF'
+import itertools, sys, torch
+from uno._backends import cuda as cu
+from uno import reference as ref
+
+dev = torch.device("cuda")
+torch.manual_seed(0)
+fails = []
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+def check(name, got, want, tol):
+    err = (got.double() - want.double()).abs().max().item() if want.numel() else 0.0
+    scale = max(1.0, want.double().abs().max().item() if want.numel() else 1.0)
+    ok = err <= tol * scale
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: err {err:.3e} (scale {scale:.2e})")
+    if not ok:
+        fails.append(name)
+
+def make(sizes, k, xd, rd, basis_layout):
+    x = [torch.randn(n, device=dev, dtype=xd) for n in sizes]
+    if basis_layout:  # one [k, P] buffer, rows[t] = Q[:, o_t:o_t+n_t] (ld = P)
+        Q = torch.randn(k, sum(sizes) + 3, device=dev, dtype=rd)
+        rows, o = [], 1
+        for n in sizes:
+            rows.append(Q[:, o:o + n]); o += n
+    else:
+        rows = [torch.randn(k, n, device=dev, dtype=rd) for n in sizes]
+    return x, rows
+
+pairs = [(torch.float32,) * 2, (torch.float64,) * 2, (torch.float16,) * 2, (torch.bfloat16,) * 2,
+         (torch.float16, torch.float32), (torch.bfloat16, torch.float32)]
+shapes = {"one": [100_003], "mixed": [0, 1, 7, 1025, 4096, 33_333, 0, 250_001],
+          "many": [((i * 37) % 300) + (i % 3 == 0) * 5000 for i in range(150)]}
+for (xd, rd), k, (sname, sizes), bl in itertools.product(
+        pairs, [1, 3, 8, 17, 33, 40], shapes.items(), [False, True]):
+    if sname == "many" and (k not in (3, 33) or xd != torch.float32):
+        continue
+    if sname == "one" and k in (17, 40) and xd != torch.float32:
+        continue
+    tag = f"{str(xd)[6:]}/{str(rd)[6:]} k={k} {sname} {'basis' if bl else 'rows'}"
+    tol = TOL[xd] if xd in (torch.float16, torch.bfloat16) else TOL[rd]
+    x, rows = make(sizes, k, xd, rd, bl)
+    for g in (False, True):
+        check(f"inner g={g} {tag}", cu.inner(x, rows, g), ref.inner(x, rows, g), TOL[rd] * 10)
+        if g:
+            check(f"inner x=None {tag}", cu.inner(None, rows, True), ref.inner(None, rows, True), TOL[rd] * 10)
+    y = torch.randn(k, device=dev, dtype=torch.float64) * 0.1
+    x2 = [t.clone() for t in x]
+    got = cu.project(x, rows, y)
+    want = ref.project(x2, rows, y)
+    check(f"project {tag}", got, want, tol * 10)
+    check(f"project x {tag}", torch.cat([t.double() for t in x]), torch.cat([t.double() for t in x2]), tol)
+    if xd == rd:
+        for r in (1, k):
+            m = torch.randn(r, k, device=dev, dtype=torch.float64)
+            out = [torch.empty(r, n, device=dev, dtype=rd) for n in sizes]
+            out2 = [torch.empty(r, n, device=dev, dtype=rd) for n in sizes]
+            cu.combine(out, rows, m); ref.combine(out2, rows, m)
+            check(f"combine r={r} {tag}", torch.cat([o.flatten() for o in out]), torch.cat([o.flatten() for o in out2]), tol * 10)
+        # in place: out is rows' own memory (first r <= k rows)
+        m = torch.randn(max(1, k - 1), k, device=dev, dtype=torch.float64)
+        want = [torch.empty(m.shape[0], n, device=dev, dtype=rd) for n in sizes]
+        ref.combine(want, rows, m)
+        cu.combine([r_[: m.shape[0]] for r_ in rows], rows, m)
+        check(f"combine in-place {tag}", torch.cat([r_[: m.shape[0]].flatten() for r_ in rows]), torch.cat([w.flatten() for w in want]), tol * 10)
+
+# determinism and CUDA-graph capture
+x, rows = make([3_000_001, 17, 65_536], 5, torch.float32, torch.float32, True)
+a = cu.inner(x, rows, True); b = cu.inner(x, rows, True)
+print("deterministic inner:", torch.equal(a, b)); fails += [] if torch.equal(a, b) else ["determinism"]
+y = torch.randn(5, device=dev, dtype=torch.float64) * 0.1
+xs = [t.clone() for t in x]
+s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(s):
+    cu.project(xs, rows, y)  # warm-up outside capture
+torch.cuda.current_stream().wait_stream(s)
+xs = [t.clone() for t in x]
+graph = torch.cuda.CUDAGraph()
+with torch.cuda.graph(graph):
+    res = cu.project(xs, rows, y)
+for t, t0 in zip(xs, x):
+    t.copy_(t0)
+graph.replay(); torch.cuda.synchronize()
+x2 = [t.clone() for t in x]
+check("project in CUDA graph", res, ref.project(x2, rows, y), 1e-4)
+print("FAILED:", fails) if fails else print("ALL OK")
+sys.exit(1 if fails else 0)
+EOF
+rc=$?; result "primitives" $rc
+grep -E "FAIL|ALL OK|Error|error" "$OUT/primitives.log" | head -20
+
+step "pytest -m gpu"
+timeout 240 "$PY" -m pytest -m gpu -q --no-header -p no:cacheprovider >"$OUT/pytest.log" 2>&1
+rc=$?; result "pytest" $rc
+tail -15 "$OUT/pytest.log"
+
+step "bench_project --quick"
+if [ -f bench/bench_project.py ]; then
+  timeout 120 "$PY" bench/bench_project.py --device cuda --quick >"$OUT/bench.log" 2>&1
+  rc=$?; result "bench" $rc
+  tail -30 "$OUT/bench.log"
+else
+  echo "    bench/bench_project.py absent: skipped" | tee -a "$OUT/summary.txt"
+fi
+
+step "done (status $status); logs in $OUT"
+exit $status
