@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ContextManager, List, Optional, Sequence
+from typing import Any, ContextManager, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-_HALF = (torch.float16, torch.bfloat16)
+from uno._backends._layout import check_pair, code, row_layout, vector_ptrs
 
 # Partial-sum rows per call: enough blocks to keep every SM streaming (8 resident blocks of 256 threads
 # per SM where registers allow), but at most ~32 MiB of scratch for very wide Gram outputs.
@@ -56,56 +55,6 @@ def _device_guard(device: torch.device) -> ContextManager[object]:
     return torch.cuda.device(device)
 
 
-def _code(dtype: torch.dtype, what: str) -> int:
-    try:
-        return _DTYPE_CODES[dtype]
-    except KeyError:
-        raise TypeError(
-            f"{what} has dtype {dtype}; expected float32, float64, float16 or bfloat16"
-        ) from None
-
-
-def _check_pair(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
-    if x_dtype == row_dtype or (x_dtype in _HALF and row_dtype == torch.float32):
-        return
-    raise TypeError(
-        f"rows have dtype {row_dtype} but x has dtype {x_dtype}; expected the same dtype "
-        "(or float32 rows for float16/bfloat16 x)"
-    )
-
-
-def _row_layout(rows: Sequence[Tensor], k: int, what: str) -> tuple[List[int], List[int]]:
-    """Row strides and column counts of ``(k, n_t)`` blocks with unit column stride (cheap checks)."""
-    device = rows[0].device
-    if device.type != "cuda":
-        raise ValueError(f"the cuda backend needs CUDA tensors, got {what} on {device}")
-    lds, ns = [], []
-    for t, r in enumerate(rows):
-        if r.dim() != 2 or r.shape[0] != k:
-            raise ValueError(f"{what}[{t}] has shape {tuple(r.shape)}, expected ({k}, n)")
-        if r.shape[1] > 1 and r.stride(1) != 1:
-            raise ValueError(f"{what}[{t}] has column stride {r.stride(1)}, expected 1")
-        if r.device != device:
-            raise ValueError(
-                f"{what} spans devices: {what}[0] on {device}, {what}[{t}] on {r.device}"
-            )
-        lds.append(int(r.stride(0)))
-        ns.append(int(r.shape[1]))
-    return lds, ns
-
-
-def _x_ptrs(x: Sequence[Tensor], ns: Sequence[int], device: torch.device, what: str) -> List[int]:
-    if len(x) != len(ns):
-        raise ValueError(f"{what} has {len(x)} pieces but rows have {len(ns)}")
-    for t, (xt, n) in enumerate(zip(x, ns)):
-        if xt.numel() != n or not xt.is_contiguous() or xt.device != device:
-            raise ValueError(
-                f"{what}[{t}] must be a contiguous tensor of {n} elements on {device}, got shape "
-                f"{tuple(xt.shape)} (contiguous={xt.is_contiguous()}) on {xt.device}"
-            )
-    return [int(xt.data_ptr()) for xt in x]
-
-
 def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
     """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64; see docs/kernels.md.
 
@@ -120,12 +69,12 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     k = int(rows[0].shape[0])
     device = rows[0].device
     width = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
-    lds, ns = _row_layout(rows, k, "rows")
-    row_code = _code(rows[0].dtype, "rows")
+    lds, ns = row_layout(rows, k, "rows", "cuda")
+    row_code = code(rows[0].dtype, "rows")
     if x is not None:
-        _check_pair(x[0].dtype, rows[0].dtype)
-        x_ptrs = _x_ptrs(x, ns, device, "x")
-        x_code = _code(x[0].dtype, "x")
+        check_pair(x[0].dtype, rows[0].dtype)
+        x_ptrs = vector_ptrs(x, ns, device, "x")
+        x_code = code(x[0].dtype, "x")
     else:
         x_ptrs, x_code = [], row_code
     max_blocks = _max_blocks(device, width, len(rows))
@@ -160,9 +109,9 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     """
     k = int(rows[0].shape[0])
     device = rows[0].device
-    lds, ns = _row_layout(rows, k, "rows")
-    _check_pair(x[0].dtype, rows[0].dtype)
-    x_ptrs = _x_ptrs(x, ns, device, "x")
+    lds, ns = row_layout(rows, k, "rows", "cuda")
+    check_pair(x[0].dtype, rows[0].dtype)
+    x_ptrs = vector_ptrs(x, ns, device, "x")
     if y.numel() != k:
         raise ValueError(f"y has {y.numel()} elements, expected k={k}")
     # A no-op for the usual float64 (k,) device tensor; the stream-ordered allocator keeps a copy alive.
@@ -177,8 +126,8 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
             ns,
             k,
             int(y64.data_ptr()),
-            _code(x[0].dtype, "x"),
-            _code(rows[0].dtype, "rows"),
+            code(x[0].dtype, "x"),
+            code(rows[0].dtype, "rows"),
             torch.cuda.current_stream(device).cuda_stream,
             int(partials.data_ptr()),
             max_blocks,
@@ -200,8 +149,8 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
     if m.dim() != 2 or m.shape[1] != k:
         raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
     r = int(m.shape[0])
-    lds, ns = _row_layout(rows, k, "rows")
-    out_lds, out_ns = _row_layout(out, r, "out")
+    lds, ns = row_layout(rows, k, "rows", "cuda")
+    out_lds, out_ns = row_layout(out, r, "out", "cuda")
     if out_ns != ns:
         raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
     if out[0].dtype != rows[0].dtype:
@@ -218,7 +167,7 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
             k,
             r,
             int(m64.data_ptr()),
-            _code(rows[0].dtype, "rows"),
+            code(rows[0].dtype, "rows"),
             torch.cuda.current_stream(device).cuda_stream,
             0,  # partials_ptr: combine reduces nothing
             max_blocks,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from uno import _triton as cfg
+from uno._backends._layout import row_layout, vector_ptrs
 from uno._triton.combine import combine_piece
 from uno._triton.inner import inner_piece
 from uno._triton.project import project_piece
@@ -41,6 +42,9 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     k = rows[0].shape[0]
     device = rows[0].device
     width = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
+    _, ns = row_layout(rows, k, "rows", device.type)
+    if x is not None:
+        vector_ptrs(x, ns, device, "x")
     cfg.check_dtypes(x[0].dtype if x is not None else rows[0].dtype, rows[0].dtype)
     n_programs = cfg.max_programs(device)
     part = torch.zeros(n_programs, width, dtype=torch.float64, device=device)
@@ -63,6 +67,10 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     """
     k = rows[0].shape[0]
     device = rows[0].device
+    _, ns = row_layout(rows, k, "rows", device.type)
+    vector_ptrs(x, ns, device, "x")
+    if y.numel() != k:
+        raise ValueError(f"y has {y.numel()} elements, expected k={k}")
     cfg.check_dtypes(x[0].dtype, rows[0].dtype)
     y64 = y.to(device=device, dtype=torch.float64).contiguous()
     n_programs = cfg.max_programs(device)
@@ -83,6 +91,15 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
         m: float64 ``(r, k)`` on the pieces' device.
     """
     device = rows[0].device
+    k = rows[0].shape[0]
+    if m.dim() != 2 or m.shape[1] != k:
+        raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
+    _, ns = row_layout(rows, k, "rows", device.type)
+    _, out_ns = row_layout(out, int(m.shape[0]), "out", device.type)
+    if out_ns != ns:
+        raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
+    if out[0].dtype != rows[0].dtype:
+        raise TypeError(f"out has dtype {out[0].dtype}, expected rows' dtype {rows[0].dtype}")
     cfg.check_dtypes(rows[0].dtype, rows[0].dtype)
     m64 = m.to(device=device, dtype=torch.float64).contiguous()
     n_programs = cfg.max_programs(device)

@@ -1,0 +1,123 @@
+// CPU kernel of the `inner` primitive (docs/kernels.md): in one pass over x and k rows, the inner
+// products <row_j, x>, |x|^2 and optionally the packed upper triangle of the rows' Gram matrix, all
+// accumulated in float64 with a fixed order per thread count.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "uno/dtype.h"
+#include "uno/parallel.h"
+#include "uno/registry.h"
+
+namespace py = pybind11;
+
+namespace uno {
+namespace {
+
+// <a0, b> and <a1, b> in one sweep, sharing the loads of b.
+template <typename V>
+inline void gram_pair(const V* __restrict a0, const V* __restrict a1, const V* __restrict b,
+                      int64_t n, double* s0, double* s1) {
+  double u = 0.0, v = 0.0;
+#pragma omp simd reduction(+ : u, v)
+  for (int64_t p = 0; p < n; ++p) {
+    const double bp = static_cast<double>(b[p]);
+    u += static_cast<double>(a0[p]) * bp;
+    v += static_cast<double>(a1[p]) * bp;
+  }
+  *s0 += u;
+  *s1 += v;
+}
+
+// Adds the block's Gram upper triangle (packed row by row) to g. rp: k pointers to n values each.
+template <typename V>
+void gram_block(const V* const* rp, int64_t k, int64_t n, double* g) {
+  // Packed index of (i, j), i <= j: i*k - i*(i-1)/2 + (j - i).
+  auto at = [k](int64_t i, int64_t j) { return i * k - i * (i - 1) / 2 + (j - i); };
+  int64_t i = 0;
+  for (; i + 1 < k; i += 2) {
+    g[at(i, i)] += dot(rp[i], rp[i], n);
+    for (int64_t j = i + 1; j < k; ++j) {
+      gram_pair(rp[i], rp[i + 1], rp[j], n, &g[at(i, j)], &g[at(i + 1, j)]);
+    }
+  }
+  if (i < k) g[at(i, i)] += dot(rp[i], rp[i], n);
+}
+
+// x_ptrs: T pointers to n_t elements of X, or empty (no x). row_ptrs: T pointers to (k, n_t) blocks of
+// R with row stride lds[t]. ns: the T piece sizes n_t. out: W = k + 1 (+ k(k+1)/2) float64 values.
+template <typename X, typename R>
+void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
+                  const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+                  bool with_gram, double* out, int num_threads) {
+  using XV = typename Elem<X>::V;
+  using RV = typename Elem<R>::V;
+  const bool has_x = !x_ptrs.empty();
+  const int64_t W = k + 1 + (with_gram ? k * (k + 1) / 2 : 0);
+  const PieceIndex pieces(ns);
+  const int64_t B = block_size(k, sizeof(RV));
+  const int nchunks = plan_chunks(pieces.total() * (k + 1), num_threads);
+  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);  // one row of sums per chunk
+  if (has_x || with_gram) {
+    parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
+      double* acc = partial.data() + c * W;
+      std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
+      std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
+      std::vector<const RV*> rp(k);
+      pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
+        const R* rows = reinterpret_cast<const R*>(row_ptrs[t]);
+        for (int64_t b0 = lo; b0 < hi; b0 += B) {
+          const int64_t n = std::min(B, hi - b0);
+          for (int64_t j = 0; j < k; ++j) {
+            rp[j] = load_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
+          }
+          if (has_x) {
+            const XV* xv = load_block(reinterpret_cast<const X*>(x_ptrs[t]) + b0, n, xbuf.data());
+            dots(rp.data(), k, xv, n, acc);
+            acc[k] += dot(xv, xv, n);
+          }
+          if (with_gram) gram_block(rp.data(), k, n, acc + k + 1);
+        }
+      });
+    });
+  }
+  for (int64_t w = 0; w < W; ++w) {
+    double s = 0.0;
+    for (int c = 0; c < nchunks; ++c) s += partial[c * W + w];
+    out[w] = s;
+  }
+}
+
+void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
+               const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+               bool with_gram, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
+  const char* what = "inner_cpu";
+  check_pieces(what, row_ptrs, lds, ns, k);
+  if (!x_ptrs.empty()) check_vector(what, "x", x_ptrs, ns);
+  check_threads(what, num_threads);
+  if (out_ptr == 0) throw std::invalid_argument("inner_cpu: out_ptr is null");
+  dispatch_pair(x_dtype, row_dtype, what, [](auto, auto) {});  // validate before releasing the GIL
+  py::gil_scoped_release release;
+  dispatch_pair(x_dtype, row_dtype, what, [&](auto x, auto r) {
+    inner_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k, with_gram,
+                                           reinterpret_cast<double*>(out_ptr), num_threads);
+  });
+}
+
+void register_inner(py::module_& m) {
+  m.def("inner_cpu", &inner_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
+        py::arg("ns"), py::arg("k"), py::arg("with_gram"), py::arg("x_dtype"), py::arg("row_dtype"),
+        py::arg("out_ptr"), py::arg("num_threads"),
+        "inner primitive on CPU: writes [<row_j, x>]_j, |x|^2 (zeros without x) and, with_gram, the "
+        "packed upper Gram triangle of the rows to the float64 buffer at out_ptr.");
+}
+
+}  // namespace
+}  // namespace uno
+
+UNO_REGISTER(inner_cpu, uno::register_inner);

@@ -1,0 +1,98 @@
+// CPU kernel of the `project` primitive (docs/kernels.md): x <- x - sum_j y_j row_j in place (float64,
+// rounded once to x's dtype), and in the same pass the inner products of the stored x with every row
+// and its squared norm, accumulated in float64 with a fixed order per thread count.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "uno/dtype.h"
+#include "uno/parallel.h"
+#include "uno/registry.h"
+
+namespace py = pybind11;
+
+namespace uno {
+namespace {
+
+// x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs: T pointers to (k, n_t) blocks
+// of R with row stride lds[t]. ns: the T piece sizes. y: k float64 coefficients. out: k + 1 float64.
+template <typename X, typename R>
+void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
+                    const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+                    const double* y, double* out, int num_threads) {
+  using XV = typename Elem<X>::V;
+  using RV = typename Elem<R>::V;
+  const int64_t W = k + 1;
+  const PieceIndex pieces(ns);
+  const int64_t B = block_size(k, sizeof(RV));
+  const int nchunks = plan_chunks(pieces.total() * (k + 1), num_threads);
+  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);  // one row of sums per chunk
+  parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
+    double* acc = partial.data() + c * W;
+    std::vector<double> s(B);  // sum_j y_j row_j over the block
+    std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
+    std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
+    std::vector<const RV*> rp(k);
+    pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
+      const R* rows = reinterpret_cast<const R*>(row_ptrs[t]);
+      X* x = reinterpret_cast<X*>(x_ptrs[t]);
+      for (int64_t b0 = lo; b0 < hi; b0 += B) {
+        const int64_t n = std::min(B, hi - b0);
+        for (int64_t j = 0; j < k; ++j) {
+          rp[j] = load_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
+        }
+        lincomb(rp.data(), y, k, n, s.data());
+        X* __restrict xb = x + b0;
+        const double* __restrict sb = s.data();
+#pragma omp simd
+        for (int64_t p = 0; p < n; ++p) {
+          xb[p] = Elem<X>::store(static_cast<double>(Elem<X>::load(xb[p])) - sb[p]);
+        }
+        // Measure what was stored (rows of the block are still in cache).
+        const XV* xv = load_block(static_cast<const X*>(xb), n, xbuf.data());
+        dots(rp.data(), k, xv, n, acc);
+        acc[k] += dot(xv, xv, n);
+      }
+    });
+  });
+  for (int64_t w = 0; w < W; ++w) {
+    double sum = 0.0;
+    for (int c = 0; c < nchunks; ++c) sum += partial[c * W + w];
+    out[w] = sum;
+  }
+}
+
+void project_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
+                 const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+                 int64_t y_ptr, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
+  const char* what = "project_cpu";
+  check_pieces(what, row_ptrs, lds, ns, k);
+  check_vector(what, "x", x_ptrs, ns);
+  check_threads(what, num_threads);
+  if (y_ptr == 0) throw std::invalid_argument("project_cpu: y_ptr is null");
+  if (out_ptr == 0) throw std::invalid_argument("project_cpu: out_ptr is null");
+  dispatch_pair(x_dtype, row_dtype, what, [](auto, auto) {});  // validate before releasing the GIL
+  py::gil_scoped_release release;
+  dispatch_pair(x_dtype, row_dtype, what, [&](auto x, auto r) {
+    project_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k,
+                                             reinterpret_cast<const double*>(y_ptr),
+                                             reinterpret_cast<double*>(out_ptr), num_threads);
+  });
+}
+
+void register_project(py::module_& m) {
+  m.def("project_cpu", &project_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
+        py::arg("ns"), py::arg("k"), py::arg("y_ptr"), py::arg("x_dtype"), py::arg("row_dtype"),
+        py::arg("out_ptr"), py::arg("num_threads"),
+        "project primitive on CPU: x -= sum_j y[j] row_j in place, then writes [<row_j, x>]_j and "
+        "|x|^2 of the stored x to the float64 buffer at out_ptr (k + 1 values).");
+}
+
+}  // namespace
+}  // namespace uno
+
+UNO_REGISTER(project_cpu, uno::register_project);

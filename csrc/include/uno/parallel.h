@@ -1,0 +1,148 @@
+// A tiny parallel-for with std::thread for the memory-bound CPU kernels.
+//
+// The range [0, n) is cut into `nchunks` contiguous chunks by a fixed rule that depends only on n and
+// nchunks, and chunk c always runs as one sequential task. A kernel that keeps one partial result per
+// chunk and adds the partials in chunk order is therefore deterministic for a given thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace uno {
+
+// Below this much work (elements times passes over them) a single thread is faster than starting more.
+constexpr int64_t kMinWorkPerThread = 32768;
+// Chunk boundaries fall on multiples of this many elements (whole cache lines for aligned pieces).
+constexpr int64_t kChunkGrain = 64;
+constexpr int kMaxThreads = 256;
+
+// How many chunks (= threads) to use for `work` units of work when the caller allows num_threads.
+inline int plan_chunks(int64_t work, int num_threads) {
+  const int64_t by_work = std::max<int64_t>(1, work / kMinWorkPerThread);
+  return static_cast<int>(std::min<int64_t>({by_work, std::max(num_threads, 1), kMaxThreads}));
+}
+
+// Elements per cache block: the kernels process all k rows of a block of columns before moving on, so
+// a block of k rows (rows * bytes_per_elem bytes per column) should stay within the L1/L2 caches.
+inline int64_t block_size(int64_t rows, int64_t bytes_per_elem, int64_t cache_bytes = 64 * 1024) {
+  const int64_t cols = cache_bytes / std::max<int64_t>(1, rows * bytes_per_elem);
+  return std::min<int64_t>(2048, std::max<int64_t>(64, cols / 64 * 64));
+}
+
+// [begin, end) of chunk c out of nchunks over [0, n).
+inline void chunk_range(int64_t n, int nchunks, int c, int64_t* begin, int64_t* end) {
+  const int64_t units = (n + kChunkGrain - 1) / kChunkGrain;
+  const int64_t q = units / nchunks, rem = units % nchunks;
+  const int64_t u0 = q * c + std::min<int64_t>(c, rem);
+  const int64_t u1 = u0 + q + (c < rem ? 1 : 0);
+  *begin = std::min(n, u0 * kChunkGrain);
+  *end = std::min(n, u1 * kChunkGrain);
+}
+
+// Runs fn(c, begin, end) for every chunk c in [0, nchunks), chunk 0 on the calling thread, and joins
+// all threads before returning. An exception thrown by a chunk is rethrown here (the first by chunk
+// order); if a thread cannot be started its chunk runs on the calling thread instead.
+template <typename F>
+void parallel_for(int64_t n, int nchunks, F&& fn) {
+  nchunks = std::max(nchunks, 1);
+  std::vector<std::exception_ptr> errors(nchunks);
+  auto run = [&](int c) {
+    try {
+      int64_t b, e;
+      chunk_range(n, nchunks, c, &b, &e);
+      fn(c, b, e);
+    } catch (...) {
+      errors[c] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  std::vector<int> inline_chunks;
+  threads.reserve(nchunks - 1);
+  for (int c = 1; c < nchunks; ++c) {
+    try {
+      threads.emplace_back(run, c);
+    } catch (...) {  // std::system_error: no more threads; run this chunk here afterwards
+      inline_chunks.push_back(c);
+    }
+  }
+  run(0);
+  for (int c : inline_chunks) run(c);
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// The T pieces of a vector laid end to end: a global element index space [0, total) over them.
+struct PieceIndex {
+  std::vector<int64_t> start;  // [T + 1] prefix sums of the piece sizes
+  explicit PieceIndex(const std::vector<int64_t>& ns) : start(ns.size() + 1, 0) {
+    for (size_t t = 0; t < ns.size(); ++t) start[t + 1] = start[t] + ns[t];
+  }
+  int64_t total() const { return start.back(); }
+  // Calls fn(t, lo, hi) for the part [lo, hi) (local to piece t) of every piece overlapping the
+  // global range [begin, end), in piece order; empty pieces are skipped.
+  template <typename F>
+  void for_each(int64_t begin, int64_t end, F&& fn) const {
+    if (begin >= end) return;
+    size_t t = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
+    for (; t + 1 < start.size() && start[t] < end; ++t) {
+      const int64_t lo = std::max(begin, start[t]) - start[t];
+      const int64_t hi = std::min(end, start[t + 1]) - start[t];
+      if (hi > lo) fn(t, lo, hi);
+    }
+  }
+};
+
+// Checks of the per-piece lists every CPU entry point receives (throws std::invalid_argument, which
+// pybind11 turns into ValueError): equal lengths, k >= 1, sizes >= 0, non-null pointers for non-empty
+// pieces, and row strides ld >= n when there is more than one row.
+inline void check_pieces(const char* what, const std::vector<int64_t>& ptrs,
+                         const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k) {
+  const std::string w(what);
+  if (k < 1) throw std::invalid_argument(w + ": k must be >= 1, got " + std::to_string(k));
+  if (lds.size() != ptrs.size() || ns.size() != ptrs.size()) {
+    throw std::invalid_argument(w + ": per-piece lists differ in length (" +
+                                std::to_string(ptrs.size()) + " pointers, " +
+                                std::to_string(lds.size()) + " strides, " +
+                                std::to_string(ns.size()) + " sizes)");
+  }
+  for (size_t t = 0; t < ns.size(); ++t) {
+    const std::string at = w + ": piece " + std::to_string(t);
+    if (ns[t] < 0) throw std::invalid_argument(at + " has negative size " + std::to_string(ns[t]));
+    if (ns[t] > 0 && ptrs[t] == 0) throw std::invalid_argument(at + " has a null data pointer");
+    if (k > 1 && ns[t] > 0 && lds[t] < ns[t]) {
+      throw std::invalid_argument(at + " has row stride " + std::to_string(lds[t]) +
+                                  " smaller than its size " + std::to_string(ns[t]));
+    }
+  }
+}
+
+// Checks the T pointers of a vector argument (x) against the T piece sizes ns.
+inline void check_vector(const char* what, const char* name, const std::vector<int64_t>& ptrs,
+                         const std::vector<int64_t>& ns) {
+  const std::string w = std::string(what) + ": " + name;
+  if (ptrs.size() != ns.size()) {
+    throw std::invalid_argument(w + " has " + std::to_string(ptrs.size()) + " pieces but rows have " +
+                                std::to_string(ns.size()));
+  }
+  for (size_t t = 0; t < ns.size(); ++t) {
+    if (ns[t] > 0 && ptrs[t] == 0) {
+      throw std::invalid_argument(w + " piece " + std::to_string(t) + " has a null data pointer");
+    }
+  }
+}
+
+inline void check_threads(const char* what, int num_threads) {
+  if (num_threads < 1) {
+    throw std::invalid_argument(std::string(what) + ": num_threads must be >= 1, got " +
+                                std::to_string(num_threads));
+  }
+}
+
+}  // namespace uno
