@@ -1,0 +1,460 @@
+// CPU kernel of the fused projected optimizer step (python/uno/reference/optim_step.py is the
+// spec).
+//
+// One call = one phase over the T pieces of one parameter group:
+//   phase 0 (write):       the SGD/Adam step; with coefficients c and k rows, g' = g - sum_j c_j
+//   q_j
+//                          (project="grad") or p' = p + u - sum_j c_j q_j (project="update"),
+//                          formed in float64 per block and never materialised.
+//   phase 1 (grad coef):   out[j] = <q_j, g>  (the coefficient pass of project="grad").
+//   phase 2 (update coef): out[j] = <q_j, u>, u the update this step would make; nothing is
+//   written.
+// Element-wise optimizer maths runs in float64 for float64 parameters and float32 otherwise (as
+// torch's optimizers do); reductions accumulate in float64 with a fixed order per thread count.
+// Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this file
+// with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not achieve it.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "uno/dtype.h"
+#include "uno/parallel.h"
+#include "uno/registry.h"
+
+namespace py = pybind11;
+
+namespace uno {
+namespace {
+
+constexpr int kSgd = 0, kAdam = 1;
+constexpr int kWrite = 0, kGradCoef = 1, kUpdateCoef = 2;
+constexpr int kMaximize = 1, kNesterov = 2, kFirst = 4, kWriteGrad = 8, kProjectUpdate = 16,
+              kAmsgrad = 32, kDecoupled = 64;
+
+struct Args {
+  int kind, phase, flags;
+  int64_t k;
+  std::vector<int64_t> p, g, s1, s2, s3, rows, lds, ns;
+  std::vector<double> step;  // Adam: per-piece step count
+  const double* coef;        // k values or nullptr
+  double hyper[5];
+  bool has_scale;
+  float scale;
+};
+
+// Loop-invariant constants of the element maths (compute type C), passed by value.
+template <typename C>
+struct Consts {
+  C sgn, lr, mom, damp1, sgd_wd, beta1c, beta2, beta2c, eps, adam_wd, decay, neg_lr_wd;
+  C step_size, bc2_sqrt;
+  bool nesterov, first, decoupled;
+  Consts with_piece(C ss, C bc) const {
+    Consts c = *this;
+    c.step_size = ss;
+    c.bc2_sqrt = bc;
+    return c;
+  }
+};
+
+template <typename C>
+struct Out {
+  C u, pnew, n1, n2, n3;  // update, p + u as torch rounds it, new states
+};
+
+// torch.optim.SGD / Adam maths for one element (EXTRA: SGD momentum buffers / Adam amsgrad).
+template <int KIND, bool EXTRA, typename C>
+inline Out<C> elem_math(const Consts<C> k, const C p, const C g, const C v1, const C v2,
+                        const C v3) {
+  Out<C> o{};
+  C d = k.sgn * g;
+  if constexpr (KIND == kSgd) {
+    d = d + k.sgd_wd * p;
+    if constexpr (EXTRA) {
+      const C buf = k.first ? d : v1 * k.mom + k.damp1 * d;
+      o.n1 = buf;
+      d = k.nesterov ? d + k.mom * buf : buf;
+    }
+    o.u = -k.lr * d;
+    o.pnew = p + o.u;
+    (void)v2;
+    (void)v3;
+  } else {
+    const C pd = k.decoupled ? p * k.decay : p;
+    const C ud = k.decoupled ? k.neg_lr_wd * p : C(0);
+    d = k.decoupled ? d : d + k.adam_wd * p;
+    const C m = v1 + k.beta1c * (d - v1);
+    const C v = v2 * k.beta2 + k.beta2c * d * d;
+    C vh = v;
+    if constexpr (EXTRA) vh = v3 > v ? v3 : v;
+    o.n1 = m;
+    o.n2 = v;
+    o.n3 = vh;
+    const C denom = std::sqrt(vh) / k.bc2_sqrt + k.eps;
+    const C upd = -k.step_size * (m / denom);
+    o.u = ud + upd;
+    o.pnew = pd + upd;
+  }
+  return o;
+}
+
+// The element loops of one block of one piece (the hot part): the gradient the optimizer sees, then
+// the optimizer maths and the stores (or, ucoef, the updates into ub). Defined twice from one body:
+// for the baseline ISA and, on x86-64 GCC/Clang, for AVX2+FMA (picked at run time), because the
+// build targets baseline x86-64 and the Adam maths (sqrt, div) is compute-bound at SSE2 width.
+#define UNO_OPTIM_BLOCK_BODY                                                                     \
+  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;                        \
+  constexpr bool has_mom = KIND == kSgd && EXTRA;                                                \
+  constexpr bool AMS = KIND == kAdam && EXTRA;                                                   \
+  if (proj_grad) {                                                                               \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
+      const double gd = static_cast<double>(Elem<P>::load(gb[i])) - sb[i];                       \
+      gc[i] = static_cast<C>(Elem<P>::load(Elem<P>::store(gd)));                                 \
+    }                                                                                            \
+  } else {                                                                                       \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] =                                  \
+        static_cast<C>(Elem<P>::load(gb[i]));                                                    \
+  }                                                                                              \
+  if (has_scale) {                                                                               \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] = gc[i] / scale;                   \
+  }                                                                                              \
+  if (write_grad) {                                                                              \
+    for (int64_t i = 0; i < n; ++i) gb[i] = Elem<P>::store(static_cast<double>(gc[i]));          \
+  }                                                                                              \
+  if (ucoef) {                                                                                   \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
+      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
+      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
+      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
+      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
+      ub[i] = static_cast<double>(elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3).u);           \
+    }                                                                                            \
+    return;                                                                                      \
+  }                                                                                              \
+  if (proj_upd) {                                                                                \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
+      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
+      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
+      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
+      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
+      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                         \
+      pb[i] = Elem<P>::store(static_cast<double>(p) + static_cast<double>(o.u) - sb[i]);         \
+      if constexpr (KIND == kAdam || has_mom) b1[i] = Elem<S>::store(static_cast<double>(o.n1)); \
+      if constexpr (KIND == kAdam) b2[i] = Elem<S>::store(static_cast<double>(o.n2));            \
+      if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));                      \
+    }                                                                                            \
+  } else {                                                                                       \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
+      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
+      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
+      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
+      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
+      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                         \
+      pb[i] = Elem<P>::store(static_cast<double>(o.pnew));                                       \
+      if constexpr (KIND == kAdam || has_mom) b1[i] = Elem<S>::store(static_cast<double>(o.n1)); \
+      if constexpr (KIND == kAdam) b2[i] = Elem<S>::store(static_cast<double>(o.n2));            \
+      if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));                      \
+    }                                                                                            \
+  }
+
+#define UNO_OPTIM_BLOCK_ARGS                                                               \
+  int64_t n, P *__restrict pb, P *__restrict gb, S *__restrict b1, S *__restrict b2,       \
+      S *__restrict b3, const double *__restrict sb, double *__restrict ub,                \
+      std::conditional_t<std::is_same_v<P, double>, double, float>*__restrict gc,          \
+      const Consts<std::conditional_t<std::is_same_v<P, double>, double, float>> kc,       \
+      bool proj_grad, bool has_scale,                                                      \
+      std::conditional_t<std::is_same_v<P, double>, double, float> scale, bool write_grad, \
+      bool ucoef, bool proj_upd
+
+template <typename P, typename S, int KIND, bool EXTRA>
+void block_base(UNO_OPTIM_BLOCK_ARGS) {
+  UNO_OPTIM_BLOCK_BODY
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define UNO_OPTIM_AVX2 1
+template <typename P, typename S, int KIND, bool EXTRA>
+__attribute__((target("avx2,fma"))) void block_avx2(UNO_OPTIM_BLOCK_ARGS) {
+  UNO_OPTIM_BLOCK_BODY
+}
+inline bool have_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+// Per-piece Adam constants (from the piece's step count).
+struct AdamPiece {
+  double step_size, bc2_sqrt;
+};
+
+// P: parameter/grad storage, R: row storage, S: state storage. C: compute type.
+template <typename P, typename R, typename S, int KIND, bool HAS_STATE3>
+void step_kernel(const Args& a, double* out, int num_threads) {
+  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
+  using RV = typename Elem<R>::V;
+  using PV = typename Elem<P>::V;
+  const int64_t k = a.k;
+  const int phase = a.phase;
+  const bool use_rows = k > 0 && (phase != kWrite || a.coef != nullptr);
+  const bool proj_update = (a.flags & kProjectUpdate) != 0;
+  const bool proj_grad = phase == kWrite && use_rows && !proj_update;
+  const bool proj_upd_write = phase == kWrite && use_rows && proj_update;
+  const bool write_grad = phase == kWrite && (a.flags & kWriteGrad) != 0;
+  const C sgn = (a.flags & kMaximize) ? C(-1) : C(1);
+  const bool has_scale = a.has_scale;
+  const C scale = static_cast<C>(a.scale);
+  const PieceIndex pieces(a.ns);
+  const int64_t B = block_size(std::max<int64_t>(k, 1) + 4, 8);
+  const int nchunks = plan_chunks(pieces.total() * (k + 4), num_threads);
+  const int64_t W = std::max<int64_t>(k, 1);
+  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);
+
+  // Hyperparameters (compute type).
+  const C lr = static_cast<C>(a.hyper[0]);
+  // SGD
+  const C mom = static_cast<C>(a.hyper[1]);
+  const C damp1 = static_cast<C>(1.0 - a.hyper[2]);
+  const C sgd_wd = static_cast<C>(a.hyper[3]);
+  const bool nesterov = (a.flags & kNesterov) != 0;
+  const bool first = (a.flags & kFirst) != 0;
+  constexpr bool has_mom = KIND == kSgd && HAS_STATE3;  // SGD: HAS_STATE3 = momentum buffers
+  constexpr bool AMS = KIND == kAdam && HAS_STATE3;     // Adam: HAS_STATE3 = amsgrad
+  // Adam
+  const C beta1c = static_cast<C>(1.0 - a.hyper[1]);
+  const C beta2 = static_cast<C>(a.hyper[2]);
+  const C beta2c = static_cast<C>(1.0 - a.hyper[2]);
+  const C eps = static_cast<C>(a.hyper[3]);
+  const C adam_wd = static_cast<C>(a.hyper[4]);
+  const bool decoupled = (a.flags & kDecoupled) != 0;
+  const C decay = static_cast<C>(1.0 - a.hyper[0] * a.hyper[4]);
+  const C neg_lr_wd = static_cast<C>(-(a.hyper[0] * a.hyper[4]));
+  Consts<C> kc0{};
+  kc0.sgn = sgn;
+  kc0.lr = lr;
+  kc0.mom = mom;
+  kc0.damp1 = damp1;
+  kc0.sgd_wd = sgd_wd;
+  kc0.beta1c = beta1c;
+  kc0.beta2 = beta2;
+  kc0.beta2c = beta2c;
+  kc0.eps = eps;
+  kc0.adam_wd = adam_wd;
+  kc0.decay = decay;
+  kc0.neg_lr_wd = neg_lr_wd;
+  kc0.step_size = C(0);
+  kc0.bc2_sqrt = C(1);
+  kc0.nesterov = nesterov;
+  kc0.first = first;
+  kc0.decoupled = decoupled;
+  std::vector<AdamPiece> ap(a.ns.size());
+  if (KIND == kAdam) {
+    for (size_t t = 0; t < a.ns.size(); ++t) {
+      const double st = a.step[t];
+      ap[t].step_size = a.hyper[0] / (1.0 - std::pow(a.hyper[1], st));
+      ap[t].bc2_sqrt = std::sqrt(1.0 - std::pow(a.hyper[2], st));
+    }
+  }
+
+  parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
+    double* acc = partial.data() + c * W;
+    std::vector<double> s(B, 0.0);   // sum_j c_j q_j over the block (write phase)
+    std::vector<double> ub(B, 0.0);  // the block's updates (phase 2)
+    std::vector<C> gc(B);            // the gradient the optimizer sees (projected, unscaled)
+    std::vector<PV> gbuf(std::is_same_v<P, PV> ? 0 : B);
+    std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * std::max<int64_t>(k, 1));
+    std::vector<const RV*> rp(std::max<int64_t>(k, 1));
+    pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
+      P* pp = reinterpret_cast<P*>(a.p[t]);
+      P* gp = reinterpret_cast<P*>(a.g[t]);
+      S* m1 = has_mom || KIND == kAdam ? reinterpret_cast<S*>(a.s1[t]) : nullptr;
+      S* m2 = KIND == kAdam ? reinterpret_cast<S*>(a.s2[t]) : nullptr;
+      S* m3 = AMS ? reinterpret_cast<S*>(a.s3[t]) : nullptr;
+      const R* rows = use_rows ? reinterpret_cast<const R*>(a.rows[t]) : nullptr;
+      const C step_size = KIND == kAdam ? static_cast<C>(ap[t].step_size) : C(0);
+      const C bc2_sqrt = KIND == kAdam ? static_cast<C>(ap[t].bc2_sqrt) : C(1);
+      for (int64_t b0 = lo; b0 < hi; b0 += B) {
+        const int64_t n = std::min(B, hi - b0);
+        if (use_rows) {
+          for (int64_t j = 0; j < k; ++j) {
+            rp[j] = load_block(rows + j * a.lds[t] + b0, n, rbuf.data() + j * B);
+          }
+        }
+        P* __restrict pb = pp + b0;
+        P* __restrict gb = gp + b0;
+        if (phase == kGradCoef) {
+          const PV* gv = load_block(static_cast<const P*>(gb), n, gbuf.data());
+          dots(rp.data(), k, gv, n, acc);
+          continue;
+        }
+        if (proj_grad || proj_upd_write) lincomb(rp.data(), a.coef, k, n, s.data());
+        const double* __restrict sb = s.data();
+        double* __restrict ubb = ub.data();
+        C* __restrict gcb = gc.data();
+        S* __restrict b1 = m1 ? m1 + b0 : nullptr;
+        S* __restrict b2 = m2 ? m2 + b0 : nullptr;
+        S* __restrict b3 = m3 ? m3 + b0 : nullptr;
+        const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
+        const bool ucoef = phase == kUpdateCoef;
+#ifdef UNO_OPTIM_AVX2
+        if (have_avx2()) {
+          block_avx2<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
+                                             has_scale, scale, write_grad, ucoef, proj_upd_write);
+        } else
+#endif
+        {
+          block_base<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
+                                             has_scale, scale, write_grad, ucoef, proj_upd_write);
+        }
+        if (ucoef) dots(rp.data(), k, static_cast<const double*>(ubb), n, acc);
+      }
+    });
+  });
+  if (phase != kWrite) {
+    for (int64_t w = 0; w < k; ++w) {
+      double sum = 0.0;
+      for (int c = 0; c < nchunks; ++c) sum += partial[c * W + w];
+      out[w] = sum;
+    }
+  }
+}
+
+// Calls f(P{}, R{}, S{}) for an allowed (param, rows, state) dtype triple: everything equal, or
+// float16/bfloat16 parameters with float32 rows and/or float32 states.
+template <typename F>
+void dispatch_triple(int p_code, int r_code, int s_code, F&& f) {
+  const char* what = "optim_step_cpu";
+  check_dtype_code(p_code, what);
+  check_dtype_code(r_code, what);
+  check_dtype_code(s_code, what);
+  auto ok = [&](int c) {
+    return c == p_code || ((p_code == kF16 || p_code == kBF16) && c == kF32);
+  };
+  if (!ok(r_code) || !ok(s_code)) {
+    throw std::invalid_argument(std::string(what) + ": unsupported dtypes (params " +
+                                dtype_name(p_code) + ", rows " + dtype_name(r_code) + ", states " +
+                                dtype_name(s_code) +
+                                "); expected equal dtypes, or float16/bfloat16 params with float32 "
+                                "rows and/or states");
+  }
+  auto with_p = [&](auto p) {
+    using P = decltype(p);
+    auto with_r = [&](auto r) {
+      if (s_code == p_code) return f(p, r, P{});
+      return f(p, r, float{});
+    };
+    if (r_code == p_code) return with_r(P{});
+    return with_r(float{});
+  };
+  switch (p_code) {
+    case kF32:
+      return f(float{}, float{}, float{});
+    case kF64:
+      return f(double{}, double{}, double{});
+    case kF16:
+      return with_p(half_t{});
+    default:
+      return with_p(bf16_t{});
+  }
+}
+
+void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
+                    const std::vector<int64_t>& g_ptrs, const std::vector<int64_t>& s1_ptrs,
+                    const std::vector<int64_t>& s2_ptrs, const std::vector<int64_t>& s3_ptrs,
+                    const std::vector<int64_t>& step_ptrs, const std::vector<int64_t>& row_ptrs,
+                    const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+                    int64_t coef_ptr, int64_t grad_scale_ptr, int64_t found_inf_ptr,
+                    const std::vector<double>& hyper, int flags, int p_dtype, int r_dtype,
+                    int s_dtype, int64_t out_ptr, int num_threads) {
+  const std::string w = "optim_step_cpu";
+  if (kind != kSgd && kind != kAdam)
+    throw std::invalid_argument(w + ": kind must be 0 (SGD) or 1 (Adam)");
+  if (phase < kWrite || phase > kUpdateCoef)
+    throw std::invalid_argument(w + ": phase must be 0, 1 or 2");
+  const size_t T = ns.size();
+  check_vector(w.c_str(), "params", p_ptrs, ns);
+  check_vector(w.c_str(), "grads", g_ptrs, ns);
+  const bool amsgrad = kind == kAdam && (flags & kAmsgrad) != 0;
+  if (kind == kAdam) {
+    check_vector(w.c_str(), "exp_avgs", s1_ptrs, ns);
+    check_vector(w.c_str(), "exp_avg_sqs", s2_ptrs, ns);
+    if (amsgrad) check_vector(w.c_str(), "max_exp_avg_sqs", s3_ptrs, ns);
+    if (step_ptrs.size() != T) throw std::invalid_argument(w + ": need one step tensor per piece");
+    if (hyper.size() < 5) throw std::invalid_argument(w + ": Adam needs 5 hyperparameters");
+  } else {
+    if (!s1_ptrs.empty()) check_vector(w.c_str(), "momentum_buffers", s1_ptrs, ns);
+    if (hyper.size() < 4) throw std::invalid_argument(w + ": SGD needs 4 hyperparameters");
+  }
+  if (k < 0) throw std::invalid_argument(w + ": k must be >= 0");
+  if (k > 0) check_pieces(w.c_str(), row_ptrs, lds, ns, k);
+  if (phase != kWrite && out_ptr == 0) throw std::invalid_argument(w + ": out_ptr is null");
+  check_threads(w.c_str(), num_threads);
+  dispatch_triple(p_dtype, r_dtype, s_dtype, [](auto, auto, auto) {});
+  double* out = reinterpret_cast<double*>(out_ptr);
+  if (phase != kWrite) std::fill(out, out + k, 0.0);
+  if (found_inf_ptr != 0 && *reinterpret_cast<const float*>(found_inf_ptr) != 0.0f) return;
+  if (phase == kGradCoef && k == 0) return;
+
+  Args a;
+  a.kind = kind;
+  a.phase = phase;
+  a.flags = flags;
+  a.k = k;
+  a.p = p_ptrs;
+  a.g = g_ptrs;
+  a.s1 = s1_ptrs;
+  a.s2 = s2_ptrs;
+  a.s3 = s3_ptrs;
+  a.rows = row_ptrs;
+  a.lds = lds;
+  a.ns = ns;
+  a.coef = reinterpret_cast<const double*>(coef_ptr);
+  for (int i = 0; i < 5; ++i) a.hyper[i] = i < static_cast<int>(hyper.size()) ? hyper[i] : 0.0;
+  a.has_scale = grad_scale_ptr != 0;
+  a.scale = a.has_scale ? *reinterpret_cast<const float*>(grad_scale_ptr) : 1.0f;
+  if (kind == kAdam) {
+    a.step.resize(T);
+    for (size_t t = 0; t < T; ++t) {
+      if (step_ptrs[t] == 0) throw std::invalid_argument(w + ": null step pointer");
+      a.step[t] = static_cast<double>(*reinterpret_cast<const float*>(step_ptrs[t]));
+    }
+  }
+  py::gil_scoped_release release;
+  dispatch_triple(p_dtype, r_dtype, s_dtype, [&](auto p, auto r, auto s) {
+    using P = decltype(p);
+    using R = decltype(r);
+    using S = decltype(s);
+    if (kind == kSgd && s1_ptrs.empty()) {
+      step_kernel<P, R, S, kSgd, false>(a, out, num_threads);
+    } else if (kind == kSgd) {
+      step_kernel<P, R, S, kSgd, true>(a, out, num_threads);
+    } else if (amsgrad) {
+      step_kernel<P, R, S, kAdam, true>(a, out, num_threads);
+    } else {
+      step_kernel<P, R, S, kAdam, false>(a, out, num_threads);
+    }
+  });
+}
+
+void register_optim_step(py::module_& m) {
+  m.def("optim_step_cpu", &optim_step_cpu, py::arg("kind"), py::arg("phase"), py::arg("p_ptrs"),
+        py::arg("g_ptrs"), py::arg("s1_ptrs"), py::arg("s2_ptrs"), py::arg("s3_ptrs"),
+        py::arg("step_ptrs"), py::arg("row_ptrs"), py::arg("lds"), py::arg("ns"), py::arg("k"),
+        py::arg("coef_ptr"), py::arg("grad_scale_ptr"), py::arg("found_inf_ptr"), py::arg("hyper"),
+        py::arg("flags"), py::arg("p_dtype"), py::arg("r_dtype"), py::arg("s_dtype"),
+        py::arg("out_ptr"), py::arg("num_threads"),
+        "Fused projected SGD/Adam step on CPU (python/uno/reference/optim_step.py is the spec): "
+        "phase 0 writes the step, phase 1 writes <q_j, g> and phase 2 <q_j, u> (k float64 values) "
+        "to out_ptr.");
+}
+
+}  // namespace
+}  // namespace uno
+
+UNO_REGISTER(optim_step_cpu, uno::register_optim_step);

@@ -1,0 +1,864 @@
+"""Projected optimizers: SGD and Adam/AdamW steps that move orthogonally to a basis, fused.
+
+:class:`ProjectedSGD` and :class:`ProjectedAdam` are ``torch.optim.Optimizer`` subclasses with the
+semantics, state names and ``state_dict`` layout of ``torch.optim.SGD`` and ``torch.optim.Adam`` /
+``torch.optim.AdamW``: a state saved by one loads into the other. Given a basis (a :class:`uno.Basis`
+over the optimizer's parameters in order, or raw vectors, orthonormalised once by
+:func:`uno.orthonormalize`), each step removes the basis directions in one of two places:
+
+``project="grad"`` (default)
+    The gradient is projected, ``g' = g − Qᵀ(Q g)``, and the optimizer runs on ``g'``: exactly
+    ``uno.project_`` on the gradients followed by the stock optimizer. Right when the *loss signal*
+    along the basis must be ignored (e.g. "do not use what the retained data's gradients say"): the
+    optimizer's states never see those directions. The parameter change itself is not orthogonal to
+    the basis when momentum carries older components, when weight decay acts, or with Adam (its
+    per-coordinate scaling ``1/(√v̂+ε)`` rotates an orthogonal gradient out of the complement).
+``project="update"``
+    The optimizer runs on the raw gradient (its states see everything) and the final parameter change
+    ``u`` (after momentum, Adam's preconditioning and weight decay) is projected:
+    ``p ← p + u − Qᵀ(Q u)``. Right when the *parameters* must not move along the basis (e.g. a
+    constraint "do not change the model's outputs on retained data to first order"): each step's
+    parameter change is orthogonal to the basis, up to the final rounding of ``p``.
+
+Cost per step (one parameter group, fp32, k basis vectors; bytes per parameter moved):
+* ``project="grad"``: pass 1 reads g and Q (``4 + 4k``): ``c = Q g`` (float64 sums); pass 2 reads g, Q,
+  p, states and writes p, states (SGD with momentum ``4+4k+16``; Adam ``4+4k+24``). Adam: ``32 + 8k``.
+* ``project="update"``: pass 1 recomputes the update without writing (reads g, p, states, Q) to get
+  ``a = Q u``; pass 2 as above. Adam: ``52 + 8k``.
+* no basis: one pass (the stock optimizer's maths; Adam 28 bytes).
+
+Precision: the element-wise optimizer maths runs in float32 for float32/float16/bfloat16 parameters and
+float64 for float64 ones (as torch's optimizers); the projection is formed in float64 and rounded
+once; reductions accumulate in float64. float16/bfloat16 parameters keep float32 states (torch keeps
+them in the parameter's dtype; loading either way converts). One classical Gram-Schmidt pass is made
+per step (the component left along Q is at rounding level relative to ``|g|``, not ``|g'|``).
+
+Mixed precision: ``grad_scale`` / ``found_inf`` behave as in ``torch.optim.Adam(fused=True)`` (also
+read from the attributes ``torch.amp.GradScaler`` sets): gradients are divided by ``grad_scale``;
+when ``found_inf`` is nonzero the step is skipped entirely, no state (not even Adam's step count)
+moves. On CUDA the kernels read both tensors on the device: no host synchronisation (one exception:
+the first step of SGD with momentum, where creating the momentum buffers or not depends on found_inf,
+reads it once on the host).
+
+Projected gradients are not written back into ``p.grad`` unless ``write_grad=True`` (then ``p.grad``
+holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled).
+
+The functional forms :func:`project_sgd_` and :func:`project_adam_` take parameter, gradient and
+state tensor lists, for users with their own optimizer loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from uno import _backends
+from uno._backends import optim_step as _adapters
+from uno.reference.optim_step import (
+    FLAG_AMSGRAD,
+    FLAG_DECOUPLED,
+    FLAG_FIRST,
+    FLAG_MAXIMIZE,
+    FLAG_NESTEROV,
+    FLAG_PROJECT_UPDATE,
+    FLAG_WRITE_GRAD,
+    KIND_ADAM,
+    KIND_SGD,
+    PHASE_GRAD_COEF,
+    PHASE_UPDATE_COEF,
+    PHASE_WRITE,
+)
+
+__all__ = ["ProjectedAdam", "ProjectedSGD", "project_adam_", "project_sgd_"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_PROJECT_MODES = ("grad", "update")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The custom op: one dispatch point for every backend.
+# ---------------------------------------------------------------------------------------------------
+@torch.library.custom_op(
+    "uno::optim_step", mutates_args=("params", "grads", "state1", "state2", "state3")
+)
+def _optim_step_op(
+    params: List[Tensor],
+    grads: List[Tensor],
+    state1: List[Tensor],
+    state2: List[Tensor],
+    state3: List[Tensor],
+    steps: List[Tensor],
+    rows: List[Tensor],
+    coef: Optional[Tensor],
+    grad_scale: Optional[Tensor],
+    found_inf: Optional[Tensor],
+    kind: int,
+    phase: int,
+    hyper: List[float],
+    flags: int,
+    backend: str,
+) -> Tensor:
+    name = _backends.resolve(backend or None, params[0].device)
+    return _adapters.get(name)(
+        kind,
+        phase,
+        params,
+        grads,
+        state1,
+        state2,
+        state3,
+        steps,
+        rows,
+        coef,
+        grad_scale,
+        found_inf,
+        hyper,
+        flags,
+    )
+
+
+@_optim_step_op.register_fake
+def _(
+    params: List[Tensor],
+    grads: List[Tensor],
+    state1: List[Tensor],
+    state2: List[Tensor],
+    state3: List[Tensor],
+    steps: List[Tensor],
+    rows: List[Tensor],
+    coef: Optional[Tensor],
+    grad_scale: Optional[Tensor],
+    found_inf: Optional[Tensor],
+    kind: int,
+    phase: int,
+    hyper: List[float],
+    flags: int,
+    backend: str,
+) -> Tensor:
+    k = rows[0].shape[0] if len(rows) and phase != PHASE_WRITE else 0
+    return params[0].new_empty((k,), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation and the step driver shared by the classes and the functional forms.
+# ---------------------------------------------------------------------------------------------------
+def _check_project(project: str) -> str:
+    if project not in _PROJECT_MODES:
+        raise ValueError(f"project must be 'grad' or 'update', got {project!r}")
+    return project
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _check_param(p: Tensor, g: Tensor, i: int) -> None:
+    if p.dtype not in _FLOATS:
+        raise TypeError(
+            f"parameter {i} has dtype {p.dtype}; expected float32, float64, float16 or bfloat16"
+        )
+    if g.is_sparse or p.is_sparse:
+        raise TypeError(f"parameter {i}: sparse gradients/parameters are not supported")
+    if g.shape != p.shape:
+        raise ValueError(f"grad {i} has shape {tuple(g.shape)}, its parameter has {tuple(p.shape)}")
+    if g.dtype != p.dtype:
+        raise TypeError(f"grad {i} has dtype {g.dtype}, its parameter has {p.dtype}")
+    if g.device != p.device:
+        raise ValueError(
+            f"expected grad {i} and its parameter on the same device, got {g.device} and {p.device}"
+        )
+    if not p.is_contiguous():
+        raise ValueError(
+            f"parameter {i} (shape {tuple(p.shape)}) is not contiguous; the fused step updates "
+            "parameters in place through flat views"
+        )
+
+
+def _basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> List[Tensor]:
+    """Per-parameter ``(k, n_t)`` row blocks of an orthonormal basis over ``params`` (k may be 0)."""
+    from uno.ops.basis import Basis
+
+    if not isinstance(basis, Basis):
+        raise TypeError(f"{what} must be a uno.Basis here, got {type(basis).__name__}")
+    shapes = [tuple(p.shape) for p in params]
+    if [tuple(s) for s in basis.shapes] != shapes:
+        raise ValueError(
+            f"{what} was built over pieces of shapes {[tuple(s) for s in basis.shapes]}, but the "
+            f"parameters have shapes {shapes} (a basis over other parameters?)"
+        )
+    for i, p in enumerate(params):
+        if basis.device != p.device:
+            raise ValueError(
+                f"expected the parameters and the {what} on the same device, got {p.device} "
+                f"(parameter {i}) and {basis.device}"
+            )
+        if not (basis.dtype == p.dtype or (p.dtype in _HALF and basis.dtype == torch.float32)):
+            raise TypeError(
+                f"{what} has dtype {basis.dtype} but parameter {i} has dtype {p.dtype}; expected "
+                "the same dtype (or a float32 basis for float16/bfloat16 parameters)"
+            )
+    if basis.k == 0:
+        return []
+    return basis.rows()
+
+
+def _as_basis(basis: Any, params: Sequence[Tensor], backend: Optional[str]) -> Any:
+    """A uno.Basis for ``basis`` (a Basis, or raw vectors orthonormalised here), validated."""
+    from uno.ops.basis import Basis
+    from uno.ops.orthonormalize import orthonormalize
+
+    if basis is None:
+        return None
+    if not isinstance(basis, Basis):
+        if isinstance(basis, Tensor):
+            vectors: Any = (
+                [[basis]] if len(params) == 1 and basis.shape == params[0].shape else basis
+            )
+        elif (
+            isinstance(basis, (list, tuple)) and basis and all(isinstance(b, Tensor) for b in basis)
+        ):
+            vectors = [list(basis)] if len(params) > 1 else [[b] for b in basis]
+        else:
+            vectors = basis
+        dt = torch.float32 if params[0].dtype in _HALF else None
+        basis = orthonormalize(vectors, dtype=dt, backend=backend)
+    _basis_rows(basis, params)
+    return basis
+
+
+@dataclass
+class _Call:
+    """One kernel call: pieces of equal dtype (and momentum-buffer age) with shared hyperparameters."""
+
+    params: List[Tensor] = field(default_factory=list)
+    grads: List[Tensor] = field(default_factory=list)
+    user_grads: List[Tensor] = field(default_factory=list)  # to write back non-contiguous grads
+    s1: List[Tensor] = field(default_factory=list)
+    s2: List[Tensor] = field(default_factory=list)
+    s3: List[Tensor] = field(default_factory=list)
+    steps: List[Tensor] = field(default_factory=list)
+    rows: List[Tensor] = field(default_factory=list)
+    hyper: List[float] = field(default_factory=list)
+    flags: int = 0
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.view(-1) if t.is_contiguous() else t.reshape(-1)
+
+
+def _run(
+    kind: int,
+    calls: Sequence[_Call],
+    k: int,
+    project: str,
+    grad_scale: Optional[Tensor],
+    found_inf: Optional[Tensor],
+    backend: Optional[str],
+) -> None:
+    """The fused step: (with a basis) one coefficient pass over every call, then one write pass each."""
+    calls = [c for c in calls if c.params]
+    if not calls:
+        return
+    be = backend or ""
+    coef: Optional[Tensor] = None
+    if k > 0:
+        phase = PHASE_GRAD_COEF if project == "grad" else PHASE_UPDATE_COEF
+        for c in calls:
+            part = _optim_step_op(
+                c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, None,
+                grad_scale, found_inf, kind, phase, c.hyper, c.flags, be,
+            )  # fmt: skip
+            coef = part if coef is None else coef + part
+    for c in calls:
+        _optim_step_op(
+            c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, coef,
+            grad_scale, found_inf, kind, PHASE_WRITE, c.hyper, c.flags, be,
+        )  # fmt: skip
+        if c.flags & FLAG_WRITE_GRAD:
+            for ug, g in zip(c.user_grads, c.grads):
+                if ug.data_ptr() != g.data_ptr() or not ug.is_contiguous():
+                    ug.copy_(g.view(ug.shape))
+
+
+def _skip_on_host(found_inf: Optional[Tensor], force: bool) -> bool:
+    """True when found_inf says skip and may be read without a device sync (CPU), or must be read."""
+    if found_inf is None:
+        return False
+    if found_inf.device.type == "cpu" or force:
+        return bool(found_inf.item() != 0)
+    return False
+
+
+def _check_scalars(grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
+    for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+        if t is not None and (not isinstance(t, Tensor) or t.numel() != 1):
+            raise ValueError(f"{name} must be a one-element tensor, got {t!r}"[:200])
+
+
+def _mode_flags(project: str, write_grad: bool, maximize: bool) -> int:
+    return (
+        (FLAG_PROJECT_UPDATE if project == "update" else 0)
+        | (FLAG_WRITE_GRAD if write_grad else 0)
+        | (FLAG_MAXIMIZE if maximize else 0)
+    )
+
+
+def _resolve_rows(basis: Any, params: Sequence[Tensor], backend: Optional[str]) -> List[Tensor]:
+    b = _as_basis(basis, params, backend)
+    return [] if b is None else _basis_rows(b, params)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Functional forms.
+# ---------------------------------------------------------------------------------------------------
+def project_sgd_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: List[Optional[Tensor]],
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    basis: Any = None,
+    project: str = "grad",
+    grad_scale: Optional[Tensor] = None,
+    found_inf: Optional[Tensor] = None,
+    write_grad: bool = False,
+    backend: Optional[str] = None,
+) -> None:
+    """One projected SGD step over parameter lists, in place (``torch.optim.SGD``'s maths).
+
+    Args:
+        params: ``T`` contiguous parameters (updated in place).
+        grads: their gradients (same shapes and dtypes).
+        momentum_buffers: ``T`` entries (ignored when ``momentum == 0``); a ``None`` entry is a new
+            buffer: it is created (float32 for float16/bfloat16 parameters) and stored in the list.
+        lr, momentum, dampening, weight_decay, nesterov, maximize: as ``torch.optim.SGD``.
+        basis: a :class:`uno.Basis` over ``params`` (raw vectors are orthonormalised on every call:
+            build a Basis once instead), or None.
+        project: ``"grad"`` or ``"update"`` (see the module docstring).
+        grad_scale, found_inf: one-element tensors as in ``torch.optim.Adam(fused=True)``.
+        write_grad: write the projected (unscaled) gradient into ``grads``.
+        backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
+    """
+    params, grads = list(params), list(grads)
+    _validate_lists(params, grads)
+    _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov)
+    _check_project(project)
+    _check_scalars(grad_scale, found_inf)
+    if momentum != 0 and len(momentum_buffers) != len(params):
+        raise ValueError(
+            f"momentum_buffers has {len(momentum_buffers)} entries for {len(params)} parameters"
+        )
+    rows = _resolve_rows(basis, params, backend)
+    new_bufs = momentum != 0 and any(b is None for b in momentum_buffers)
+    if _skip_on_host(found_inf, force=new_bufs):
+        return
+    calls = _sgd_calls(
+        params, grads, momentum_buffers, rows, lr, momentum, dampening, weight_decay, nesterov,
+        _mode_flags(project, write_grad, maximize),
+    )  # fmt: skip
+    _run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf, backend)
+
+
+def project_adam_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    state_steps: Sequence[Tensor],
+    *,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    basis: Any = None,
+    project: str = "grad",
+    grad_scale: Optional[Tensor] = None,
+    found_inf: Optional[Tensor] = None,
+    write_grad: bool = False,
+    backend: Optional[str] = None,
+) -> None:
+    """One projected Adam/AdamW step over parameter lists, in place (``torch.optim.Adam``'s maths).
+
+    Args:
+        params: ``T`` contiguous parameters (updated in place).
+        grads: their gradients.
+        exp_avgs, exp_avg_sqs: the moment estimates (parameter shapes; the parameter's dtype, or
+            float32 for float16/bfloat16 parameters).
+        max_exp_avg_sqs: as above when ``amsgrad`` (else ignored, may be empty).
+        state_steps: ``T`` float32 one-element step counters on the parameters' device (CPU
+            counters are fine for CPU parameters); incremented here (not when ``found_inf``).
+        lr, beta1, beta2, eps, weight_decay, amsgrad, maximize: as ``torch.optim.Adam``;
+            ``decoupled_weight_decay=True`` is AdamW.
+        basis, project, grad_scale, found_inf, write_grad, backend: as :func:`project_sgd_`.
+    """
+    params, grads = list(params), list(grads)
+    _validate_lists(params, grads)
+    _check_adam_hyper(lr, (beta1, beta2), eps, weight_decay)
+    _check_project(project)
+    _check_scalars(grad_scale, found_inf)
+    states = [list(exp_avgs), list(exp_avg_sqs)] + ([list(max_exp_avg_sqs)] if amsgrad else [])
+    names = ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"]
+    for name, st in zip(names, states):
+        _validate_states(st, params, name)
+    if len(state_steps) != len(params):
+        raise ValueError(f"state_steps has {len(state_steps)} entries for {len(params)} parameters")
+    for i, (s, p) in enumerate(zip(state_steps, params)):
+        if not isinstance(s, Tensor) or s.numel() != 1 or s.dtype != torch.float32:
+            raise TypeError(
+                f"state_steps[{i}] must be a one-element float32 tensor, got {s!r}"[:200]
+            )
+        if s.device != p.device and not (s.device.type == "cpu" and p.device.type == "cpu"):
+            raise ValueError(
+                f"state_steps[{i}] is on {s.device}, its parameter on {p.device}; the kernels read "
+                "the step count on the parameters' device"
+            )
+    rows = _resolve_rows(basis, params, backend)
+    if _skip_on_host(found_inf, force=False):
+        return
+    flags = _mode_flags(project, write_grad, maximize)
+    flags |= (FLAG_AMSGRAD if amsgrad else 0) | (FLAG_DECOUPLED if decoupled_weight_decay else 0)
+    steps = list(state_steps)
+    calls = _adam_calls(
+        params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags
+    )
+    _increment(steps)
+    _run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf, backend)
+    _undo_increment(steps, found_inf)
+
+
+def _increment(steps: List[Tensor]) -> None:
+    if steps:
+        torch._foreach_add_(steps, 1.0)
+
+
+def _undo_increment(steps: List[Tensor], found_inf: Optional[Tensor]) -> None:
+    """Device-side: a skipped step (found_inf != 0, known only on the device) takes back the count."""
+    if found_inf is None or not steps or found_inf.device.type == "cpu":
+        return
+    by_dev: Dict[torch.device, List[Tensor]] = {}
+    for s in steps:
+        by_dev.setdefault(s.device, []).append(s)
+    for dev, ss in by_dev.items():
+        fi = found_inf.to(device=dev, dtype=torch.float32).reshape(())
+        torch._foreach_sub_(ss, [fi] * len(ss))
+
+
+def _validate_lists(params: List[Tensor], grads: List[Tensor]) -> None:
+    if not params:
+        raise ValueError("params is empty; expected at least one tensor")
+    if len(grads) != len(params):
+        raise ValueError(f"grads has {len(grads)} tensors for {len(params)} parameters")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if not isinstance(p, Tensor) or not isinstance(g, Tensor):
+            raise TypeError(f"params[{i}] and grads[{i}] must be tensors")
+        _check_param(p, g, i)
+
+
+def _validate_states(st: Sequence[Tensor], params: Sequence[Tensor], name: str) -> None:
+    if len(st) != len(params):
+        raise ValueError(f"{name} has {len(st)} tensors for {len(params)} parameters")
+    for i, (s, p) in enumerate(zip(st, params)):
+        if s.shape != p.shape or s.device != p.device or not s.is_contiguous():
+            raise ValueError(
+                f"{name}[{i}] must be a contiguous tensor of shape {tuple(p.shape)} on {p.device}, "
+                f"got shape {tuple(s.shape)} on {s.device}"
+            )
+        if s.dtype not in (p.dtype, _state_dtype(p.dtype)):
+            raise TypeError(f"{name}[{i}] has dtype {s.dtype}, its parameter {p.dtype}")
+
+
+def _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov) -> None:
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if momentum < 0.0:
+        raise ValueError(f"Invalid momentum value: {momentum}")
+    if weight_decay < 0.0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+def _check_adam_hyper(lr, betas, eps, weight_decay) -> None:
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+def _group_key(p: Tensor, s: Optional[Tensor], extra: Any = None) -> Tuple[Any, ...]:
+    return (p.device, p.dtype, None if s is None else s.dtype, extra)
+
+
+def _sgd_calls(
+    params, grads, bufs, rows, lr, momentum, dampening, weight_decay, nesterov, flags
+) -> List[_Call]:
+    hyper = [float(lr), float(momentum), float(dampening), float(weight_decay)]
+    base = flags | (FLAG_NESTEROV if nesterov else 0)
+    calls: Dict[Tuple[Any, ...], _Call] = {}
+    for i, (p, g) in enumerate(zip(params, grads)):
+        buf = None
+        first = False
+        if momentum != 0:
+            buf = bufs[i]
+            if buf is None:
+                buf = torch.empty_like(
+                    p, dtype=_state_dtype(p.dtype), memory_format=torch.contiguous_format
+                )
+                bufs[i] = buf
+                first = True
+        c = calls.setdefault(
+            _group_key(p, buf, first),
+            _Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0)),
+        )
+        _add_piece(c, p, g, rows, i)
+        if buf is not None:
+            c.s1.append(_flat(buf))
+    return list(calls.values())
+
+
+def _adam_calls(params, grads, states, steps, rows, hyper, flags) -> List[_Call]:
+    calls: Dict[Tuple[Any, ...], _Call] = {}
+    for i, (p, g) in enumerate(zip(params, grads)):
+        c = calls.setdefault(
+            _group_key(p, states[0][i]), _Call(hyper=[float(h) for h in hyper], flags=flags)
+        )
+        _add_piece(c, p, g, rows, i)
+        c.s1.append(_flat(states[0][i]))
+        c.s2.append(_flat(states[1][i]))
+        if len(states) > 2:
+            c.s3.append(_flat(states[2][i]))
+        c.steps.append(steps[i])
+    return list(calls.values())
+
+
+def _add_piece(c: _Call, p: Tensor, g: Tensor, rows: List[Tensor], i: int) -> None:
+    c.params.append(p.view(-1))
+    c.user_grads.append(g)
+    c.grads.append(g.view(-1) if g.is_contiguous() else g.contiguous().view(-1))
+    if rows:
+        c.rows.append(rows[i])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The optimizer classes.
+# ---------------------------------------------------------------------------------------------------
+class _Projected(torch.optim.Optimizer):
+    """Shared machinery: the basis, the projection mode, the mixed-precision attributes."""
+
+    _step_supports_amp_scaling = True  # torch.amp.GradScaler passes grad_scale/found_inf to step
+
+    def __init__(
+        self,
+        params: Any,
+        defaults: Dict[str, Any],
+        project: str,
+        basis: Any,
+        write_grad: bool,
+        backend: Optional[str],
+    ) -> None:
+        super().__init__(params, defaults)
+        self.project = _check_project(project)
+        self.write_grad = bool(write_grad)
+        self.backend = backend
+        self._basis: Any = None
+        if basis is not None:
+            self.set_basis(basis)
+
+    def _params(self) -> List[Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def set_basis(self, basis: Any) -> None:
+        """Use ``basis`` from now on (None: plain optimizer steps).
+
+        Args:
+            basis: a :class:`uno.Basis` over all the optimizer's parameters, in ``param_groups``
+                order (kept by reference: growing it with ``append_`` takes effect at the next step),
+                or raw vectors (a list of tensors shaped like the parameters, or a sequence of such
+                lists), orthonormalised once here.
+        """
+        self._basis = _as_basis(basis, self._params(), self.backend)
+
+    @property
+    def basis(self) -> Any:
+        return self._basis
+
+    def _step_basis_rows(self, basis: Any) -> List[Tensor]:
+        b = self._basis if basis is None else _as_basis(basis, self._params(), self.backend)
+        if b is None:
+            return []
+        return _basis_rows(b, self._params())
+
+    def _amp(self, grad_scale: Optional[Tensor], found_inf: Optional[Tensor]):
+        gs = grad_scale if grad_scale is not None else getattr(self, "grad_scale", None)
+        fi = found_inf if found_inf is not None else getattr(self, "found_inf", None)
+        _check_scalars(gs, fi)
+        return gs, fi
+
+
+class ProjectedSGD(_Projected):
+    """``torch.optim.SGD`` whose step moves orthogonally to a basis (one fused pass per phase).
+
+    Args:
+        params: parameters or parameter groups (as ``torch.optim.SGD``).
+        lr, momentum, dampening, weight_decay, nesterov, maximize: as ``torch.optim.SGD``.
+        project: ``"grad"`` (default) or ``"update"``; see :mod:`uno.optim`.
+        basis: a :class:`uno.Basis` over all parameters (in ``param_groups`` order), raw vectors, or
+            None (set later with :meth:`set_basis`, or per step with ``step(basis=...)``).
+        write_grad: write the projected gradient into ``p.grad``.
+        backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
+
+    State: ``state[p]["momentum_buffer"]`` (when ``momentum != 0``), as ``torch.optim.SGD``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        project: str = "grad",
+        basis: Any = None,
+        write_grad: bool = False,
+        backend: Optional[str] = None,
+    ) -> None:
+        _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=None,
+            differentiable=False,
+            fused=None,
+        )
+        super().__init__(params, defaults, project, basis, write_grad, backend)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+
+    @torch.no_grad()
+    def step(  # type: ignore[override]
+        self,
+        closure: Optional[Callable[[], Any]] = None,
+        *,
+        basis: Any = None,
+        grad_scale: Optional[Tensor] = None,
+        found_inf: Optional[Tensor] = None,
+    ) -> Any:
+        """One step. ``basis`` overrides the optimizer's basis for this step only."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        rows_all = self._step_basis_rows(basis)
+        gs, fi = self._amp(grad_scale, found_inf)
+        index = {id(p): i for i, p in enumerate(self._params())}
+        calls: List[_Call] = []
+        new_bufs = False
+        groups = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            for p in ps:
+                _check_param(p, p.grad, index[id(p)])
+            if group["momentum"] != 0:
+                for p in ps:
+                    b = self.state[p].get("momentum_buffer")
+                    if b is None:
+                        new_bufs = True
+            groups.append((group, ps))
+        if _skip_on_host(fi, force=new_bufs):
+            return loss
+        for group, ps in groups:
+            bufs: List[Optional[Tensor]] = []
+            if group["momentum"] != 0:
+                for p in ps:
+                    b = self.state[p].get("momentum_buffer")
+                    bufs.append(None if b is None else _fix_state(b, p))
+            rows = [rows_all[index[id(p)]] for p in ps] if rows_all else []
+            flags = _mode_flags(self.project, self.write_grad, group["maximize"])
+            calls += _sgd_calls(
+                ps, [p.grad for p in ps], bufs, rows, group["lr"], group["momentum"],
+                group["dampening"], group["weight_decay"], group["nesterov"], flags,
+            )  # fmt: skip
+            if group["momentum"] != 0:
+                for p, b in zip(ps, bufs):
+                    self.state[p]["momentum_buffer"] = b
+        k = rows_all[0].shape[0] if rows_all else 0
+        _run(KIND_SGD, calls, k, self.project, gs, fi, self.backend)
+        return loss
+
+
+class ProjectedAdam(_Projected):
+    """``torch.optim.Adam`` / ``AdamW`` whose step moves orthogonally to a basis (fused passes).
+
+    Args:
+        params: parameters or parameter groups (as ``torch.optim.Adam``).
+        lr, betas, eps, weight_decay, amsgrad, maximize: as ``torch.optim.Adam``.
+        decoupled_weight_decay: True gives AdamW (as ``torch.optim.Adam(decoupled_weight_decay=True)``).
+        project, basis, write_grad, backend: as :class:`ProjectedSGD`.
+
+    State: ``step`` (float32 scalar tensor; on the parameter's device for CUDA parameters so that the
+    kernels read it without a host sync), ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
+    ``max_exp_avg_sq``, as ``torch.optim.Adam``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        project: str = "grad",
+        basis: Any = None,
+        write_grad: bool = False,
+        backend: Optional[str] = None,
+    ) -> None:
+        _check_adam_hyper(lr, betas, eps, weight_decay)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=None,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults, project, basis, write_grad, backend)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("decoupled_weight_decay", False)
+
+    @torch.no_grad()
+    def step(  # type: ignore[override]
+        self,
+        closure: Optional[Callable[[], Any]] = None,
+        *,
+        basis: Any = None,
+        grad_scale: Optional[Tensor] = None,
+        found_inf: Optional[Tensor] = None,
+    ) -> Any:
+        """One step. ``basis`` overrides the optimizer's basis for this step only."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        rows_all = self._step_basis_rows(basis)
+        gs, fi = self._amp(grad_scale, found_inf)
+        index = {id(p): i for i, p in enumerate(self._params())}
+        groups = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            for p in ps:
+                _check_param(p, p.grad, index[id(p)])
+            if ps:
+                groups.append((group, ps))
+        if _skip_on_host(fi, force=False):
+            return loss
+        calls: List[_Call] = []
+        all_steps: List[Tensor] = []
+        for group, ps in groups:
+            amsgrad = bool(group["amsgrad"])
+            states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
+            steps = []
+            for p in ps:
+                st = self.state[p]
+                if len(st) == 0 or "exp_avg" not in st:
+                    dev = p.device if p.device.type != "cpu" else torch.device("cpu")
+                    st["step"] = torch.zeros((), dtype=torch.float32, device=dev)
+                    sd = _state_dtype(p.dtype)
+                    st["exp_avg"] = torch.zeros_like(
+                        p, dtype=sd, memory_format=torch.contiguous_format
+                    )
+                    st["exp_avg_sq"] = torch.zeros_like(
+                        p, dtype=sd, memory_format=torch.contiguous_format
+                    )
+                if amsgrad and "max_exp_avg_sq" not in st:
+                    st["max_exp_avg_sq"] = torch.zeros_like(
+                        st["exp_avg_sq"], memory_format=torch.contiguous_format
+                    )
+                st["step"] = _fix_step(st["step"], p)
+                for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()):
+                    st[key] = _fix_state(st[key], p)
+                states[0].append(st["exp_avg"])
+                states[1].append(st["exp_avg_sq"])
+                if amsgrad:
+                    states[2].append(st["max_exp_avg_sq"])
+                steps.append(st["step"])
+            rows = [rows_all[index[id(p)]] for p in ps] if rows_all else []
+            beta1, beta2 = group["betas"]
+            flags = _mode_flags(self.project, self.write_grad, group["maximize"])
+            flags |= (FLAG_AMSGRAD if amsgrad else 0) | (
+                FLAG_DECOUPLED if group["decoupled_weight_decay"] else 0
+            )
+            hyper = [group["lr"], beta1, beta2, group["eps"], group["weight_decay"]]
+            calls += _adam_calls(ps, [p.grad for p in ps], states, steps, rows, hyper, flags)
+            all_steps += steps
+        _increment(all_steps)
+        k = rows_all[0].shape[0] if rows_all else 0
+        _run(KIND_ADAM, calls, k, self.project, gs, fi, self.backend)
+        _undo_increment(all_steps, fi)
+        return loss
+
+
+def _fix_state(s: Tensor, p: Tensor) -> Tensor:
+    """A loaded state in the kernels' layout: contiguous, on p's device, float32 for half params."""
+    want = _state_dtype(p.dtype)
+    if s.dtype not in (p.dtype, want) or s.device != p.device or not s.is_contiguous():
+        s = s.to(device=p.device, dtype=want if s.dtype not in (p.dtype, want) else s.dtype)
+        s = s.contiguous()
+    if p.dtype in _HALF and s.dtype != torch.float32:
+        s = s.float()  # torch keeps half states; ours are float32
+    return s
+
+
+def _fix_step(s: Any, p: Tensor) -> Tensor:
+    """The step count as a float32 scalar tensor where the kernels read it (p's device)."""
+    if not isinstance(s, Tensor):
+        s = torch.tensor(float(s), dtype=torch.float32)
+    if s.dtype != torch.float32 or s.device != p.device or s.dim() != 0:
+        s = s.to(device=p.device, dtype=torch.float32).reshape(())
+    return s
