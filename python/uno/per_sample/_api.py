@@ -1,0 +1,199 @@
+"""Public per-sample functions: grads, gram, cross_gram, norms, coefficients, weighted_sum."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from uno.per_sample._core import Block, Direct, Factored, block_grad, capture, use_ghost
+from uno.per_sample._ghost_op import ghost_gram
+
+LossFn = Callable[..., Tensor]
+
+
+def _merge(plist: List[Tensor], blocks: List[Block]) -> List[List[Block]]:
+    """Blocks grouped by parameter; repeated calls of one factored layer are joined along T."""
+    by: Dict[int, List[Block]] = {}
+    for b in blocks:
+        by.setdefault(b.index, []).append(b)
+    out: List[List[Block]] = []
+    for i in range(len(plist)):
+        bs = by.get(i, [])
+        if len(bs) > 1:
+            if all(isinstance(b, Factored) for b in bs):
+                bs = [Factored(i, torch.cat([b.a for b in bs], 1), torch.cat([b.g for b in bs], 1))]
+            else:
+                bs = [Direct(i, torch.stack([block_grad(b, plist[i].shape) for b in bs]).sum(0))]
+        out.append(bs)
+    return out
+
+
+def _run(model, loss_fn, batch, params, batchnorm, check):
+    plist, blocks, B = capture(model, loss_fn, batch, params, batchnorm, check)
+    return plist, _merge(plist, blocks), B
+
+
+def grads(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *batch: Any,
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    check: bool = False,
+) -> List[Tensor]:
+    """Per-sample gradients, one tensor (B, *p.shape) per parameter.
+
+    ``loss_fn(model, *batch)`` must return the (B,) per-sample losses; sample i's gradient is that of
+    ``loss[i]``. ``batchnorm='frozen'`` runs BatchNorm layers in training mode with running statistics;
+    ``check=True`` verifies with a second backward that the loss does not mix samples.
+    """
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    out = []
+    for p, bs in zip(plist, groups):
+        if not bs:
+            out.append(torch.zeros(B, *p.shape, dtype=p.dtype, device=p.device))
+        else:
+            out.append(block_grad(bs[0], p.shape))
+    return out
+
+
+def _pair(b1: Block, b2: Block, shape, backend: Optional[str]) -> Tensor:
+    if isinstance(b1, Factored) and isinstance(b2, Factored):
+        if use_ghost(b1.a, b1.g, b2.a.shape[0], b2.a.shape[1]):
+            same = b1 is b2
+            return ghost_gram(
+                b1.a, b1.g, None if same else b2.a, None if same else b2.g, backend=backend
+            )
+    m1 = block_grad(b1, shape).flatten(1).double()
+    m2 = m1 if b1 is b2 else block_grad(b2, shape).flatten(1).double()
+    return m1 @ m2.T
+
+
+def gram(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *batch: Any,
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    check: bool = False,
+    backend: Optional[str] = None,
+) -> Tensor:
+    """(B, B) float64 Gram matrix of the per-sample gradients, layer by layer ghost or materialized."""
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    out = torch.zeros(B, B, dtype=torch.float64, device=plist[0].device)
+    for p, bs in zip(plist, groups):
+        for b in bs:
+            out += _pair(b, b, p.shape, backend)
+    return out
+
+
+def cross_gram(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch_a: Tuple[Any, ...],
+    batch_b: Tuple[Any, ...],
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    backend: Optional[str] = None,
+) -> Tensor:
+    """(Ba, Bb) float64 inner products between the per-sample gradients of two batches."""
+    plist, ga, Ba = _run(model, loss_fn, batch_a, params, batchnorm, False)
+    _, gb, Bb = _run(model, loss_fn, batch_b, plist, batchnorm, False)
+    out = torch.zeros(Ba, Bb, dtype=torch.float64, device=plist[0].device)
+    for p, b1s, b2s in zip(plist, ga, gb):
+        if b1s and b2s:
+            out += _pair(b1s[0], b2s[0], p.shape, backend)
+    return out
+
+
+def norms(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *batch: Any,
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    check: bool = False,
+    backend: Optional[str] = None,
+) -> Tensor:
+    """(B,) float64 per-sample gradient norms."""
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    sq = torch.zeros(B, dtype=torch.float64, device=plist[0].device)
+    for p, bs in zip(plist, groups):
+        for b in bs:
+            if isinstance(b, Factored) and use_ghost(b.a, b.g, B, b.a.shape[1]):
+                sq += ghost_gram(b.a, b.g, diag=True, backend=backend)
+            else:
+                sq += block_grad(b, p.shape).flatten(1).double().pow(2).sum(1)
+    return sq.sqrt()
+
+
+def _basis_rows(basis: Any, plist: List[Tensor]) -> List[Tensor]:
+    if hasattr(basis, "rows"):
+        rows = list(basis.rows())
+    elif isinstance(basis, Tensor):
+        rows, o = [], 0
+        for p in plist:
+            rows.append(basis[:, o : o + p.numel()])
+            o += p.numel()
+    else:
+        rows = [r.reshape(r.shape[0], -1) for r in basis]
+    if len(rows) != len(plist) or any(r.shape[1] != p.numel() for r, p in zip(rows, plist)):
+        raise ValueError(
+            f"basis pieces {[tuple(r.shape) for r in rows]} do not match the parameters "
+            f"{[p.numel() for p in plist]}"
+        )
+    return rows
+
+
+def coefficients(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *batch: Any,
+    basis: Any,
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    check: bool = False,
+) -> Tensor:
+    """(B, k) float64 inner products of each per-sample gradient with each basis vector.
+
+    ``basis``: a ``uno.Basis`` (``.rows()``: per-parameter (k, numel) views), a (k, P) tensor, or a
+    list of (k, *p.shape) tensors, in parameter order.
+    """
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    rows = _basis_rows(basis, plist)
+    k = rows[0].shape[0]
+    out = torch.zeros(B, k, dtype=torch.float64, device=plist[0].device)
+    for p, bs, r in zip(plist, groups, rows):
+        for b in bs:
+            out += block_grad(b, p.shape).flatten(1).double() @ r.double().T
+    return out
+
+
+def weighted_sum(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *batch: Any,
+    weights: Tensor,
+    params: Optional[Sequence[Tensor]] = None,
+    batchnorm: str = "error",
+    check: bool = False,
+) -> List[Tensor]:
+    """sum_i w_i g_i as parameter-shaped tensors (one GEMM per factored layer)."""
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    if weights.shape != (B,):
+        raise ValueError(f"expected weights of shape ({B},), got {tuple(weights.shape)}")
+    out = []
+    for p, bs in zip(plist, groups):
+        acc = torch.zeros_like(p)
+        for b in bs:
+            w = weights.to(p.dtype)
+            if isinstance(b, Factored):
+                acc += ((b.g * w.view(-1, 1, 1)).flatten(0, 1).T @ b.a.flatten(0, 1)).reshape(
+                    p.shape
+                )
+            else:
+                acc += torch.tensordot(w, b.grad.to(p.dtype), 1).reshape(p.shape)
+        out.append(acc)
+    return out

@@ -1,0 +1,219 @@
+"""uno.per_sample against torch.func.vmap(grad) on small models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+import uno.per_sample as ps
+
+
+class MnistVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(784, 400), nn.BatchNorm1d(400), nn.ReLU())
+        self.mu = nn.Linear(400, 2)
+        self.lv = nn.Linear(400, 2)
+        self.dec = nn.Sequential(nn.Linear(2, 400), nn.ReLU(), nn.Linear(400, 784))
+
+
+def vae_loss(model, x, eps):
+    h = model.enc(x)
+    mu, lv = model.mu(h), model.lv(h)
+    z = mu + eps * (0.5 * lv).exp()
+    rec = model.dec(z)
+    return ((rec - x) ** 2).sum(1) - 0.5 * (1 + lv - mu**2 - lv.exp()).sum(1)
+
+
+class ConvVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(1, 8, 4, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 4, 2, 1), nn.ReLU(), nn.Flatten()
+        )
+        self.head = nn.Linear(16 * 7 * 7, 64)
+        self.dec_fc = nn.Linear(32, 16 * 7 * 7)
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(8, 1, 4, 2, 1)
+        )
+
+
+def conv_loss(model, x, eps):
+    mu, lv = model.head(model.enc(x)).chunk(2, 1)
+    z = mu + eps * (0.5 * lv).exp()
+    rec = model.dec(model.dec_fc(z).view(-1, 16, 7, 7))
+    return ((rec - x) ** 2).flatten(1).sum(1) - 0.5 * (1 + lv - mu**2 - lv.exp()).sum(1)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 8, padding_idx=0)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 8)
+        self.gn = nn.GroupNorm(2, 4)
+        self.conv = nn.Conv1d(8, 4, 3, padding=1)
+
+
+def block_loss(model, idx):
+    h = model.fc(model.ln(model.emb(idx)))
+    c = model.gn(model.conv(h.transpose(1, 2)))
+    return (c**2).flatten(1).sum(1) + h.tanh().sum((1, 2))
+
+
+def reference_grads(model, loss_fn, *batch):
+    names = [n for n, p in model.named_parameters()]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def one(pp, *b):
+        return functional_call(
+            _Wrap(model, loss_fn),
+            {"m." + k: v for k, v in pp.items()},
+            tuple(t.unsqueeze(0) for t in b),
+        )[0]
+
+    g = vmap(grad(one), in_dims=(None, *([0] * len(batch))))(params, *batch)
+    return [g[n] for n in names]
+
+
+class _Wrap(nn.Module):
+    def __init__(self, m, fn) -> None:
+        super().__init__()
+        self.m, self.fn = m, fn
+
+    def forward(self, *b):
+        return self.fn(self.m, *b)
+
+
+def _check(model, loss_fn, *batch):
+    ref = reference_grads(model, loss_fn, *batch)
+    got = ps.grads(model, loss_fn, *batch)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    flat = torch.cat([r.flatten(1) for r in ref], 1).double()
+    gm = flat @ flat.T
+    torch.testing.assert_close(ps.gram(model, loss_fn, *batch), gm, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        ps.norms(model, loss_fn, *batch), gm.diag().sqrt(), rtol=1e-4, atol=1e-4
+    )
+    basis = torch.randn(3, flat.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(
+        ps.coefficients(model, loss_fn, *batch, basis=basis.float()),
+        flat @ basis.float().double().T,
+        rtol=1e-4,
+        atol=1e-3,
+    )
+    w = torch.randn(flat.shape[0])
+    ws = ps.weighted_sum(model, loss_fn, *batch, weights=w)
+    for r, s in zip(ref, ws):
+        torch.testing.assert_close(s, torch.tensordot(w, r, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_mnist_vae():
+    torch.manual_seed(0)
+    m = MnistVAE().eval()
+    _check(m, vae_loss, torch.rand(6, 784), torch.randn(6, 2))
+
+
+def test_conv_vae():
+    torch.manual_seed(0)
+    m = ConvVAE()
+    _check(m, conv_loss, torch.rand(4, 1, 28, 28), torch.randn(4, 32))
+
+
+def test_transformer_like_block():
+    torch.manual_seed(0)
+    m = Block()
+    _check(m, block_loss, torch.randint(0, 11, (5, 6)))
+
+
+def test_cross_gram():
+    torch.manual_seed(0)
+    m = MnistVAE().eval()
+    xa, ea, xb, eb = torch.rand(3, 784), torch.randn(3, 2), torch.rand(4, 784), torch.randn(4, 2)
+    ra = torch.cat([g.flatten(1) for g in reference_grads(m, vae_loss, xa, ea)], 1).double()
+    rb = torch.cat([g.flatten(1) for g in reference_grads(m, vae_loss, xb, eb)], 1).double()
+    torch.testing.assert_close(
+        ps.cross_gram(m, vae_loss, (xa, ea), (xb, eb)), ra @ rb.T, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_batchnorm_train_errors_or_frozen():
+    m = MnistVAE().train()
+    x, e = torch.rand(4, 784), torch.randn(4, 2)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        ps.gram(m, vae_loss, x, e)
+    g = ps.gram(m, vae_loss, x, e, batchnorm="frozen")
+    assert m.enc[1].training
+    torch.testing.assert_close(g, ps.gram(m.eval(), vae_loss, x, e))
+
+
+def test_mixing_loss_and_scalar_loss_error():
+    m = MnistVAE().eval()
+    x, e = torch.rand(4, 784), torch.randn(4, 2)
+
+    def mixing(model, x, eps):
+        h = model.enc(x)
+        return ((h - h.mean(0)) ** 2).sum(1)
+
+    with pytest.raises(ValueError, match="mixes samples"):
+        ps.gram(m, mixing, x, e, check=True)
+    with pytest.raises(ValueError, match="per-sample losses"):
+        ps.gram(m, lambda mm, x, e: vae_loss(mm, x, e).mean(), x, e)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    k=st.integers(1, 3),
+    s=st.integers(1, 2),
+    pad=st.integers(0, 1),
+    dil=st.integers(1, 2),
+    groups=st.sampled_from([1, 2]),
+    b=st.integers(1, 5),
+    n=st.integers(5, 8),
+)
+def test_conv2d_hyperparameters(k, s, pad, dil, groups, b, n):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, k, s, pad, dil, groups=groups))
+
+    def loss(model, x):
+        return (model(x) ** 2).flatten(1).sum(1)
+
+    _check(m, loss, torch.randn(b, 2, n, n))
+
+
+@settings(max_examples=6, deadline=None)
+@given(t=st.integers(1, 9), b=st.integers(1, 64))
+def test_linear_sequence(t, b):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+
+    def loss(model, x):
+        return model(x).pow(2).sum((1, 2))
+
+    _check(m, loss, torch.randn(b, t, 3))
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    pad=st.integers(0, 1),
+    dil=st.integers(1, 2),
+    op=st.integers(0, 2),
+    b=st.integers(1, 4),
+)
+def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, b):
+    if op >= max(s, dil):
+        op = 0
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.ConvTranspose2d(2, 3, k, s, pad, output_padding=op, dilation=dil))
+
+    def loss(model, x):
+        return (model(x) ** 2).flatten(1).sum(1)
+
+    _check(m, loss, torch.randn(b, 2, 4, 5))
