@@ -1,0 +1,22 @@
+"""Unlearning methods (METHOD.md §3). One file per method; ``@register`` adds it to the registry.
+
+To add a method: write ``methods/<name>.py`` with a :class:`~uno.unlearn.methods.base.Method` subclass
+decorated with ``@register("<name>")`` and import it below.
+"""
+
+from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
+    ascent,
+    ascent_descent,
+    fu,
+    retain,
+    salun,
+    surgery,
+    surgery_ascent,
+    uno,
+    uno_s,
+    uno_subspace,
+)
+from uno.unlearn.methods.base import Method, StepInfo
+from uno.unlearn.methods.registry import create, names, register
+
+__all__ = ["Method", "StepInfo", "create", "names", "register"]

@@ -1,0 +1,111 @@
+"""The method interface: one step of an unlearning rule on a :class:`~uno.unlearn.tasks.Task`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import Tensor
+
+from uno.unlearn import _ops
+
+log = logging.getLogger("uno.unlearn")
+
+#: ε in c² = a² / (F·R + ε) (the paper has none; it guards zero-norm gradients).
+COS2_EPS = 1e-30
+
+
+@dataclass
+class StepInfo:
+    """What a step reports besides its update (all floats; NaN when not measured)."""
+
+    cos2: float = float("nan")
+    loss_f: float = float("nan")
+    loss_r: float = float("nan")
+    zero_norm: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class Method:
+    """Base class. A method turns the task's losses into a descent direction for Adam.
+
+    Subclasses implement :meth:`direction`, returning one tensor per parameter: the update direction
+    that the optimizer treats as the gradient (so ``-g_f`` means ascent on the forget loss).
+    Adding a method = a subclass in its own file + ``@register("name")`` (see ``registry.py``).
+    """
+
+    name: ClassVar[str] = ""
+    #: also register ``<name>-hat`` (histogram loss with weight w_u = 1e3)
+    has_hat: ClassVar[bool] = True
+    #: whether the step measures cos²(g_f, g_r) itself (else the run loop measures it when monitoring)
+    measures_cos2: ClassVar[bool] = True
+
+    def __init__(self, hat: bool = False, **hparams: Any) -> None:
+        self.hat = hat
+        self.hparams = hparams
+
+    def setup(self, task: Any) -> None:
+        """Called once before the first step (and again on resume, before loading the state)."""
+
+    def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors to checkpoint (method state kept across steps)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pass
+
+
+def grads(loss: Tensor, params: list[Tensor], **kw: Any) -> list[Tensor]:
+    """``∇ loss`` w.r.t. ``params`` (zeros for parameters the loss does not reach)."""
+    gs = torch.autograd.grad(loss, params, allow_unused=True, **kw)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+
+
+def norms(g_f: list[Tensor], g_r: list[Tensor]) -> tuple[float, float, float]:
+    """``(a, F, R) = (g_f·g_r, ‖g_f‖², ‖g_r‖²)`` as Python floats (float64 accumulation)."""
+    f_ = [t.detach() for t in g_f]
+    r_ = [t.detach() for t in g_r]
+    return float(_ops.dot(f_, r_)), float(_ops.dot(f_, f_)), float(_ops.dot(r_, r_))
+
+
+def cos2_of(a: float, f: float, r: float) -> float:
+    """Guarded squared cosine ``a² / (F·R + ε)``."""
+    return a * a / (f * r + COS2_EPS)
+
+
+def forget_retain_grads(
+    task: Any, hat_sign: float = 1.0
+) -> tuple[list[Tensor], list[Tensor], StepInfo]:
+    """First-order ``g_f``, ``g_r`` (histogram term with sign ``hat_sign`` in the forget loss)."""
+    lf = task.forget_loss(u_sign=hat_sign)
+    lr = task.retain_loss()
+    g_f = grads(lf, task.params, retain_graph=True)
+    g_r = grads(lr, task.params)
+    a, f, r = norms(g_f, g_r)
+    info = StepInfo(cos2=cos2_of(a, f, r), loss_f=float(lf.detach()), loss_r=float(lr.detach()))
+    info.extra.update(a=a, F=f, R=r)
+    if f == 0.0 or r == 0.0:
+        info.zero_norm = True
+        log.info("zero-norm gradient (‖g_f‖²=%g, ‖g_r‖²=%g): cos² guarded by ε", f, r)
+    return g_f, g_r, info
+
+
+def neg(v: list[Tensor]) -> list[Tensor]:
+    return [-t for t in v]
+
+
+def surgery_direction(g_f: list[Tensor], g_r: list[Tensor], info: StepInfo) -> list[Tensor]:
+    """``g_r − (g_f·g_r / ‖g_f‖²) g_f`` via ``project_`` (always projects; skipped when ``g_f = 0``)."""
+    d = [t.detach().clone() for t in g_r]
+    if info.extra.get("F", 1.0) > 0.0:
+        _ops.project_(d, [t.detach() for t in g_f])
+    return d
+
+
+def maybe_float(x: Optional[Tensor]) -> float:
+    return float("nan") if x is None else float(x)

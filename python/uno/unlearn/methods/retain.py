@@ -1,0 +1,19 @@
+"""``retain``: plain descent on the retain loss L_r (``-hat``: L_r includes w_u·U)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from uno.unlearn.methods.base import Method, StepInfo, grads
+from uno.unlearn.methods.registry import register
+
+
+@register("retain")
+class Retain(Method):
+    measures_cos2 = False
+
+    def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
+        lr = task.retain_loss()
+        return grads(lr, task.params), StepInfo(loss_r=float(lr.detach()))

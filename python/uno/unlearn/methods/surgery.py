@@ -1,0 +1,17 @@
+"""``surgery`` (S): descend along g_r' = g_r − (g_f·g_r/‖g_f‖²)·g_f (always projects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from uno.unlearn.methods.base import Method, StepInfo, forget_retain_grads, surgery_direction
+from uno.unlearn.methods.registry import register
+
+
+@register("surgery")
+class Surgery(Method):
+    def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
+        g_f, g_r, info = forget_retain_grads(task)
+        return surgery_direction(g_f, g_r, info), info

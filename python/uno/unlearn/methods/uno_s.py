@@ -1,0 +1,24 @@
+"""``uno-s``: odd steps ``uno``, even steps ``surgery``, one optimizer state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from uno.unlearn.methods.base import Method, StepInfo, forget_retain_grads, surgery_direction
+from uno.unlearn.methods.registry import register
+from uno.unlearn.methods.uno import uno_direction
+
+
+@register("uno-s")
+class UnoS(Method):
+    def __init__(self, hat: bool = False, lam: float = 1e3, **kw: Any) -> None:
+        super().__init__(hat=hat, lam=lam, **kw)
+        self.lam = lam
+
+    def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
+        if step % 2 == 1:
+            return uno_direction(task, self.lam)
+        g_f, g_r, info = forget_retain_grads(task)
+        return surgery_direction(g_f, g_r, info), info

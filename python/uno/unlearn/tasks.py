@@ -1,0 +1,373 @@
+"""Tasks: what a method sees — the parameters, the forget/retain losses of the current step, monitoring.
+
+A task owns the model being unlearned, the frozen judge, the data (or latents) of both sides and the
+fixed monitor batch z̄ ~ N(0, I). Each step begins with :meth:`begin_step`, which draws that step's
+batches from a generator seeded by ``(seed, step)`` and reseeds torch's global RNG the same way, so a run
+resumed from a checkpoint at step n draws exactly what the uninterrupted run drew.
+
+Losses (METHOD.md §2): ``forget_loss() = ℓ_f + u_sign·w_u·U``, ``retain_loss() = ℓ_r + w_u·U``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uno.unlearn.data import ImageData
+from uno.unlearn.models import sample_images, set_batchnorm
+
+HIST_EPS = 1e-6
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7919 + 17) % (2**63 - 1)
+
+
+def judge_probs(judge: nn.Module, x: Tensor) -> Tensor:
+    """Class probabilities ``(N, K)``; a one-logit judge gives ``[1 − p, p]``."""
+    logits = judge(x)
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def histogram_target(k: int, targets: Sequence[int], binary: bool) -> Tensor:
+    """Target histogram t: 0 on the forget classes, equal mass on the others (binary: ``[1, 0]``)."""
+    if binary:
+        return torch.tensor([1.0, 0.0])
+    t = torch.ones(k)
+    t[list(targets)] = 0.0
+    return t / t.sum()
+
+
+def in_forget(judge: nn.Module, x: Tensor, targets: Sequence[int]) -> Tensor:
+    """Bool ``(N,)``: the judge assigns the sample to a forget class (binary judge: p > 0.5)."""
+    with torch.no_grad():
+        logits = judge(x)
+        if logits.shape[1] == 1:
+            return logits[:, 0] > 0
+        return torch.isin(logits.argmax(1), torch.as_tensor(list(targets)))
+
+
+def ssim(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
+    """Per-image SSIM ``(N,)`` with a uniform window (images in [0, 1])."""
+    c1, c2 = 0.01**2, 0.03**2
+    pool = lambda t: F.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)  # noqa: E731
+    mu_a, mu_b = pool(a), pool(b)
+    s_aa = pool(a * a) - mu_a**2
+    s_bb = pool(b * b) - mu_b**2
+    s_ab = pool(a * b) - mu_a * mu_b
+    m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
+    return m.flatten(1).mean(1)
+
+
+class Task:
+    """Common parts of the VAE and GAN tasks."""
+
+    model: nn.Module
+    judge: nn.Module
+    targets: list[int]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        judge: nn.Module,
+        targets: Sequence[int],
+        *,
+        batch: int = 128,
+        n_monitor: int = 512,
+        w_u: float = 0.0,
+        seed: int = 0,
+        bn_train: bool = False,
+    ) -> None:
+        self.model = model
+        self.judge = judge.eval()
+        for p in self.judge.parameters():
+            p.requires_grad_(False)
+        self.targets = list(targets)
+        self.batch = batch
+        self.w_u = w_u
+        self.seed = seed
+        self.bn_train = bn_train
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.zdim: int = model.latent_dim  # type: ignore[assignment]
+        ref = self.params[0]
+        self.dtype, self.device = ref.dtype, ref.device
+        g = torch.Generator().manual_seed(step_seed(seed, -1))
+        z = torch.randn(n_monitor, self.zdim, generator=g)
+        self.z_monitor = z.to(self.dtype).to(self.device)
+        with torch.no_grad():
+            probe = torch.zeros(1, *model.image_shape, dtype=self.dtype, device=self.device)  # type: ignore[misc]
+            n_out = int(self.judge(probe).shape[1])
+        self.binary = n_out == 1
+        k = 2 if self.binary else n_out
+        self.hist_target = histogram_target(k, self.targets, self.binary)
+        self._u: Optional[Tensor] = None
+        self.step_generator = torch.Generator()
+
+    # -- step protocol -------------------------------------------------------------------------
+    def begin_step(self, step: int) -> None:
+        """Draw the batches of ``step`` and seed the step's noise (deterministic in seed and step)."""
+        s = step_seed(self.seed, step)
+        self.step_generator.manual_seed(s)
+        torch.manual_seed(s)
+        self._u = None
+        self.model.train()
+        set_batchnorm(self.model, self.bn_train)
+        self._draw()
+
+    def end_step(self) -> None:
+        self._u = None
+
+    def _draw(self) -> None:
+        raise NotImplementedError
+
+    def histogram_loss(self) -> Tensor:
+        """U = KL(p̄ ‖ t) on the monitor batch (cached within a step so L_f and L_r share it)."""
+        if self._u is None:
+            p = judge_probs(self.judge, self.model.decode(self.z_monitor)).mean(0)  # type: ignore[operator]
+            t = self.hist_target.to(p)
+            self._u = torch.sum(p * (torch.log(p + HIST_EPS) - torch.log(t + HIST_EPS)))
+        return self._u
+
+    def forget_loss(self, u_sign: float = 1.0) -> Tensor:
+        lf = self.ell_forget()
+        return lf + u_sign * self.w_u * self.histogram_loss() if self.w_u else lf
+
+    def retain_loss(self) -> Tensor:
+        lr = self.ell_retain()
+        return lr + self.w_u * self.histogram_loss() if self.w_u else lr
+
+    def ell_forget(self) -> Tensor:
+        raise NotImplementedError
+
+    def ell_retain(self) -> Tensor:
+        raise NotImplementedError
+
+    def retain_loss_chunks(self, k: int) -> list[Tensor]:
+        raise NotImplementedError
+
+    # -- monitoring ----------------------------------------------------------------------------
+    def monitor_images(self) -> Tensor:
+        return sample_images(self.model, self.z_monitor)
+
+    def forget_fraction(self) -> float:
+        """Share of the monitor batch the judge assigns to a forget class (eval mode, no grad)."""
+        return float(in_forget(self.judge, self.monitor_images(), self.targets).float().mean())
+
+
+class VAETask(Task):
+    """Unlearning a VAE: forget batches from D_f, retain batches from D_r, ℓ = negative ELBO."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        judge: nn.Module,
+        train: ImageData,
+        targets: Sequence[int],
+        *,
+        original: Optional[nn.Module] = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(model, judge, targets, **kw)
+        mask = train.forget_mask(targets)
+        self.forget_x = train.x[mask]
+        self.retain_x = train.x[~mask]
+        if len(self.forget_x) == 0 or len(self.retain_x) == 0:
+            from uno.unlearn.errors import DataError
+
+            raise DataError(
+                f"forget set has {len(self.forget_x)} and retain set {len(self.retain_x)} samples; "
+                "both must be non-empty"
+            )
+        self.original = original
+        self.x_f = self.forget_x[:1]
+        self.x_r = self.retain_x[:1]
+
+    def _draw(self) -> None:
+        g = self.step_generator
+        i_f = torch.randint(len(self.forget_x), (self.batch,), generator=g)
+        i_r = torch.randint(len(self.retain_x), (self.batch,), generator=g)
+        self.x_f, self.x_r = self.forget_x[i_f], self.retain_x[i_r]
+
+    def ell_forget(self) -> Tensor:
+        return self.model.loss(self.x_f)  # type: ignore[operator]
+
+    def ell_retain(self) -> Tensor:
+        return self.model.loss(self.x_r)  # type: ignore[operator]
+
+    def retain_loss_chunks(self, k: int) -> list[Tensor]:
+        return [self.model.loss(c) for c in self.x_r.chunk(k)]  # type: ignore[operator]
+
+    # -- baselines' hooks ----------------------------------------------------------------------
+    def _frozen(self) -> nn.Module:
+        if self.original is None:
+            raise RuntimeError("this method needs the frozen original model (task.original)")
+        return self.original.eval()
+
+    def fu_setup(self) -> None:
+        f = self._frozen()
+        with torch.no_grad():
+            mu_f = f.encode(self.forget_x[:2048])[0]  # type: ignore[operator]
+            mu_r = f.encode(self.retain_x[:2048])[0]  # type: ignore[operator]
+        z_e = mu_f.mean(0) - mu_r.mean(0)
+        self.fu_v = z_e / z_e.norm().clamp_min(1e-12)
+        self.fu_delta = 0.5 * float((mu_f @ self.fu_v).mean() + (mu_r @ self.fu_v).mean())
+
+    def fu_loss(self, alpha: float) -> Tensor:
+        f = self._frozen()
+        z = torch.randn(self.batch, self.zdim, generator=self.step_generator)
+        z = z.to(self.dtype).to(self.device)
+        proj = z @ self.fu_v
+        s = (proj > self.fu_delta).to(z.dtype)
+        z_hat = z - torch.clamp(proj - self.fu_delta, min=0.0)[:, None] * self.fu_v[None, :]
+        with torch.no_grad():
+            f_z, f_zh = f.decode(z), f.decode(z_hat)  # type: ignore[operator]
+        g_z = self.model.decode(z)  # type: ignore[operator]
+        l1 = (g_z - f_z).abs().flatten(1).sum(1)
+        l1h = (g_z - f_zh).abs().flatten(1).sum(1)
+        return ((1 - s) * l1).mean() + alpha * (
+            (s * l1h).mean() + (s * (1 - ssim(g_z, f_zh))).mean()
+        )
+
+    def saliency_loss(self) -> Tensor:
+        return self.model.loss(self.forget_x[:1024])  # type: ignore[operator]
+
+    def salun_loss(self) -> Tensor:
+        eps = torch.randn(self.batch, self.zdim, generator=self.step_generator)
+        eps = eps.to(self.dtype).to(self.device)
+        mu_f, lv_f = self.model.encode(self.x_f)  # type: ignore[operator]
+        mu_r, lv_r = self.model.encode(self.x_r)  # type: ignore[operator]
+        z_f = mu_f + eps * torch.exp(0.5 * lv_f)
+        z_r = mu_r + eps * torch.exp(0.5 * lv_r)  # paired noise
+        target = self.model.decode(z_r).detach()  # type: ignore[operator]
+        return F.mse_loss(self.model.decode(z_f), target, reduction="sum") + self.ell_retain()  # type: ignore[operator]
+
+    # -- quality -------------------------------------------------------------------------------
+    def retain_elbo(self, heldout: ImageData, max_n: int = 2000) -> float:
+        """Mean ELBO per held-out retain sample (higher is better), fixed noise, eval mode."""
+        x = heldout.x[~heldout.forget_mask(self.targets)][:max_n]
+        state = torch.get_rng_state()
+        torch.manual_seed(12345)
+        modes = [m.training for m in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                tot = 0.0
+                for c in x.split(500):
+                    tot += float(self.model.loss(c))  # type: ignore[operator]
+        finally:
+            for m, t in zip(self.model.modules(), modes):
+                m.training = t
+            torch.set_rng_state(state)
+        return -tot / max(1, len(x))
+
+
+class GANTask(Task):
+    """Unlearning a generator (no data needed at unlearning time; see docs/unlearning.md).
+
+    Latents whose ORIGINAL output the judge assigns to a forget class form the forget side Z_f; the rest
+    form Z_r. With the frozen original generator G₀ and the frozen critic D:
+        ℓ_f(z_f) = Σ_i −log p_judge(forget | G(z_i))     (the generator's "likelihood" of the forget class;
+                                                           ascent on it removes the class)
+        ℓ_r(z_r) = Σ_i ‖G(z_i) − G₀(z_i)‖² − w_j·Σ_i log p_judge(y₀(z_i) | G(z_i)) + w_c·Σ_i −D(G(z_i))
+    (stay on the original outputs and their classes y₀ = the judge's class of G₀(z_i); optionally stay
+    realistic for the frozen critic).
+    so every method (``uno``, ``surgery``, ...) applies unchanged. ``fu``/``salun`` use the same sides.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        judge: nn.Module,
+        targets: Sequence[int],
+        *,
+        original: nn.Module,
+        critic: Optional[nn.Module] = None,
+        w_c: float = 0.0,
+        w_j: float = 1.0,
+        pool: int = 8192,
+        **kw: Any,
+    ) -> None:
+        super().__init__(model, judge, targets, **kw)
+        self.original = original.eval()
+        for p in self.original.parameters():
+            p.requires_grad_(False)
+        self.critic = critic.eval() if critic is not None else None
+        if self.critic is not None:
+            for p in self.critic.parameters():
+                p.requires_grad_(False)
+        self.w_c = w_c
+        self.w_j = w_j
+        g = torch.Generator().manual_seed(step_seed(self.seed, -2))
+        z = torch.randn(pool, self.zdim, generator=g)
+        x0 = sample_images(self.original, z)
+        mask = in_forget(self.judge, x0, self.targets)
+        self.z_forget, self.z_retain = z[mask], z[~mask]
+        with (
+            torch.no_grad()
+        ):  # the class the judge saw in the original output of each retain latent
+            logits = self.judge(x0[~mask])
+            self.y_retain = (logits[:, 0] > 0).long() if self.binary else logits.argmax(1)
+        if len(self.z_forget) == 0 or len(self.z_retain) == 0:
+            from uno.unlearn.errors import DataError
+
+            raise DataError(
+                f"the original generator produced {int(mask.sum())} forget samples of {pool}"
+            )
+        self.z_f = self.z_forget[:1]
+        self.z_r, self.y_r = self.z_retain[:1], self.y_retain[:1]
+
+    def _draw(self) -> None:
+        g = self.step_generator
+        self.z_f = self.z_forget[torch.randint(len(self.z_forget), (self.batch,), generator=g)]
+        i_r = torch.randint(len(self.z_retain), (self.batch,), generator=g)
+        self.z_r, self.y_r = self.z_retain[i_r], self.y_retain[i_r]
+
+    def _ell_f(self, z: Tensor) -> Tensor:
+        p = judge_probs(self.judge, self.model.decode(z))  # type: ignore[operator]
+        p_f = p[:, 1] if self.binary else p[:, self.targets].sum(1)
+        return -torch.log(p_f + HIST_EPS).sum()
+
+    def _ell_r(self, z: Tensor, y: Tensor) -> Tensor:
+        x = self.model.decode(z)  # type: ignore[operator]
+        with torch.no_grad():
+            x0 = self.original.decode(z)  # type: ignore[operator]
+        loss = ((x - x0) ** 2).sum()
+        if self.w_j:
+            p = judge_probs(self.judge, x)
+            loss = loss - self.w_j * torch.log(p.gather(1, y[:, None]) + HIST_EPS).sum()
+        if self.critic is not None and self.w_c:
+            loss = loss - self.w_c * self.critic(x).sum()
+        return loss
+
+    def ell_forget(self) -> Tensor:
+        return self._ell_f(self.z_f)
+
+    def ell_retain(self) -> Tensor:
+        return self._ell_r(self.z_r, self.y_r)
+
+    def retain_loss_chunks(self, k: int) -> list[Tensor]:
+        return [self._ell_r(c, y) for c, y in zip(self.z_r.chunk(k), self.y_r.chunk(k))]
+
+    def fu_setup(self) -> None:
+        z_e = self.z_forget.mean(0) - self.z_retain.mean(0)
+        self.fu_v = z_e / z_e.norm().clamp_min(1e-12)
+        self.fu_delta = 0.5 * float(
+            (self.z_forget @ self.fu_v).mean() + (self.z_retain @ self.fu_v).mean()
+        )
+
+    fu_loss = VAETask.fu_loss
+    _frozen = VAETask._frozen
+
+    def saliency_loss(self) -> Tensor:
+        return self._ell_f(self.z_forget[:1024])
+
+    def salun_loss(self) -> Tensor:
+        with torch.no_grad():
+            target = self.original.decode(self.z_r)  # type: ignore[operator]
+        return F.mse_loss(self.model.decode(self.z_f), target, reduction="sum") + self.ell_retain()  # type: ignore[operator]

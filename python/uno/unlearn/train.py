@@ -1,0 +1,208 @@
+"""Pretraining (VAE, judge, WGAN-GP) and the model cache.
+
+Cached models live in ``$UNO_CACHE_DIR`` (default ``$XDG_CACHE_HOME/uno`` or ``~/.cache/uno``), one
+safetensors file per (kind, data, budget, seed), written atomically. ``get_or_train`` reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uno.unlearn.data import ImageData, load_mnist
+from uno.unlearn.io import load_model, save_model
+from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, MnistVAE
+
+
+def cache_dir() -> Path:
+    """``$UNO_CACHE_DIR``, else ``$XDG_CACHE_HOME/uno``, else ``~/.cache/uno``."""
+    env = os.environ.get("UNO_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "uno"
+
+
+def progress(iterable: Any = None, *, quiet: bool = False, **kw: Any) -> Any:
+    """A tqdm bar on a terminal; a plain iterable when ``quiet`` or stderr is not a TTY."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=quiet or not sys.stderr.isatty(), leave=False, **kw)
+
+
+def _seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_vae(
+    model: nn.Module,
+    data: ImageData,
+    epochs: int = 50,
+    batch: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    quiet: bool = False,
+) -> nn.Module:
+    """Train a VAE on ``data.x`` with Adam on the sum-reduced negative ELBO."""
+    g = _seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in progress(range(epochs), quiet=quiet, desc="train vae"):
+        for idx in torch.randperm(len(data), generator=g).split(batch):
+            opt.zero_grad(set_to_none=True)
+            model.loss(data.x[idx]).backward()  # type: ignore[operator]
+            opt.step()
+    return model.eval()
+
+
+def train_judge(
+    judge: nn.Module,
+    data: ImageData,
+    epochs: int = 10,
+    batch: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    quiet: bool = False,
+) -> nn.Module:
+    """Train a classifier judge (cross-entropy; a one-logit judge uses the first attribute column)."""
+    g = _seed(seed)
+    opt = torch.optim.Adam(judge.parameters(), lr=lr)
+    judge.train()
+    for _ in progress(range(epochs), quiet=quiet, desc="train judge"):
+        for idx in torch.randperm(len(data), generator=g).split(batch):
+            opt.zero_grad(set_to_none=True)
+            logits = judge(data.x[idx])
+            if logits.shape[1] == 1:
+                y = data.y[idx].float().reshape(len(idx), -1)[:, 0]
+                loss = F.binary_cross_entropy_with_logits(logits[:, 0], y)
+            else:
+                loss = F.cross_entropy(logits, data.y[idx])
+            loss.backward()
+            opt.step()
+    return judge.eval()
+
+
+def judge_accuracy(judge: nn.Module, data: ImageData) -> float:
+    with torch.no_grad():
+        return float((judge(data.x).argmax(1) == data.y).float().mean())
+
+
+def train_gan(
+    gen: nn.Module,
+    critic: nn.Module,
+    data: ImageData,
+    steps: int = 2000,
+    batch: int = 64,
+    n_critic: int = 5,
+    gp: float = 10.0,
+    lr: float = 2e-4,
+    seed: int = 0,
+    quiet: bool = False,
+) -> tuple[nn.Module, nn.Module]:
+    """WGAN-GP training (Gulrajani et al. 2017): ``steps`` generator updates, ``n_critic`` critic updates each."""
+    g = _seed(seed)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
+    gen.train()
+    critic.train()
+    zdim: int = gen.latent_dim  # type: ignore[assignment]
+    for _ in progress(range(steps), quiet=quiet, desc="train gan"):
+        for _ in range(n_critic):
+            real = data.x[torch.randint(len(data), (batch,), generator=g)]
+            with torch.no_grad():
+                fake = gen.decode(torch.randn(batch, zdim, generator=g))  # type: ignore[operator]
+            eps = torch.rand(batch, 1, 1, 1, generator=g)
+            mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            grad = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)[0]
+            penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+            loss_d = critic(fake).mean() - critic(real).mean() + gp * penalty
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        loss_g = -critic(gen.decode(torch.randn(batch, zdim, generator=g))).mean()  # type: ignore[operator]
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    return gen.eval(), critic.eval()
+
+
+#: Default pretraining budgets (the embedded 8,000 digits).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "vae": {"epochs": 50},
+    "judge": {"epochs": 10},
+    "gan": {"steps": 1000, "width": 32},
+}
+
+
+def _key(kind: str, data_id: str, budget: dict[str, Any], seed: int) -> str:
+    blob = json.dumps(
+        {"kind": kind, "data": data_id, "budget": budget, "seed": seed}, sort_keys=True
+    )
+    h = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return f"{kind}-{h}"
+
+
+def get_or_train(
+    kind: str,
+    *,
+    data_root: Optional[str] = None,
+    seed: int = 0,
+    quiet: bool = False,
+    retrain: bool = False,
+    **budget: Any,
+) -> tuple[Any, Path]:
+    """Load ``kind`` (``vae``, ``judge``, ``gan``) from the cache or train it on MNIST and cache it.
+
+    Returns:
+        ``(model, path)``; for ``gan`` the model is ``(generator, critic)`` and two files are written.
+    """
+    if kind not in DEFAULTS:
+        from uno.unlearn.errors import UnoUserError
+
+        raise UnoUserError(f"unknown model kind {kind!r}; choose from {', '.join(DEFAULTS)}")
+    b = {**DEFAULTS[kind], **{k: v for k, v in budget.items() if v is not None}}
+    data_id = "embedded-mnist" if data_root is None else str(Path(data_root).expanduser().resolve())
+    name = _key(kind, data_id, b, seed)
+    path = cache_dir() / f"{name}.safetensors"
+    meta = {"kind": kind, "data": data_id, "budget": b, "seed": seed}
+    if kind == "gan":
+        cpath = cache_dir() / f"{name}-critic.safetensors"
+        if path.is_file() and cpath.is_file() and not retrain:
+            return (
+                load_model(path, "dcgan_g")[0].eval(),
+                load_model(cpath, "dcgan_d")[0].eval(),
+            ), path
+        train, _ = load_mnist(data_root)
+        torch.manual_seed(seed)
+        gb = dict(b)
+        width = int(gb.pop("width", 32))
+        gen, critic = train_gan(
+            DCGANGenerator(width=width),
+            DCGANCritic(width=width),
+            train,
+            seed=seed,
+            quiet=quiet,
+            **gb,
+        )
+        save_model(cpath, critic, meta)
+        save_model(path, gen, meta)
+        return (gen, critic), path
+    if path.is_file() and not retrain:
+        return load_model(path)[0].eval(), path
+    train, _ = load_mnist(data_root)
+    torch.manual_seed(seed)
+    if kind == "vae":
+        model = train_vae(MnistVAE(), train, seed=seed, quiet=quiet, **b)
+    else:
+        model = train_judge(MLPJudge(), train, seed=seed, quiet=quiet, **b)
+    save_model(path, model, meta)
+    return model, path

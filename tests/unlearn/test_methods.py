@@ -1,0 +1,241 @@
+"""Every method runs on tiny VAE and GAN models and moves the parameters the way its rule says."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from uno.unlearn import methods
+from uno.unlearn.errors import UnoUserError
+from uno.unlearn.methods.base import forget_retain_grads, grads
+from uno.unlearn.methods.uno import uno_direction, uno_direction_naive
+from uno.unlearn.models import DCGANGenerator, MLPJudge, MnistVAE
+from uno.unlearn.tasks import GANTask, VAETask
+
+
+def _dot(a, b):
+    return sum(float((x.double() * y.double()).sum()) for x, y in zip(a, b))
+
+
+def _vae_task(vae_judge, small, **kw):
+    vae, judge = vae_judge
+    return VAETask(
+        vae, judge, small[0], [1], batch=32, n_monitor=64, original=copy.deepcopy(vae), **kw
+    )
+
+
+@pytest.mark.parametrize("w_u", [0.0, 1e3])
+@pytest.mark.parametrize("bn_train", [False, True])
+def test_uno_fast_equals_double_backprop(small, w_u, bn_train):
+    torch.manual_seed(0)
+    vae = MnistVAE(hidden=16).double()
+    judge = MLPJudge(hidden=8).double()
+    tr = small[0].subset(torch.arange(400))
+    tr.x = tr.x.double()
+    task = VAETask(vae, judge, tr, [1], batch=16, n_monitor=32, w_u=w_u, bn_train=bn_train)
+    for lam in (1.0, 1e3):
+        task.begin_step(3)
+        fast, info = uno_direction(task, lam)
+        task.begin_step(3)
+        naive = uno_direction_naive(task, lam)
+        scale = max(float(n.abs().max()) for n in naive)
+        for f, n in zip(fast, naive):  # exact up to float64 rounding
+            torch.testing.assert_close(f, n, rtol=1e-9, atol=1e-11 * scale)
+        assert 0.0 < info.cos2 < 1.0
+
+
+def test_uno_float32_close(vae_judge, small):
+    task = _vae_task(vae_judge, small)
+    task.begin_step(1)
+    fast, _ = uno_direction(task, 1e3)
+    task.begin_step(1)
+    naive = uno_direction_naive(task, 1e3)
+    num = sum(float((f - n).double().pow(2).sum()) for f, n in zip(fast, naive)) ** 0.5
+    den = sum(float(n.double().pow(2).sum()) for n in naive) ** 0.5
+    assert num / den < 1e-4
+
+
+def _directions(task, name, step=1, **kw):
+    m = methods.create(name, **kw)
+    task.begin_step(0)
+    m.setup(task)
+    task.begin_step(step)
+    d, info = m.direction(task, step)
+    task.begin_step(step)
+    g_f, g_r, _ = forget_retain_grads(task, hat_sign=-1.0 if "ascent" in name else 1.0)
+    return d, info, [t.detach() for t in g_f], [t.detach() for t in g_r]
+
+
+def test_surgery_orthogonal_to_gf(vae_judge, small):
+    d, info, g_f, g_r = _directions(_vae_task(vae_judge, small), "surgery")
+    assert abs(_dot(d, g_f)) <= 1e-5 * (_dot(d, d) * _dot(g_f, g_f)) ** 0.5
+    # the removed part is along g_f: d − g_r ∥ g_f
+    diff = [a - b for a, b in zip(d, g_r)]
+    c2 = _dot(diff, g_f) ** 2 / (_dot(diff, diff) * _dot(g_f, g_f))
+    assert c2 == pytest.approx(1.0, abs=1e-4)
+    assert 0.0 <= info.cos2 <= 1.0
+
+
+def test_surgery_ascent_orthogonal_to_gr(vae_judge, small):
+    d, _, g_f, g_r = _directions(_vae_task(vae_judge, small), "surgery-ascent")
+    assert abs(_dot(d, g_r)) <= 1e-5 * (_dot(d, d) * _dot(g_r, g_r)) ** 0.5
+    assert _dot(d, g_f) < 0  # ascent on the forget loss
+
+
+def test_ascent_and_retain(vae_judge, small):
+    task = _vae_task(vae_judge, small)
+    d, _, g_f, _ = _directions(task, "ascent")
+    for a, b in zip(d, g_f):
+        torch.testing.assert_close(a, -b)
+    d, _, _, _ = _directions(task, "retain")
+    task.begin_step(1)  # retain draws only the retain loss's noise
+    g_r = grads(task.retain_loss(), task.params)
+    for a, b in zip(d, g_r):
+        torch.testing.assert_close(a, b)
+
+
+def test_alternating_methods(vae_judge, small):
+    task = _vae_task(vae_judge, small)
+    d1, _, g_f, _ = _directions(task, "ascent-descent", step=1)
+    for a, b in zip(d1, g_f):
+        torch.testing.assert_close(a, -b)
+    d2, _, g_f2, _ = _directions(task, "ascent-descent", step=2)
+    assert abs(_dot(d2, g_f2)) <= 1e-5 * (_dot(d2, d2) * _dot(g_f2, g_f2)) ** 0.5
+    d3, _, g_f3, _ = _directions(task, "uno-s", step=2)
+    assert abs(_dot(d3, g_f3)) <= 1e-5 * (_dot(d3, d3) * _dot(g_f3, g_f3)) ** 0.5
+    task.begin_step(1)
+    ref, _ = uno_direction(task, 1e3)
+    d4, _, _, _ = _directions(task, "uno-s", step=1)
+    for a, b in zip(d4, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_uno_subspace_orthogonal_to_retain_micro_batches(vae_judge, small):
+    task = _vae_task(vae_judge, small)
+    m = methods.create("uno-subspace", k=4, retain_weight=0.0)
+    task.begin_step(1)
+    d, info = m.direction(task, 1)
+    assert info.extra["k"] == 4
+    task.begin_step(1)
+    task.forget_loss()  # same noise draws as in the step
+    for c in task.retain_loss_chunks(4):
+        g = grads(c, task.params)
+        assert abs(_dot(d, g)) <= 1e-4 * (_dot(d, d) * _dot(g, g)) ** 0.5
+
+
+def test_salun_mask_and_clip(vae_judge, small):
+    task = _vae_task(vae_judge, small)
+    m = methods.create("salun")
+    task.begin_step(0)
+    m.setup(task)
+    frac = sum(float(x.sum()) for x in m.mask) / sum(x.numel() for x in m.mask)
+    assert 0.4 < frac <= 0.75  # about half of the parameters (ties at the median go in)
+    task.begin_step(1)
+    d, _ = m.direction(task, 1)
+    assert _dot(d, d) ** 0.5 <= 5.0 + 1e-4
+    for x, mk in zip(d, m.mask):
+        assert float(x[mk == 0].abs().sum()) == 0.0
+
+
+def test_registry():
+    names = methods.names()
+    for n in [
+        "uno",
+        "uno-s",
+        "surgery",
+        "surgery-ascent",
+        "ascent",
+        "ascent-descent",
+        "retain",
+        "fu",
+        "salun",
+        "uno-subspace",
+        "uno-hat",
+        "surgery-hat",
+        "ascent-hat",
+        "retain-hat",
+    ]:
+        assert n in names
+    with pytest.raises(UnoUserError, match="unknown method"):
+        methods.create("nope")
+    assert methods.create("uno-hat").hat
+
+
+@pytest.mark.parametrize("name", sorted(methods.names()))
+def test_every_method_runs_on_vae(vae_judge, small, name):
+    task = _vae_task(vae_judge, small, w_u=1e3 if name.endswith("-hat") else 0.0)
+    m = methods.create(name)
+    opt = torch.optim.Adam(task.params, lr=1e-3)
+    before = [p.detach().clone() for p in task.params]
+    task.begin_step(0)
+    m.setup(task)
+    for s in (1, 2):
+        task.begin_step(s)
+        d, _ = m.direction(task, s)
+        for p, g in zip(task.params, d):
+            p.grad = g
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in task.params)
+    assert any(not torch.equal(a, p) for a, p in zip(before, task.params))
+
+
+@pytest.fixture(scope="module")
+def gan_setup():
+    torch.manual_seed(0)
+    gen = DCGANGenerator(latent=8, width=8)
+    judge = MLPJudge(hidden=16)
+    with torch.no_grad():
+        # make the untrained judge's decisions depend on the (nearly constant) image: centre and scale
+        x = gen.eval()(torch.randn(512, 8))
+        judge.fc1.weight.mul_(100.0)
+        judge.fc1.bias.copy_(-judge.fc1.weight @ x.mean(0).flatten())
+        pred = judge(x).argmax(1)
+    counts = torch.bincount(pred, minlength=10)
+    target = int(torch.argmin((counts - 256).abs()))
+    assert 0 < int(counts[target]) < 512
+    return gen, judge, target
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "uno",
+        "uno-hat",
+        "surgery",
+        "surgery-ascent",
+        "ascent",
+        "retain",
+        "uno-subspace",
+        "fu",
+        "salun",
+        "uno-s",
+    ],
+)
+def test_every_method_runs_on_gan(gan_setup, name):
+    gen, judge, target = gan_setup
+    g = copy.deepcopy(gen)
+    task = GANTask(
+        g,
+        judge,
+        [target],
+        original=copy.deepcopy(gen),
+        batch=16,
+        n_monitor=32,
+        pool=512,
+        w_u=1e3 if name.endswith("-hat") else 0.0,
+    )
+    m = methods.create(name)
+    opt = torch.optim.Adam(task.params, lr=1e-3)
+    task.begin_step(0)
+    m.setup(task)
+    f0 = task.forget_fraction()
+    for s in (1, 2):
+        task.begin_step(s)
+        d, _ = m.direction(task, s)
+        for p, gr in zip(task.params, d):
+            p.grad = gr
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in task.params)
+    assert 0.0 <= task.forget_fraction() <= 1.0 and f0 > 0
