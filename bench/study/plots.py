@@ -1,0 +1,156 @@
+"""Figures of the study from the saved results (no training, no unlearning: reads JSON/CSV only).
+
+    PYTHONPATH=python python bench/study/plots.py
+
+Writes under ``bench/results/``:
+  forgetting_all.png   forgetting curves of every method of the tables (mean ± std over seeds), one figure
+  study/hist_curves.png  f vs step for the histogram-loss / BatchNorm grid (eval-BN monitor and paper's monitor)
+  study/cos2.png       c² of the step's gradients vs step (uno, surgery, their -hat variants)
+  study/fid_vs_steps.png  classifier FID vs step (fidcurve group)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+RES = Path(__file__).resolve().parents[1] / "results"
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(ax, runs: list[list[float]], label: str, **kw) -> None:  # type: ignore[no-untyped-def]
+    n = min(len(r) for r in runs)
+    a = np.array([r[:n] for r in runs], dtype=float)
+    m, s = np.nanmean(a, 0), np.nanstd(a, 0)
+    x = np.arange(n)
+    (line,) = ax.plot(x, m, label=f"{label} (n={len(runs)})", **kw)
+    if len(runs) > 1:
+        ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
+
+
+def table_curves() -> None:
+    curves: dict[str, dict[int, list[float]]] = {}
+    for name in ("table", "table_all3"):
+        p = RES / name / "curves.csv"
+        if not p.is_file():
+            continue
+        with open(p) as f:
+            for r in csv.DictReader(f):
+                d = curves.setdefault(r["method"], {})
+                d.setdefault(int(r["seed"]), []).append(float(r["f"]))
+    if not curves:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    for i, (m, seeds) in enumerate(sorted(curves.items())):
+        ax = axes[0] if not m.endswith("-hat") and m not in ("fu", "salun") else axes[1]
+        _band(ax, list(seeds.values()), m, ls="-" if i < 10 else "--")
+    for ax, t in zip(axes, ("without histogram loss", "histogram loss (-hat, w_u=1e3), fu, salun")):
+        ax.axhline(0.02, color="k", ls=":", lw=0.8)
+        ax.set_xlabel("update step")
+        ax.set_title(t)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("forget fraction f after the update (eval-mode BN)")
+    fig.suptitle("MNIST VAE, forget digit 1: forgetting curves, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(RES / "forgetting_all.png", dpi=100)
+    plt.close(fig)
+
+
+def _load(group: str) -> list[dict]:
+    p = RES / "study" / f"{group}.json"
+    return json.loads(p.read_text()) if p.is_file() else []
+
+
+def hist_curves() -> None:
+    res = _load("hist")
+    if not res:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharey=True)
+    by: dict[str, list[dict]] = {}
+    for r in res:
+        by.setdefault(r["label"], []).append(r)
+    for lab, rs in by.items():
+        col = 1 if "BN train" in lab else 0
+        for row, key in ((0, "f"), (1, "f_bn")):
+            _band(axes[row][col], [[x[key] for x in r["rows"]] for r in rs], lab.split(",")[0])
+    for col, t in enumerate(("BN frozen (drivers' default)", "BN train (the paper's code)")):
+        axes[0][col].set_title(f"{t}: f, eval-mode monitor (the rule)")
+        axes[1][col].set_title(f"{t}: f, train-mode-BN monitor (the paper's)")
+    for ax in axes.flat:
+        ax.axhline(0.02, color="k", ls=":", lw=0.8)
+        ax.legend(fontsize=7)
+        ax.set_xlabel("update step")
+    fig.tight_layout()
+    fig.savefig(RES / "study" / "hist_curves.png", dpi=100)
+    plt.close(fig)
+    # c² along the run
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for lab, rs in by.items():
+        if lab.split(",")[0] in ("retain", "retain-hat"):
+            continue
+        runs = [[x["cos2"] for x in r["rows"][1:]] for r in rs]
+        if all(all(math.isnan(v) for v in run) for run in runs):
+            continue
+        _band(ax, runs, lab)
+    ax.set_yscale("log")
+    ax.set_xlabel("update step")
+    ax.set_ylabel("c² = cos²(g_f, g_r) of the step")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RES / "study" / "cos2.png", dpi=100)
+    plt.close(fig)
+
+
+def fid_curves() -> None:
+    res = _load("fidcurve")
+    if not res:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    by: dict[str, list[dict]] = {}
+    for r in res:
+        by.setdefault(r["label"].split(",")[0], []).append(r)
+    for lab, rs in by.items():
+        steps = [x["step"] for x in rs[0]["rows"] if "fid" in x]
+        vals = np.array([[x["fid"] for x in r["rows"] if "fid" in x] for r in rs])
+        ax.errorbar(
+            steps,
+            vals.mean(0),
+            yerr=vals.std(0) if len(rs) > 1 else None,
+            label=lab,
+            marker="o",
+            ms=3,
+        )
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("update step")
+    ax.set_ylabel("classifier FID (judge features, 2,000 images)")
+    ax.set_title("FID vs steps (BN frozen)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RES / "study" / "fid_vs_steps.png", dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    table_curves()
+    hist_curves()
+    fid_curves()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

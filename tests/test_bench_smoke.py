@@ -1,0 +1,113 @@
+"""Smoke test of the comparison-table script (bench/unlearning_table.py) on a reduced form.
+
+Two methods, one seed, a few steps, the quick pretraining budget, models cached in a temporary folder.
+The full table is a bench command, not part of CI.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("unlearning_table", BENCH / "unlearning_table.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def table_mod():
+    return _load()
+
+
+def test_not_reached_flag(table_mod):
+    """Runs that never reach τ are counted and never averaged in as their last step."""
+    base = dict(
+        per_step_median_s=0.01,
+        fid_after=30.0,
+        elbo_after=-180.0,
+        f_after_5=0.1,
+        cos2_mean=0.05,
+        peak_mem_bytes=1e6,
+    )
+    runs = [
+        dict(
+            base,
+            method="a",
+            reached=True,
+            steps_to_forget=3,
+            time_to_forget_s=0.03,
+            fid_at_forget=31.0,
+        ),
+        dict(
+            base,
+            method="a",
+            reached=False,
+            steps_to_forget=None,
+            time_to_forget_s=None,
+            fid_at_forget=None,
+        ),
+        dict(
+            base,
+            method="b",
+            reached=False,
+            steps_to_forget=None,
+            time_to_forget_s=None,
+            fid_at_forget=None,
+        ),
+    ]
+    rows = {r["method"]: r for r in table_mod.summarize(runs, ["a", "b"], steps=50)}
+    assert rows["a"]["not reached"] == "1/2"
+    assert rows["a"]["steps to forget"].startswith("3 ± 0")
+    assert rows["b"]["not reached"] == "1/1"
+    assert rows["b"]["steps to forget"] == "not reached (≤ 50)"
+    assert rows["b"]["time to forget (s)"] == "not reached (≤ 50)"
+    assert rows["b"]["FID at forget"] == "-"
+
+
+def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    rc = table_mod.main(
+        ["--methods", "uno", "surgery", "--seeds", "1", "--steps", "3", "--quick", "--fid-n", "300",
+         "--vae-epochs", "1", "--judge-epochs", "1",
+         "--threads", "2", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    for name in ("table.md", "runs.csv", "curves.csv", "curves.png", "samples.png", "meta.json"):
+        assert (out / name).is_file(), name
+    lines = (out / "table.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == list(table_mod.COLUMNS)
+    body = [line for line in lines if line.startswith("| uno ") or line.startswith("| surgery ")]
+    assert len(body) == 2
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert {r["method"] for r in runs} == {"uno", "surgery"}
+    for r in runs:
+        assert r["steps_run"] == "3"
+        # "not reached" is an explicit flag with an empty step count, never the last step
+        if r["reached"] == "False":
+            assert r["steps_to_forget"] == ""
+        else:
+            assert 0 <= int(r["steps_to_forget"]) <= 3
+    with open(out / "curves.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == 2 * 4  # steps 0..3 for each method
+    n_nr = {
+        m: sum(r["reached"] == "False" for r in runs if r["method"] == m)
+        for m in ("uno", "surgery")
+    }
+    for m, k in n_nr.items():
+        row = next(line for line in body if line.startswith(f"| {m} "))
+        assert f"| {k}/1 |" in row
