@@ -6,10 +6,16 @@ Public API (kernels behind `torch.library` custom ops; see README.md):
 * :func:`orthonormalize` and :class:`Basis` — orthonormal bases kept in one buffer, grown in place.
 * :func:`dot`, :func:`gram`, :func:`cos2` — one-pass multi-tensor reductions in float64.
 * :func:`backends` — which backends (reference, cpu, cuda, triton) run here, and why not the others.
+* :mod:`uno.optim` — ``ProjectedSGD``/``ProjectedAdam``: projection and the optimizer update fused;
+  :func:`project_sgd_`, :func:`project_adam_` are their functional forms.
+* :mod:`uno.per_sample` — per-sample gradients, ghost Gram matrices, norms and basis coefficients.
+* :mod:`uno.unlearn` — the unlearning drivers (methods, models, data, metrics); the ``uno`` command.
 """
 
+from uno import optim, per_sample
 from uno._backends import backends
 from uno.ops import Basis, cos2, dot, gram, orthonormalize, project_
+from uno.optim import project_adam_, project_sgd_
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,6 +25,10 @@ __all__ = [
     "cos2",
     "dot",
     "gram",
+    "optim",
     "orthonormalize",
+    "per_sample",
     "project_",
+    "project_adam_",
+    "project_sgd_",
 ]
