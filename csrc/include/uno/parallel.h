@@ -15,8 +15,9 @@
 
 namespace uno {
 
-// Below this much work (elements times passes over them) a single thread is faster than starting more.
-constexpr int64_t kMinWorkPerThread = 32768;
+// Below this much work (elements times passes over them) a single thread is faster than starting more
+// (a thread start costs tens of microseconds, far more on a loaded machine).
+constexpr int64_t kMinWorkPerThread = 131072;
 // Chunk boundaries fall on multiples of this many elements (whole cache lines for aligned pieces).
 constexpr int64_t kChunkGrain = 64;
 constexpr int kMaxThreads = 256;
