@@ -8,13 +8,18 @@ from torch import Tensor
 
 
 def _span(t: Tensor) -> Tuple[int, int, int]:
-    """(storage id, first byte, one past the last byte) that ``t`` can touch."""
-    if t.numel() == 0:
+    """(storage base address, first byte, one past the last byte) that ``t`` can touch."""
+    n = t.numel()
+    if n == 0:
         return (0, 0, 0)
     esz = t.element_size()
     lo = t.data_ptr()
-    hi = lo + esz * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0))
-    return (t.untyped_storage().data_ptr(), lo, hi)
+    if t.is_contiguous():
+        hi = lo + n * esz
+    else:
+        hi = lo + esz * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0))
+    # The storage's base address without materialising the storage object (a per-piece cost).
+    return (lo - t.storage_offset() * esz, lo, hi)
 
 
 def check_no_overlap(grad: Sequence[Tensor], others: Sequence[Tensor], other_name: str) -> None:
