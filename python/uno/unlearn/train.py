@@ -32,10 +32,12 @@ def cache_dir() -> Path:
 
 
 def progress(iterable: Any = None, *, quiet: bool = False, **kw: Any) -> Any:
-    """A tqdm bar on a terminal; a plain iterable when ``quiet`` or stderr is not a TTY."""
+    """A tqdm bar on stderr (none when ``quiet``); off a terminal (logs, pipes) it updates every 30 s."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=quiet or not sys.stderr.isatty(), leave=False, **kw)
+    tty = sys.stderr.isatty()
+    kw.setdefault("mininterval", 0.1 if tty else 30.0)
+    return tqdm(iterable, disable=quiet, leave=not tty, ascii=not tty, **kw)
 
 
 def _seed(seed: int) -> torch.Generator:
