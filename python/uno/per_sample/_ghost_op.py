@@ -59,7 +59,12 @@ def ghost_gram(
     if a2 is not None and g2 is not None:
         if diag:
             raise ValueError("diag=True is the diagonal of a symmetric Gram; do not pass a2/g2")
-        if a2.dim() != 3 or g2.dim() != 3 or g2.shape[:2] != a2.shape[:2] or a2.shape[2] != a.shape[2]:
+        if (
+            a2.dim() != 3
+            or g2.dim() != 3
+            or g2.shape[:2] != a2.shape[:2]
+            or a2.shape[2] != a.shape[2]
+        ):
             raise ValueError(f"bad second batch shapes {tuple(a2.shape)} and {tuple(g2.shape)}")
         if g2.shape[2] != g.shape[2]:
             raise ValueError(f"expected g2 with p={g.shape[2]}, got {tuple(g2.shape)}")
