@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKEND_DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import BACKEND_DEVICES
 from uno.per_sample import ghost_gram
 from uno.per_sample._ghost_op import _ghost_gram_op
 from uno.reference.ghost_gram import ghost_gram as ref
