@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
+from torch.overrides import TorchFunctionMode
 
 _FAST = (
     nn.Linear,
@@ -91,26 +92,132 @@ def capture(
     frozen = _check_bn(model, batchnorm)
     calls: List[_Call] = []
     handles = []
+    owners: Dict[int, List[nn.Module]] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if id(p) in pindex:
+                owners.setdefault(id(p), []).append(m)
+    active: List[nn.Module] = []
+    outside: Dict[int, str] = {}  # requested params used where no module that owns them is running
+
+    def pre_hook(m: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        active.append(m)
 
     def hook(m: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], out: Any) -> None:
+        if active and active[-1] is m:
+            active.pop()
         if isinstance(out, Tensor) and out.requires_grad:
             calls.append(_Call(m, args, kwargs, out, get_gradient_edge(out)))
 
     for m in model.modules():
         if any(id(p) in pindex for p in m.parameters(recurse=False)):
+            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(hook, with_kwargs=True))
     for m in frozen:
         m.eval()
     try:
         try:
-            losses = loss_fn(model, *batch)
+            with _UseTracker(pindex, owners, active, outside):
+                losses = loss_fn(model, *batch)
         finally:
             for h in handles:
                 h.remove()
-        return _finish(plist, pindex, calls, losses, check)
+        plist, blocks, B = _finish(plist, pindex, calls, losses, check)
+        if outside:
+            blocks = _whole_loss_fallback(model, loss_fn, batch, plist, blocks, outside, B)
+        return plist, blocks, B
     finally:
         for m in frozen:  # BatchNorm stays in eval mode through the torch.func fallback too
             m.train()
+
+
+class _UseTracker(TorchFunctionMode):
+    """Records requested parameters that enter a differentiable op while none of their owning
+    modules is running (used in ``loss_fn`` itself, or by a module that does not own them, as in
+    weight tying): the module hooks cannot see those uses."""
+
+    def __init__(
+        self,
+        pindex: Dict[int, int],
+        owners: Dict[int, List[nn.Module]],
+        active: List[nn.Module],
+        outside: Dict[int, str],
+    ) -> None:
+        super().__init__()
+        self.pindex, self.owners, self.active, self.outside = pindex, owners, active, outside
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        res = out if isinstance(out, (tuple, list)) else (out,)
+        if any(isinstance(r, Tensor) and r.requires_grad for r in res):
+            for t in _tensors(args, kwargs):
+                if id(t) in self.pindex and id(t) not in self.outside:
+                    own = self.owners.get(id(t), [])
+                    if not any(m in self.active for m in own):
+                        self.outside[id(t)] = getattr(func, "__name__", str(func))
+        return out
+
+
+def _tensors(args: Any, kwargs: Dict[str, Any]) -> List[Tensor]:
+    out: List[Tensor] = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x for x in a if isinstance(x, Tensor))
+    return out
+
+
+class _LossModule(nn.Module):
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.m, self.fn = model, loss_fn
+
+    def forward(self, *b: Any) -> Tensor:
+        return self.fn(self.m, *b)
+
+
+def _whole_loss_fallback(
+    model: nn.Module,
+    loss_fn: Callable[..., Tensor],
+    batch: Sequence[Any],
+    plist: List[Tensor],
+    blocks: List[Block],
+    outside: Dict[int, str],
+    B: int,
+) -> List[Block]:
+    """Per-sample gradients of the parameters used outside their modules with
+    torch.func.vmap(grad(loss of one sample)) over the whole loss; they replace those parameters'
+    hook-based blocks."""
+    from torch.func import functional_call, grad, vmap
+
+    names: Dict[int, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), n)
+    missing = [i for i, p in enumerate(plist) if id(p) in outside and id(p) not in names]
+    if missing:
+        p = plist[missing[0]]
+        raise ValueError(
+            f"parameter #{missing[0]} (shape {tuple(p.shape)}) is used by {outside[id(p)]!r} "
+            "outside any module and is not a parameter of the model, so its per-sample gradient "
+            "cannot be computed (neither module hooks nor torch.func.functional_call see it). "
+            "Register it on a module of the model, or leave it out of params="
+        )
+    sel = [i for i, p in enumerate(plist) if id(p) in outside]
+    wrap = _LossModule(model, loss_fn)
+    prm = {"m." + names[id(plist[i])]: plist[i].detach() for i in sel}
+    in_dims = tuple(
+        0 if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == B else None for t in batch
+    )
+
+    def one(pp: Dict[str, Tensor], *xi: Any) -> Tensor:
+        xb = tuple(t.unsqueeze(0) if d == 0 else t for t, d in zip(xi, in_dims))
+        return functional_call(wrap, pp, xb)[0]
+
+    g = vmap(grad(one), in_dims=(None, *in_dims), randomness="error")(prm, *batch)
+    keep = [b for b in blocks if id(plist[b.index]) not in outside]
+    return keep + [Direct(i, g["m." + names[id(plist[i])]]) for i in sel]
 
 
 def _finish(
