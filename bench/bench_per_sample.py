@@ -1,6 +1,6 @@
 """Gram of per-sample gradients: uno.per_sample.gram vs vmap(grad)+matmul vs Opacus+matmul.
 
-Run: PYTHONPATH=python:tests python bench/bench_per_sample.py
+Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n, default 5)
 Prints time and peak extra memory (tracemalloc-free: torch CPU allocator via resource RSS deltas is
 noisy, so memory is measured as the bytes of tensors each method holds at its peak, from
 torch.profiler memory events) and appends rows to bench/results/per_sample.csv.
@@ -31,7 +31,7 @@ from test_per_sample import ConvVAE, MnistVAE, conv_loss, reference_grads, vae_l
 class Config:
     model: str
     batch: int = 128
-    reps: int = 3
+    reps: int = int(os.environ.get("BENCH_REPS", "5"))
 
 
 CONFIGS = (Config("mnist_vae"), Config("conv_vae"))

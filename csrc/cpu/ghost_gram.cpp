@@ -3,14 +3,15 @@
 // For one factored layer with inputs A (B1, T1, d) and output gradients G (B1, T1, p) (and a second
 // batch A2 (B2, T2, d), G2 (B2, T2, p) for a cross Gram) it writes the float64 matrix
 //   out[i, j] = sum_{s < T1, t < T2} <A[i, s], A2[j, t]> * <G[i, s], G2[j, t]>,
-// i.e. <A_i A2_j^T, G_i G2_j^T>_F = <G_i^T A_i, G2_j^T A2_j>_F, without forming the per-sample gradients
-// or the (B T) x (B T) product. `diag` writes only out[i] = out[i, i] (squared per-sample norms).
+// i.e. <A_i A2_j^T, G_i G2_j^T>_F = <G_i^T A_i, G2_j^T A2_j>_F, without forming the per-sample
+// gradients or the (B T) x (B T) product. `diag` writes only out[i] = out[i, i] (squared per-sample
+// norms).
 //
 // Precision: float64 inputs: everything in float64. float32/float16/bfloat16 inputs: the two inner
 // products over d and p in float32 (like an fp32 GEMM), their product and every sum over (s, t) in
-// float64. Work is split by pairs (i, j); each pair is summed by one thread in a fixed order, so the
-// result does not depend on the thread count. A symmetric Gram computes i <= j and mirrors it (exactly
-// symmetric).
+// float64. Work is split by pairs (i, j); each pair is summed by one thread in a fixed order, so
+// the result does not depend on the thread count. A symmetric Gram computes i <= j and mirrors it
+// (exactly symmetric).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -67,40 +68,49 @@ struct View3 {
   }
 
 // sum_{s, t} <Ai[s], Aj[t]> <Gi[s], Gj[t]> for one pair, rows contiguous (K-major), fixed order.
-#define UNO_GHOST_PAIR_BODY                                                                \
-  double acc = 0.0;                                                                        \
-  for (int64_t s = 0; s < T1; ++s) {                                                       \
-    const C* as = Ai + s * d;                                                              \
-    const C* gs = Gi + s * p;                                                              \
-    double row = 0.0;                                                                      \
-    int64_t t = 0;                                                                         \
-    for (; t + 4 <= T2; t += 4) {                                                          \
-      C sa[4], sg[4];                                                                      \
-      dot4<C>(as, Aj + t * d, d, d, sa);                                                   \
-      dot4<C>(gs, Gj + t * p, p, p, sg);                                                   \
-      row += (static_cast<double>(sa[0]) * static_cast<double>(sg[0]) +                    \
-              static_cast<double>(sa[1]) * static_cast<double>(sg[1])) +                   \
-             (static_cast<double>(sa[2]) * static_cast<double>(sg[2]) +                    \
-              static_cast<double>(sa[3]) * static_cast<double>(sg[3]));                    \
-    }                                                                                      \
-    for (; t < T2; ++t) {                                                                  \
-      row += static_cast<double>(dot1<C>(as, Aj + t * d, d)) *                             \
-             static_cast<double>(dot1<C>(gs, Gj + t * p, p));                              \
-    }                                                                                      \
-    acc += row;                                                                            \
-  }                                                                                        \
+#define UNO_GHOST_PAIR_BODY                                              \
+  double acc = 0.0;                                                      \
+  for (int64_t s = 0; s < T1; ++s) {                                     \
+    const C* as = Ai + s * d;                                            \
+    const C* gs = Gi + s * p;                                            \
+    double row = 0.0;                                                    \
+    int64_t t = 0;                                                       \
+    for (; t + 4 <= T2; t += 4) {                                        \
+      C sa[4], sg[4];                                                    \
+      dot4<C>(as, Aj + t * d, d, d, sa);                                 \
+      dot4<C>(gs, Gj + t * p, p, p, sg);                                 \
+      row += (static_cast<double>(sa[0]) * static_cast<double>(sg[0]) +  \
+              static_cast<double>(sa[1]) * static_cast<double>(sg[1])) + \
+             (static_cast<double>(sa[2]) * static_cast<double>(sg[2]) +  \
+              static_cast<double>(sa[3]) * static_cast<double>(sg[3]));  \
+    }                                                                    \
+    for (; t < T2; ++t) {                                                \
+      row += static_cast<double>(dot1<C>(as, Aj + t * d, d)) *           \
+             static_cast<double>(dot1<C>(gs, Gj + t * p, p));            \
+    }                                                                    \
+    acc += row;                                                          \
+  }                                                                      \
   return acc;
 
-#define UNO_GHOST_PAIR_ARGS                                                                   \
+#define UNO_GHOST_PAIR_ARGS                                                                       \
   const C *__restrict Ai, const C *__restrict Aj, const C *__restrict Gi, const C *__restrict Gj, \
       int64_t T1, int64_t T2, int64_t d, int64_t p
+
+// T = 1: v[r] = <a, A2[r]> <g, G2[r]> for the four adjacent rows r < 4 (row strides d and p).
+#define UNO_GHOST_PAIR4                                                                         \
+  template <typename C>                                                                         \
+  void pair4(const C* __restrict a, const C* __restrict A2, const C* __restrict g,              \
+             const C* __restrict G2, int64_t d, int64_t p, double* v) {                         \
+    C sa[4], sg[4];                                                                             \
+    dot4<C>(a, A2, d, d, sa);                                                                   \
+    dot4<C>(g, G2, p, p, sg);                                                                   \
+    for (int r = 0; r < 4; ++r) v[r] = static_cast<double>(sa[r]) * static_cast<double>(sg[r]); \
+  }
 
 namespace base {
 UNO_GHOST_DOTS
 template <typename C>
-double pair(UNO_GHOST_PAIR_ARGS) {
-  UNO_GHOST_PAIR_BODY
-}
+double pair(UNO_GHOST_PAIR_ARGS){UNO_GHOST_PAIR_BODY} UNO_GHOST_PAIR4
 }  // namespace base
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -110,9 +120,7 @@ double pair(UNO_GHOST_PAIR_ARGS) {
 namespace avx2 {
 UNO_GHOST_DOTS
 template <typename C>
-double pair(UNO_GHOST_PAIR_ARGS) {
-  UNO_GHOST_PAIR_BODY
-}
+double pair(UNO_GHOST_PAIR_ARGS){UNO_GHOST_PAIR_BODY} UNO_GHOST_PAIR4
 }  // namespace avx2
 #pragma GCC pop_options
 inline bool have_avx2() {
@@ -129,9 +137,17 @@ double pair_sum(UNO_GHOST_PAIR_ARGS) {
   return base::pair<C>(Ai, Aj, Gi, Gj, T1, T2, d, p);
 }
 
-// The operand as a contiguous (B, T, K) array of the compute type: the input itself when it already is
-// one, else a packed copy in `buf` (converted from 16-bit storage, or gathered from strided views such
-// as the transposed unfold of a convolution).
+template <typename C>
+void pair_sum4(const C* a, const C* A2, const C* g, const C* G2, int64_t d, int64_t p, double* v) {
+#ifdef UNO_GHOST_AVX2
+  if (have_avx2()) return avx2::pair4<C>(a, A2, g, G2, d, p, v);
+#endif
+  base::pair4<C>(a, A2, g, G2, d, p, v);
+}
+
+// The operand as a contiguous (B, T, K) array of the compute type: the input itself when it already
+// is one, else a packed copy in `buf` (converted from 16-bit storage, or gathered from strided
+// views such as the transposed unfold of a convolution).
 template <typename S, typename C>
 const C* packed(const View3& v, int64_t B, int64_t T, int64_t K, std::vector<C>* buf,
                 int num_threads) {
@@ -183,11 +199,26 @@ void ghost_kernel(const View3& a, const View3& g, const View3& a2, const View3& 
       std::min<int64_t>(plan_chunks(n * per_pair, num_threads), std::max<int64_t>(1, n)));
   std::vector<int64_t> bounds(nchunks + 1);
   for (int c = 0; c <= nchunks; ++c) bounds[c] = n * c / nchunks;
-  // One chunk per thread; chunk c (the index parallel_for passes) sums pairs [bounds[c], bounds[c+1]).
+  // One chunk per thread; chunk c (the index parallel_for passes) sums pairs [bounds[c],
+  // bounds[c+1]).
   parallel_for(nchunks * kChunkGrain, nchunks, [&](int c, int64_t, int64_t) {
     {
-      for (int64_t q = bounds[c]; q < bounds[c + 1]; ++q) {
+      int64_t q = bounds[c];
+      while (q < bounds[c + 1]) {
         const int64_t i = pairs[q].first, j = pairs[q].second;
+        // T1 == T2 == 1 (a Linear layer on (B, d) inputs): four pairs (i, j..j+3) share the row of
+        // sample i, and rows j..j+3 are adjacent, so one pass forms four inner products.
+        if (T1 == 1 && T2 == 1 && !diag && q + 4 <= bounds[c + 1] && pairs[q + 3].first == i &&
+            pairs[q + 3].second == j + 3) {
+          double v[4];
+          pair_sum4<C>(A + i * d, A2 + j * d, G + i * p, G2 + j * p, d, p, v);
+          for (int r = 0; r < 4; ++r) {
+            out[i * B2 + j + r] = v[r];
+            if (symmetric) out[(j + r) * B2 + i] = v[r];
+          }
+          q += 4;
+          continue;
+        }
         const double v = pair_sum<C>(A + i * T1 * d, A2 + j * T2 * d, G + i * T1 * p,
                                      G2 + j * T2 * p, T1, T2, d, p);
         if (diag) {
@@ -196,6 +227,7 @@ void ghost_kernel(const View3& a, const View3& g, const View3& a2, const View3& 
           out[i * B2 + j] = v;
           if (symmetric) out[j * B2 + i] = v;
         }
+        ++q;
       }
     }
   });
@@ -245,19 +277,23 @@ void ghost_gram_cpu(int64_t a_ptr, const std::vector<int64_t>& a_strides, int64_
     ghost_kernel<S>(a, g, a2, g2, b1, t1, b2, t2, d, p, diag, symmetric, out, num_threads);
   };
   switch (dtype) {
-    case kF32: return run(float{});
-    case kF64: return run(double{});
-    case kF16: return run(half_t{});
-    default: return run(bf16_t{});
+    case kF32:
+      return run(float{});
+    case kF64:
+      return run(double{});
+    case kF16:
+      return run(half_t{});
+    default:
+      return run(bf16_t{});
   }
 }
 
 void register_ghost_gram(py::module_& m) {
-  m.def("ghost_gram_cpu", &ghost_gram_cpu, py::arg("a_ptr"), py::arg("a_strides"),
-        py::arg("g_ptr"), py::arg("g_strides"), py::arg("a2_ptr"), py::arg("a2_strides"),
-        py::arg("g2_ptr"), py::arg("g2_strides"), py::arg("b1"), py::arg("t1"), py::arg("b2"),
-        py::arg("t2"), py::arg("d"), py::arg("p"), py::arg("dtype"), py::arg("diag"),
-        py::arg("symmetric"), py::arg("out_ptr"), py::arg("num_threads"),
+  m.def("ghost_gram_cpu", &ghost_gram_cpu, py::arg("a_ptr"), py::arg("a_strides"), py::arg("g_ptr"),
+        py::arg("g_strides"), py::arg("a2_ptr"), py::arg("a2_strides"), py::arg("g2_ptr"),
+        py::arg("g2_strides"), py::arg("b1"), py::arg("t1"), py::arg("b2"), py::arg("t2"),
+        py::arg("d"), py::arg("p"), py::arg("dtype"), py::arg("diag"), py::arg("symmetric"),
+        py::arg("out_ptr"), py::arg("num_threads"),
         "Ghost Gram of one factored layer on CPU (python/uno/reference/ghost_gram.py is the spec): "
         "writes float64 out[i, j] = <A_i A2_j^T, G_i G2_j^T>_F ((b1, b2) row-major), or out[i] = "
         "out[i, i] when diag. symmetric: the second batch is the first (a2/g2 ignored).");

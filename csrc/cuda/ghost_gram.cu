@@ -3,11 +3,11 @@
 //   out[i, j] = sum_{s < T1, t < T2} <A[i, s], A2[j, t]> * <G[i, s], G2[j, t]>.
 //
 // One block per sample pair (i, j) (j >= i for a symmetric Gram, which stores both entries). The
-// block walks 16 x 16 tiles of position pairs (s, t); thread (ty, tx) owns the pair (s0 + ty, t0 + tx)
-// and forms its entries of the two small Gram blocks A_i A2_j^T and G_i G2_j^T from 16 x 16 shared
-// memory tiles along d and p (a classic tiled GEMM), in the compute type (float64 for float64 inputs,
-// else float32), multiplies them in float64 and adds to a float64 register. The 256 registers are
-// summed by block_sum (a fixed tree): deterministic, no atomics.
+// block walks 16 x 16 tiles of position pairs (s, t); thread (ty, tx) owns the pair (s0 + ty, t0 +
+// tx) and forms its entries of the two small Gram blocks A_i A2_j^T and G_i G2_j^T from 16 x 16
+// shared memory tiles along d and p (a classic tiled GEMM), in the compute type (float64 for
+// float64 inputs, else float32), multiplies them in float64 and adds to a float64 register. The 256
+// registers are summed by block_sum (a fixed tree): deterministic, no atomics.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -135,21 +135,22 @@ void ghost_gram_cuda(int64_t a_ptr, const std::vector<int64_t>& a_strides, int64
     const dim3 grid(static_cast<unsigned>(nout));
     ghost_gram_kernel<S><<<grid, kThreads, 0, s>>>(
         reinterpret_cast<const S*>(a_ptr), va, reinterpret_cast<const S*>(g_ptr), vg,
-        reinterpret_cast<const S*>(sa2), va2, reinterpret_cast<const S*>(sg2), vg2,
-        diag ? b1 : b2, t1, t2, d, p, diag, symmetric, out);
+        reinterpret_cast<const S*>(sa2), va2, reinterpret_cast<const S*>(sg2), vg2, diag ? b1 : b2,
+        t1, t2, d, p, diag, symmetric, out);
     UNO_CUDA_CHECK_LAUNCH();
   });
 }
 
 void register_ghost_gram_cuda(pybind11::module_& m) {
   namespace py = pybind11;
-  m.def("ghost_gram_cuda", &ghost_gram_cuda, py::arg("a_ptr"), py::arg("a_strides"),
-        py::arg("g_ptr"), py::arg("g_strides"), py::arg("a2_ptr"), py::arg("a2_strides"),
-        py::arg("g2_ptr"), py::arg("g2_strides"), py::arg("b1"), py::arg("t1"), py::arg("b2"),
-        py::arg("t2"), py::arg("d"), py::arg("p"), py::arg("dtype"), py::arg("diag"),
-        py::arg("symmetric"), py::arg("out_ptr"), py::arg("stream"),
-        "Ghost Gram of one factored layer on `stream` (python/uno/reference/ghost_gram.py is the "
-        "spec): writes float64 out[i, j] ((b1, b2) row-major, device memory), or out[i] when diag.");
+  m.def(
+      "ghost_gram_cuda", &ghost_gram_cuda, py::arg("a_ptr"), py::arg("a_strides"), py::arg("g_ptr"),
+      py::arg("g_strides"), py::arg("a2_ptr"), py::arg("a2_strides"), py::arg("g2_ptr"),
+      py::arg("g2_strides"), py::arg("b1"), py::arg("t1"), py::arg("b2"), py::arg("t2"),
+      py::arg("d"), py::arg("p"), py::arg("dtype"), py::arg("diag"), py::arg("symmetric"),
+      py::arg("out_ptr"), py::arg("stream"),
+      "Ghost Gram of one factored layer on `stream` (python/uno/reference/ghost_gram.py is the "
+      "spec): writes float64 out[i, j] ((b1, b2) row-major, device memory), or out[i] when diag.");
 }
 
 }  // namespace

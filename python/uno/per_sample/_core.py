@@ -197,9 +197,9 @@ def _whole_loss_fallback(
         names.setdefault(id(p), n)
     missing = [i for i, p in enumerate(plist) if id(p) in outside and id(p) not in names]
     if missing:
-        p = plist[missing[0]]
+        bad = plist[missing[0]]
         raise ValueError(
-            f"parameter #{missing[0]} (shape {tuple(p.shape)}) is used by {outside[id(p)]!r} "
+            f"parameter #{missing[0]} (shape {tuple(bad.shape)}) is used by {outside[id(bad)]!r} "
             "outside any module and is not a parameter of the model, so its per-sample gradient "
             "cannot be computed (neither module hooks nor torch.func.functional_call see it). "
             "Register it on a module of the model, or leave it out of params="
