@@ -1,6 +1,7 @@
 """Gram of per-sample gradients: uno.per_sample.gram vs vmap(grad)+matmul vs Opacus+matmul.
 
-Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n, default 5)
+Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n, default
+5; BENCH_THREADS=n: torch.set_num_threads(n), default torch's)
 Prints time and peak extra memory (tracemalloc-free: torch CPU allocator via resource RSS deltas is
 noisy, so memory is measured as the bytes of tensors each method holds at its peak, from
 torch.profiler memory events) and appends rows to bench/results/per_sample.csv.
@@ -69,6 +70,8 @@ def _time(fn: Callable[[], object], reps: int) -> float:
 
 
 def main() -> None:
+    if os.environ.get("BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     try:
         from opacus import GradSampleModule  # type: ignore
     except ImportError:

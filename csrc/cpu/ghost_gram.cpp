@@ -157,7 +157,10 @@ const C* packed(const View3& v, int64_t B, int64_t T, int64_t K, std::vector<C>*
   }
   buf->resize(static_cast<size_t>(B * T * K));
   C* dst = buf->data();
-  const int nchunks = plan_chunks(B * T * K, num_threads);
+  // A copy is memory-bound: threads only for large operands (>= 1M elements each).
+  const int nchunks =
+      static_cast<int>(std::min<int64_t>({std::max<int64_t>(1, B * T * K / (int64_t{1} << 20)),
+                                          std::max(num_threads, 1), kMaxThreads}));
   parallel_for(B * T, nchunks, [&](int, int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t b = r / T, t = r % T;
@@ -193,10 +196,14 @@ void ghost_kernel(const View3& a, const View3& g, const View3& a2, const View3& 
     }
   }
   const int64_t n = static_cast<int64_t>(pairs.size());
-  const int64_t per_pair = std::max<int64_t>(1, T1 * T2 * (d + p) / 64);
-  // Chunks of pairs; plan_chunks' grain is 64 elements, so scale the pair count up to that unit.
+  // Threads only for real work: a thread per ~16M multiply-adds (about a millisecond). Starting
+  // threads for less costs more than it saves, all the more next to torch's spinning OpenMP workers
+  // on a busy machine.
+  constexpr int64_t kFlopsPerThread = int64_t{1} << 24;
+  const int64_t flops = n * T1 * T2 * (d + p);
   const int nchunks = static_cast<int>(
-      std::min<int64_t>(plan_chunks(n * per_pair, num_threads), std::max<int64_t>(1, n)));
+      std::min<int64_t>({std::max<int64_t>(1, flops / kFlopsPerThread), std::max(num_threads, 1),
+                         kMaxThreads, std::max<int64_t>(1, n)}));
   std::vector<int64_t> bounds(nchunks + 1);
   for (int c = 0; c <= nchunks; ++c) bounds[c] = n * c / nchunks;
   // One chunk per thread; chunk c (the index parallel_for passes) sums pairs [bounds[c],
