@@ -75,11 +75,9 @@ def _mat_dtype(ts: Sequence[Tensor]) -> torch.dtype:
 def _gram_of(
     pairs: Sequence[Tuple[Block, Block, Sequence[int]]], b1: int, b2: int, device, backend
 ) -> Tensor:
-    """Sum over layers of the (b1, b2) Gram blocks: ghost products per layer where cheaper, and one
-    GEMM over the concatenated per-sample gradients of all the other layers."""
+    """Sum over layers of the (b1, b2) Gram blocks: the ghost product where cheaper, else a GEMM of
+    the layer's materialized per-sample gradients (never all layers' at once)."""
     out = torch.zeros(b1, b2, dtype=torch.float64, device=device)
-    m1: List[Tensor] = []
-    m2: List[Tensor] = []
     for x, y, shape in pairs:
         if _ghost_pair(x, y):
             same = x is y
@@ -87,16 +85,14 @@ def _gram_of(
                 x.a, x.g, None if same else y.a, None if same else y.g, backend=backend
             )
         else:
-            m1.append(block_grad(x, shape).reshape(b1, -1))
-            m2.append(m1[-1] if x is y else block_grad(y, shape).reshape(b2, -1))
-    if m1:
-        # One GEMM for all materialized layers, in float32 for float32/16-bit models (the per-sample
-        # gradients are themselves float32 products); the sum with the ghost blocks is float64.
-        ct = _mat_dtype(m1 + m2)
-        sym = all(x is y for x, y in zip(m1, m2))
-        f1 = torch.cat([m.to(ct) for m in m1], 1)
-        f2 = f1 if sym else torch.cat([m.to(ct) for m in m2], 1)
-        out += (f1 @ f2.T).to(torch.float64)
+            # float32 GEMM for float32/16-bit models (the per-sample gradients are float32 products
+            # themselves; it is what vmap + matmul does), float64 otherwise; layers add up in float64.
+            m1 = block_grad(x, shape).reshape(b1, -1)
+            m2 = m1 if x is y else block_grad(y, shape).reshape(b2, -1)
+            ct = _mat_dtype([m1, m2])
+            m1c = m1.to(ct)
+            m2c = m1c if m2 is m1 else m2.to(ct)
+            out += (m1c @ m2c.T).to(torch.float64)
     return out
 
 

@@ -288,11 +288,15 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
             if name == "weight":
                 # dW[ci, (co, kh, kw)] = sum_pos x[ci, pos] * unfold(grad_out)[(co, kh, kw), pos]
                 pt: Tuple[int, int] = tuple(m.padding)  # type: ignore[assignment]
-                u = F.unfold(go, m.kernel_size, dilation=m.dilation, padding=pt, stride=m.stride)
-                hu = go.shape[2] + 2 * pt[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1
-                wu = go.shape[3] + 2 * pt[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1
-                u = u.reshape(B, u.shape[1], hu // m.stride[0] + 1, wu // m.stride[1] + 1)
-                u = u[:, :, : x.shape[2], : x.shape[3]].flatten(2)
+                # the patches of grad_out at the input positions (output_padding rows dropped)
+                u = _unfold(
+                    go,
+                    tuple(m.kernel_size),
+                    tuple(m.dilation),
+                    pt,
+                    tuple(m.stride),
+                    (x.shape[2], x.shape[3]),
+                )
                 out.append(Factored(i, u.transpose(1, 2), x.flatten(2).transpose(1, 2)))
             else:
                 out.append(Direct(i, go.flatten(2).sum(2)))
@@ -331,6 +335,32 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
     return out
 
 
+def _unfold(
+    x: Tensor,
+    ks: Tuple[int, ...],
+    dl: Tuple[int, ...],
+    pd: Tuple[int, ...],
+    st: Tuple[int, ...],
+    limit: Optional[Tuple[int, int]] = None,
+) -> Tensor:
+    """``F.unfold(x, ks, dl, pd, st)`` (B, C*kh*kw, L) as one strided copy of a zero-copy window view
+    (about twice as fast as im2col on CPU); ``limit`` keeps only the first (h, w) output positions."""
+    if pd[0] or pd[1]:
+        x = F.pad(x, (pd[1], pd[1], pd[0], pd[0]))
+    B, C, H, W = x.shape
+    ho = (H - dl[0] * (ks[0] - 1) - 1) // st[0] + 1
+    wo = (W - dl[1] * (ks[1] - 1) - 1) // st[1] + 1
+    if limit is not None:
+        ho, wo = min(ho, limit[0]), min(wo, limit[1])
+    sb, sc, sh, sw = x.stride()
+    v = x.as_strided(
+        (B, C, ks[0], ks[1], ho, wo),
+        (sb, sc, sh * dl[0], sw * dl[1], sh * st[0], sw * st[1]),
+        x.storage_offset(),
+    )
+    return v.reshape(B, C * ks[0] * ks[1], ho * wo)
+
+
 def _conv_blocks(m: nn.Module, x: Tensor, go: Tensor, i: int) -> List[Block]:
     assert isinstance(m, (nn.Conv1d, nn.Conv2d))
     one_d = isinstance(m, nn.Conv1d)
@@ -356,7 +386,7 @@ def _conv_blocks(m: nn.Module, x: Tensor, go: Tensor, i: int) -> List[Block]:
             x = F.pad(x, lr, mode=m.padding_mode)
             pd = (0, 0)
     B = x.shape[0]
-    u = F.unfold(x, ks, dilation=dl, padding=pd, stride=st)  # (B, C_in*kk, L)
+    u = _unfold(x, ks, dl, pd, st)  # (B, C_in*kk, L)
     gr = m.groups
     g = go.reshape(B, m.out_channels, -1)
     a = u.transpose(1, 2)  # (B, L, C_in*kk)
