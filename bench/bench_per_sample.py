@@ -133,6 +133,7 @@ def main() -> None:
                     m,
                     f"{t / t_u:.2f}",
                     f"{m / max(m_u, 1):.2f}",
+                    torch.get_num_threads(),
                 ]
             )
     path = os.path.join(os.path.dirname(__file__), "results", "per_sample.csv")
@@ -154,6 +155,7 @@ def main() -> None:
                     "peak_bytes",
                     "time_vs_uno",
                     "mem_vs_uno",
+                    "threads",
                 ]
             )
         w.writerows(rows)
