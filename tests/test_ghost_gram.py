@@ -206,3 +206,19 @@ def test_cpu_kernel_rejects_bad_arguments():
         with pytest.raises(ValueError):
             _C.ghost_gram_cpu(**{**ok, **bad})
     assert torch.equal(out, torch.full((2, 2), 7.0, dtype=torch.float64))
+
+
+def test_stale_compiled_core_falls_back_by_default(monkeypatch):
+    """A _C built before ghost_gram existed: the default backend moves on, an explicit one raises."""
+    from uno import _backends
+
+    if "cpu" not in _backends.info("cpu").devices:
+        pytest.skip("no compiled CPU kernels")
+    from uno import _C
+
+    monkeypatch.delenv("UNO_BACKEND", raising=False)
+    a, g = torch.randn(3, 2, 4), torch.randn(3, 2, 5)
+    monkeypatch.delattr(_C, "ghost_gram_cpu")
+    _close(ghost_gram(a, g), _materialized(a, g), torch.float32)
+    with pytest.raises(RuntimeError, match="lacks ghost_gram_cpu"):
+        ghost_gram(a, g, backend="cpu")
