@@ -1,6 +1,7 @@
 """Gram of per-sample gradients: uno.per_sample.gram vs vmap(grad)+matmul vs Opacus+matmul.
 
-Run: PYTHONPATH=python:tests python bench/bench_per_sample.py
+Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n, default
+5; BENCH_THREADS=n: torch.set_num_threads(n), default torch's)
 Prints time and peak extra memory (tracemalloc-free: torch CPU allocator via resource RSS deltas is
 noisy, so memory is measured as the bytes of tensors each method holds at its peak, from
 torch.profiler memory events) and appends rows to bench/results/per_sample.csv.
@@ -31,7 +32,7 @@ from test_per_sample import ConvVAE, MnistVAE, conv_loss, reference_grads, vae_l
 class Config:
     model: str
     batch: int = 128
-    reps: int = 3
+    reps: int = int(os.environ.get("BENCH_REPS", "5"))
 
 
 CONFIGS = (Config("mnist_vae"), Config("conv_vae"))
@@ -69,6 +70,8 @@ def _time(fn: Callable[[], object], reps: int) -> float:
 
 
 def main() -> None:
+    if os.environ.get("BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     try:
         from opacus import GradSampleModule  # type: ignore
     except ImportError:
@@ -130,6 +133,7 @@ def main() -> None:
                     m,
                     f"{t / t_u:.2f}",
                     f"{m / max(m_u, 1):.2f}",
+                    torch.get_num_threads(),
                 ]
             )
     path = os.path.join(os.path.dirname(__file__), "results", "per_sample.csv")
@@ -151,6 +155,7 @@ def main() -> None:
                     "peak_bytes",
                     "time_vs_uno",
                     "mem_vs_uno",
+                    "threads",
                 ]
             )
         w.writerows(rows)

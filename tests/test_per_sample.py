@@ -94,7 +94,7 @@ def _check(model, loss_fn, *batch):
     got = ps.grads(model, loss_fn, *batch)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
-    flat = torch.cat([r.flatten(1) for r in ref], 1).double()
+    flat = torch.cat([r.reshape(r.shape[0], -1) for r in ref], 1).double()
     gm = flat @ flat.T
     torch.testing.assert_close(ps.gram(model, loss_fn, *batch), gm, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(
@@ -217,3 +217,116 @@ def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, b):
         return (model(x) ** 2).flatten(1).sum(1)
 
     _check(m, loss, torch.randn(b, 2, 4, 5))
+
+
+class DCGANGenerator(nn.Module):
+    """A small DCGAN generator: ConvTranspose2d + BatchNorm2d (eval) + ReLU, Tanh output."""
+
+    def __init__(self, nz: int = 8, ngf: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 2, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False),
+            nn.Tanh(),
+        )
+
+
+def gen_loss(model, z, target):
+    return ((model.net(z) - target) ** 2).flatten(1).sum(1)
+
+
+def test_dcgan_generator():
+    torch.manual_seed(0)
+    m = DCGANGenerator().eval()
+    for bn in (m.net[1], m.net[4]):  # non-trivial running statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    _check(m, gen_loss, torch.randn(5, 8, 1, 1), torch.randn(5, 1, 16, 16))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        ps.gram(m.train(), gen_loss, torch.randn(5, 8, 1, 1), torch.randn(5, 1, 16, 16))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_gram_every_backend(backend):
+    """gram/norms/cross_gram through each ghost_gram backend (a Linear layer on (B, T, d) inputs is
+    ghost: 2 T^2 <= p d)."""
+    from uno import _backends
+
+    if "cpu" not in _backends.info(backend).devices:
+        pytest.skip(f"backend {backend} unavailable: {_backends.info(backend).reason}")
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(24, 20), nn.Tanh(), nn.Linear(20, 16))
+
+    def loss(model, x):
+        return model(x).pow(2).sum((1, 2))
+
+    x, y = torch.randn(4, 3, 24), torch.randn(3, 2, 24)
+    ref = torch.cat([g.flatten(1) for g in reference_grads(m, loss, x)], 1).double()
+    refy = torch.cat([g.flatten(1) for g in reference_grads(m, loss, y)], 1).double()
+    gm = ps.gram(m, loss, x, backend=backend)
+    torch.testing.assert_close(gm, ref @ ref.T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        ps.norms(m, loss, x, backend=backend), (ref * ref).sum(1).sqrt(), rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(
+        ps.cross_gram(m, loss, (x,), (y,), backend=backend), ref @ refy.T, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_coefficients_with_basis():
+    import uno
+
+    torch.manual_seed(0)
+    m = MnistVAE().eval()
+    x, e = torch.rand(5, 784), torch.randn(5, 2)
+    params = list(m.parameters())
+    basis = uno.Basis.empty([p.detach() for p in params], capacity=3)
+    for _ in range(3):
+        assert basis.append_([torch.randn_like(p) for p in params])
+    ref = torch.cat([g.flatten(1) for g in reference_grads(m, vae_loss, x, e)], 1).double()
+    rows = torch.cat([r.double() for r in basis.rows()], 1)
+    torch.testing.assert_close(
+        ps.coefficients(m, vae_loss, x, e, basis=basis), ref @ rows.T, rtol=1e-4, atol=1e-3
+    )
+    with pytest.raises(ValueError, match="basis pieces"):
+        ps.coefficients(m, vae_loss, x, e, basis=[r[:, :-1] for r in basis.rows()])
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(7, 6)
+        self.fc = nn.Linear(6, 6)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+
+def tied_loss(model, idx):
+    h = torch.tanh(model.fc(model.emb(idx)))  # (B, T, 6)
+    logits = h @ model.emb.weight.T  # weight tying: emb.weight used outside nn.Embedding
+    return (model.scale * logits).pow(2).sum((1, 2))  # scale: a parameter used in loss_fn itself
+
+
+def test_parameters_used_outside_modules():
+    """Functional uses (weight tying, a parameter in loss_fn) fall back to torch.func and are exact."""
+    torch.manual_seed(0)
+    _check(Tied(), tied_loss, torch.randint(0, 7, (4, 3)))
+
+
+def test_foreign_parameter_is_a_clear_error():
+    torch.manual_seed(0)
+    m = nn.Linear(3, 2)
+    w = nn.Parameter(torch.randn(2))
+
+    def loss(model, x):
+        return (model(x) * w).sum(1)
+
+    with pytest.raises(ValueError, match="not a parameter of the model"):
+        ps.grads(m, loss, torch.randn(4, 3), params=[m.weight, w])
+    # Without the foreign tensor, the model's own parameters are fine.
+    got = ps.grads(m, loss, torch.randn(4, 3), params=[m.weight])
+    assert got[0].shape == (4, 2, 3)

@@ -59,16 +59,41 @@ def grads(
     return out
 
 
-def _pair(b1: Block, b2: Block, shape, backend: Optional[str]) -> Tensor:
-    if isinstance(b1, Factored) and isinstance(b2, Factored):
-        if use_ghost(b1.a, b1.g, b2.a.shape[0], b2.a.shape[1]):
-            same = b1 is b2
-            return ghost_gram(
-                b1.a, b1.g, None if same else b2.a, None if same else b2.g, backend=backend
+def _ghost_pair(b1: Block, b2: Block) -> bool:
+    return (
+        isinstance(b1, Factored)
+        and isinstance(b2, Factored)
+        and use_ghost(b1.a, b1.g, b2.a.shape[0], b2.a.shape[1])
+    )
+
+
+def _mat_dtype(ts: Sequence[Tensor]) -> torch.dtype:
+    """GEMM dtype of materialized blocks: float64 if any block is float64, else float32."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
+
+
+def _gram_of(
+    pairs: Sequence[Tuple[Block, Block, Sequence[int]]], b1: int, b2: int, device, backend
+) -> Tensor:
+    """Sum over layers of the (b1, b2) Gram blocks: the ghost product where cheaper, else a GEMM of
+    the layer's materialized per-sample gradients (never all layers' at once)."""
+    out = torch.zeros(b1, b2, dtype=torch.float64, device=device)
+    for x, y, shape in pairs:
+        if _ghost_pair(x, y):
+            same = x is y
+            out += ghost_gram(
+                x.a, x.g, None if same else y.a, None if same else y.g, backend=backend
             )
-    m1 = block_grad(b1, shape).flatten(1).double()
-    m2 = m1 if b1 is b2 else block_grad(b2, shape).flatten(1).double()
-    return m1 @ m2.T
+        else:
+            # float32 GEMM for float32/16-bit models (the per-sample gradients are float32 products
+            # themselves; it is what vmap + matmul does), float64 otherwise; layers add up in float64.
+            m1 = block_grad(x, shape).reshape(b1, -1)
+            m2 = m1 if x is y else block_grad(y, shape).reshape(b2, -1)
+            ct = _mat_dtype([m1, m2])
+            m1c = m1.to(ct)
+            m2c = m1c if m2 is m1 else m2.to(ct)
+            out += (m1c @ m2c.T).to(torch.float64)
+    return out
 
 
 def gram(
@@ -82,11 +107,8 @@ def gram(
 ) -> Tensor:
     """(B, B) float64 Gram matrix of the per-sample gradients, layer by layer ghost or materialized."""
     plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
-    out = torch.zeros(B, B, dtype=torch.float64, device=plist[0].device)
-    for p, bs in zip(plist, groups):
-        for b in bs:
-            out += _pair(b, b, p.shape, backend)
-    return out
+    pairs = [(b, b, p.shape) for p, bs in zip(plist, groups) for b in bs]
+    return _gram_of(pairs, B, B, plist[0].device, backend)
 
 
 def cross_gram(
@@ -101,11 +123,8 @@ def cross_gram(
     """(Ba, Bb) float64 inner products between the per-sample gradients of two batches."""
     plist, ga, Ba = _run(model, loss_fn, batch_a, params, batchnorm, False)
     _, gb, Bb = _run(model, loss_fn, batch_b, plist, batchnorm, False)
-    out = torch.zeros(Ba, Bb, dtype=torch.float64, device=plist[0].device)
-    for p, b1s, b2s in zip(plist, ga, gb):
-        if b1s and b2s:
-            out += _pair(b1s[0], b2s[0], p.shape, backend)
-    return out
+    pairs = [(x[0], y[0], p.shape) for p, x, y in zip(plist, ga, gb) if x and y]
+    return _gram_of(pairs, Ba, Bb, plist[0].device, backend)
 
 
 def norms(
@@ -125,7 +144,7 @@ def norms(
             if isinstance(b, Factored) and use_ghost(b.a, b.g, B, b.a.shape[1]):
                 sq += ghost_gram(b.a, b.g, diag=True, backend=backend)
             else:
-                sq += block_grad(b, p.shape).flatten(1).double().pow(2).sum(1)
+                sq += block_grad(b, p.shape).reshape(B, -1).double().pow(2).sum(1)
     return sq.sqrt()
 
 
@@ -167,7 +186,7 @@ def coefficients(
     out = torch.zeros(B, k, dtype=torch.float64, device=plist[0].device)
     for p, bs, r in zip(plist, groups, rows):
         for b in bs:
-            out += block_grad(b, p.shape).flatten(1).double() @ r.double().T
+            out += block_grad(b, p.shape).reshape(B, -1).double() @ r.double().T
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
+from torch.overrides import TorchFunctionMode
 
 _FAST = (
     nn.Linear,
@@ -91,26 +92,132 @@ def capture(
     frozen = _check_bn(model, batchnorm)
     calls: List[_Call] = []
     handles = []
+    owners: Dict[int, List[nn.Module]] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if id(p) in pindex:
+                owners.setdefault(id(p), []).append(m)
+    active: List[nn.Module] = []
+    outside: Dict[int, str] = {}  # requested params used where no module that owns them is running
+
+    def pre_hook(m: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        active.append(m)
 
     def hook(m: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], out: Any) -> None:
+        if active and active[-1] is m:
+            active.pop()
         if isinstance(out, Tensor) and out.requires_grad:
             calls.append(_Call(m, args, kwargs, out, get_gradient_edge(out)))
 
     for m in model.modules():
         if any(id(p) in pindex for p in m.parameters(recurse=False)):
+            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(hook, with_kwargs=True))
     for m in frozen:
         m.eval()
     try:
         try:
-            losses = loss_fn(model, *batch)
+            with _UseTracker(pindex, owners, active, outside):
+                losses = loss_fn(model, *batch)
         finally:
             for h in handles:
                 h.remove()
-        return _finish(plist, pindex, calls, losses, check)
+        plist, blocks, B = _finish(plist, pindex, calls, losses, check)
+        if outside:
+            blocks = _whole_loss_fallback(model, loss_fn, batch, plist, blocks, outside, B)
+        return plist, blocks, B
     finally:
         for m in frozen:  # BatchNorm stays in eval mode through the torch.func fallback too
             m.train()
+
+
+class _UseTracker(TorchFunctionMode):
+    """Records requested parameters that enter a differentiable op while none of their owning
+    modules is running (used in ``loss_fn`` itself, or by a module that does not own them, as in
+    weight tying): the module hooks cannot see those uses."""
+
+    def __init__(
+        self,
+        pindex: Dict[int, int],
+        owners: Dict[int, List[nn.Module]],
+        active: List[nn.Module],
+        outside: Dict[int, str],
+    ) -> None:
+        super().__init__()
+        self.pindex, self.owners, self.active, self.outside = pindex, owners, active, outside
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        res = out if isinstance(out, (tuple, list)) else (out,)
+        if any(isinstance(r, Tensor) and r.requires_grad for r in res):
+            for t in _tensors(args, kwargs):
+                if id(t) in self.pindex and id(t) not in self.outside:
+                    own = self.owners.get(id(t), [])
+                    if not any(m in self.active for m in own):
+                        self.outside[id(t)] = getattr(func, "__name__", str(func))
+        return out
+
+
+def _tensors(args: Any, kwargs: Dict[str, Any]) -> List[Tensor]:
+    out: List[Tensor] = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x for x in a if isinstance(x, Tensor))
+    return out
+
+
+class _LossModule(nn.Module):
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.m, self.fn = model, loss_fn
+
+    def forward(self, *b: Any) -> Tensor:
+        return self.fn(self.m, *b)
+
+
+def _whole_loss_fallback(
+    model: nn.Module,
+    loss_fn: Callable[..., Tensor],
+    batch: Sequence[Any],
+    plist: List[Tensor],
+    blocks: List[Block],
+    outside: Dict[int, str],
+    B: int,
+) -> List[Block]:
+    """Per-sample gradients of the parameters used outside their modules with
+    torch.func.vmap(grad(loss of one sample)) over the whole loss; they replace those parameters'
+    hook-based blocks."""
+    from torch.func import functional_call, grad, vmap
+
+    names: Dict[int, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), n)
+    missing = [i for i, p in enumerate(plist) if id(p) in outside and id(p) not in names]
+    if missing:
+        bad = plist[missing[0]]
+        raise ValueError(
+            f"parameter #{missing[0]} (shape {tuple(bad.shape)}) is used by {outside[id(bad)]!r} "
+            "outside any module and is not a parameter of the model, so its per-sample gradient "
+            "cannot be computed (neither module hooks nor torch.func.functional_call see it). "
+            "Register it on a module of the model, or leave it out of params="
+        )
+    sel = [i for i, p in enumerate(plist) if id(p) in outside]
+    wrap = _LossModule(model, loss_fn)
+    prm = {"m." + names[id(plist[i])]: plist[i].detach() for i in sel}
+    in_dims = tuple(
+        0 if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == B else None for t in batch
+    )
+
+    def one(pp: Dict[str, Tensor], *xi: Any) -> Tensor:
+        xb = tuple(t.unsqueeze(0) if d == 0 else t for t, d in zip(xi, in_dims))
+        return functional_call(wrap, pp, xb)[0]
+
+    g = vmap(grad(one), in_dims=(None, *in_dims), randomness="error")(prm, *batch)
+    keep = [b for b in blocks if id(plist[b.index]) not in outside]
+    return keep + [Direct(i, g["m." + names[id(plist[i])]]) for i in sel]
 
 
 def _finish(
@@ -181,11 +288,15 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
             if name == "weight":
                 # dW[ci, (co, kh, kw)] = sum_pos x[ci, pos] * unfold(grad_out)[(co, kh, kw), pos]
                 pt: Tuple[int, int] = tuple(m.padding)  # type: ignore[assignment]
-                u = F.unfold(go, m.kernel_size, dilation=m.dilation, padding=pt, stride=m.stride)
-                hu = go.shape[2] + 2 * pt[0] - m.dilation[0] * (m.kernel_size[0] - 1) - 1
-                wu = go.shape[3] + 2 * pt[1] - m.dilation[1] * (m.kernel_size[1] - 1) - 1
-                u = u.reshape(B, u.shape[1], hu // m.stride[0] + 1, wu // m.stride[1] + 1)
-                u = u[:, :, : x.shape[2], : x.shape[3]].flatten(2)
+                # the patches of grad_out at the input positions (output_padding rows dropped)
+                u = _unfold(
+                    go,
+                    tuple(m.kernel_size),
+                    tuple(m.dilation),
+                    pt,
+                    tuple(m.stride),
+                    (x.shape[2], x.shape[3]),
+                )
                 out.append(Factored(i, u.transpose(1, 2), x.flatten(2).transpose(1, 2)))
             else:
                 out.append(Direct(i, go.flatten(2).sum(2)))
@@ -224,6 +335,32 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
     return out
 
 
+def _unfold(
+    x: Tensor,
+    ks: Tuple[int, ...],
+    dl: Tuple[int, ...],
+    pd: Tuple[int, ...],
+    st: Tuple[int, ...],
+    limit: Optional[Tuple[int, int]] = None,
+) -> Tensor:
+    """``F.unfold(x, ks, dl, pd, st)`` (B, C*kh*kw, L) as one strided copy of a zero-copy window view
+    (about twice as fast as im2col on CPU); ``limit`` keeps only the first (h, w) output positions."""
+    if pd[0] or pd[1]:
+        x = F.pad(x, (pd[1], pd[1], pd[0], pd[0]))
+    B, C, H, W = x.shape
+    ho = (H - dl[0] * (ks[0] - 1) - 1) // st[0] + 1
+    wo = (W - dl[1] * (ks[1] - 1) - 1) // st[1] + 1
+    if limit is not None:
+        ho, wo = min(ho, limit[0]), min(wo, limit[1])
+    sb, sc, sh, sw = x.stride()
+    v = x.as_strided(
+        (B, C, ks[0], ks[1], ho, wo),
+        (sb, sc, sh * dl[0], sw * dl[1], sh * st[0], sw * st[1]),
+        x.storage_offset(),
+    )
+    return v.reshape(B, C * ks[0] * ks[1], ho * wo)
+
+
 def _conv_blocks(m: nn.Module, x: Tensor, go: Tensor, i: int) -> List[Block]:
     assert isinstance(m, (nn.Conv1d, nn.Conv2d))
     one_d = isinstance(m, nn.Conv1d)
@@ -249,7 +386,7 @@ def _conv_blocks(m: nn.Module, x: Tensor, go: Tensor, i: int) -> List[Block]:
             x = F.pad(x, lr, mode=m.padding_mode)
             pd = (0, 0)
     B = x.shape[0]
-    u = F.unfold(x, ks, dilation=dl, padding=pd, stride=st)  # (B, C_in*kk, L)
+    u = _unfold(x, ks, dl, pd, st)  # (B, C_in*kk, L)
     gr = m.groups
     g = go.reshape(B, m.out_channels, -1)
     a = u.transpose(1, 2)  # (B, L, C_in*kk)

@@ -37,11 +37,16 @@ def ghost_gram(
         s = A @ A.transpose(1, 2)
         r = G @ G.transpose(1, 2)
         return (s * r).sum((1, 2)).to(torch.float64)
+    sym = a2 is None
     A2 = A if a2 is None else a2.to(ct)
     G2 = G if g2 is None else g2.to(ct)
     out = torch.empty(A.shape[0], A2.shape[0], dtype=torch.float64, device=a.device)
     for i in range(A.shape[0]):
-        s = torch.einsum("sd,jtd->jst", A[i], A2)
-        r = torch.einsum("sp,jtp->jst", G[i], G2)
-        out[i] = (s * r).sum((1, 2)).to(torch.float64)
+        j0 = i if sym else 0  # a symmetric Gram: pairs j >= i, mirrored (exactly symmetric)
+        s = torch.einsum("sd,jtd->jst", A[i], A2[j0:])
+        r = torch.einsum("sp,jtp->jst", G[i], G2[j0:])
+        v = (s * r).sum((1, 2)).to(torch.float64)
+        out[i, j0:] = v
+        if sym:
+            out[j0:, i] = v
     return out
