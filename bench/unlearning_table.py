@@ -12,6 +12,12 @@ Usage (from the repository root)::
 
     PYTHONPATH=python python bench/unlearning_table.py --seeds 10 --steps 100 --out bench/results/table
     PYTHONPATH=python python bench/unlearning_table.py --methods uno surgery --seeds 2 --steps 5 --quick
+    PYTHONPATH=python python bench/unlearning_table.py --model gan --gan-steps 500 --seeds 3 --steps 50 \
+        --out bench/results/table_gan
+
+``--model gan`` runs the same table on the drivers' WGAN-GP generator (docs/unlearning.md, "GAN"): forget
+the latents whose original output the judge calls a 1; FID on the judge's features against the real retain
+digits; the retain ELBO column is empty (a GAN has none).
 
 Outputs under ``--out``: ``table.md`` (mean ± std per method), ``runs.csv`` (one row per method and seed),
 ``curves.csv`` (f per step, per method and seed), ``curves.png`` (forgetting curves with ±std bands, all
@@ -183,6 +189,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="full MNIST root (default: the embedded digits)")
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE pretraining epochs (50)")
     ap.add_argument("--judge-epochs", type=int, default=None, help="judge epochs (10)")
+    ap.add_argument("--model", default="vae", choices=["vae", "gan"], help="generator kind")
+    ap.add_argument(
+        "--gan-steps",
+        type=int,
+        default=None,
+        help="WGAN-GP generator steps (drivers' default 1000)",
+    )
     ap.add_argument("--fid-n", type=int, default=None, help="images for FID (default: all)")
     ap.add_argument("--n-train", type=int, default=None, help="use only this many training digits")
     ap.add_argument("--threads", type=int, default=None)
@@ -207,7 +220,15 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     if args.n_train is not None:
         g = torch.Generator().manual_seed(0)
         train = train.subset(torch.randperm(len(train), generator=g)[: args.n_train])
-    vae, vpath = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
+    critic = None
+    if args.model == "gan":
+        t0 = time.time()
+        (vae, critic), vpath = get_or_train(
+            "gan", data_root=args.data, quiet=True, steps=args.gan_steps
+        )
+        print(f"GAN ready ({time.time() - t0:.0f} s): {vpath}", flush=True)
+    else:
+        vae, vpath = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
     judge, jpath = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +237,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     curves: dict[str, list[list[float]]] = {}
     samples: dict[str, torch.Tensor] = {}
     t_start = time.time()
-    models = {"vae": str(vpath), "judge": str(jpath)}
+    models = {args.model: str(vpath), "judge": str(jpath)}
     rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="uno-table-") as tmp:
         for m in args.methods:
@@ -225,7 +246,6 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 kw = {k: v for k, v in vars(args).items() if k in known}
                 cfg = _Cfg(
                     **kw,
-                    model="vae",
                     method=m,
                     forget=["1"],
                     seed=s,
@@ -234,7 +254,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 cfg.fid_n = fid_n
                 cfg.vae_epochs, cfg.judge_epochs = ve, je
-                loaded = Loaded(copy.deepcopy(vae), judge)
+                loaded = Loaded(copy.deepcopy(vae), judge, critic=critic, kind=args.model)
                 run_dir = Path(tmp) / f"{m}-{s}"
                 summ = unlearn(
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
@@ -269,7 +289,7 @@ def write_outputs(
     models: dict[str, str],
 ) -> None:
     title = args.title or (
-        f"MNIST VAE, forget 1: {args.seeds} seeds, {args.steps} steps, λ={args.lam:g}, "
+        f"MNIST {args.model.upper()}, forget 1: {args.seeds} seeds, {args.steps} steps, λ={args.lam:g}, "
         f"lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
     )
     (out / "table.md").write_text(
