@@ -87,6 +87,7 @@ COLUMNS = (
     "FID after budget",
     "retain ELBO after",
     "f after 5",
+    "f at end",
     "cos²",
     "peak extra mem (MB)",
 )
@@ -144,6 +145,7 @@ def summarize(
                 "FID after budget": _ms([r["fid_after"] for r in rs]),
                 "retain ELBO after": _ms([r["elbo_after"] for r in rs], digits=4),
                 "f after 5": _ms([r["f_after_5"] for r in rs], digits=2),
+                "f at end": _ms([r.get("f_final") for r in rs], digits=2),
                 "cos²": _ms([r["cos2_mean"] for r in rs], digits=2),
                 "peak extra mem (MB)": _ms([r["peak_mem_bytes"] for r in rs], 1e-6),
             }
@@ -204,7 +206,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--out", default="bench/results/table")
     ap.add_argument("--title", default=None)
+    ap.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="only rewrite --out/table.md from --out/runs.csv and meta.json (no runs)",
+    )
     return ap
+
+
+def _num(v: str) -> Any:
+    if v in ("", "None"):
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def rebuild(out: Path) -> list[dict[str, str]]:
+    """Rewrite ``table.md`` from a finished table's ``runs.csv`` and ``meta.json`` (current columns)."""
+    meta = json.loads((out / "meta.json").read_text())
+    args = argparse.Namespace(**meta["args"])
+    with open(out / "runs.csv") as f:
+        runs = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    rows = summarize(runs, methods, args.steps)
+    (out / "table.md").write_text(_table_text(args, rows))
+    return rows
 
 
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,6 +309,20 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "rows": rows, "curves": curves}
 
 
+def _title(args: argparse.Namespace) -> str:
+    return args.title or (
+        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget 1: {args.seeds} seeds, {args.steps} steps, "
+        f"λ={args.lam:g}, lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
+    )
+
+
+def _table_text(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
+    return (
+        f"{_title(args)}\n\n{markdown(rows)}\n\nτ = {args.tau}; FID/ELBO/cos²/memory: mean ± std over "
+        "all seeds; steps/time to forget and FID at forget: over the seeds that reached τ.\n"
+    )
+
+
 def write_outputs(
     out: Path,
     args: argparse.Namespace,
@@ -288,14 +332,8 @@ def write_outputs(
     samples: dict[str, torch.Tensor],
     models: dict[str, str],
 ) -> None:
-    title = args.title or (
-        f"MNIST {args.model.upper()}, forget 1: {args.seeds} seeds, {args.steps} steps, λ={args.lam:g}, "
-        f"lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
-    )
-    (out / "table.md").write_text(
-        f"{title}\n\n{markdown(rows)}\n\nτ = {args.tau}; FID/ELBO/cos²/memory: mean ± std over all "
-        "seeds; steps/time to forget and FID at forget: over the seeds that reached τ.\n"
-    )
+    title = _title(args)
+    (out / "table.md").write_text(_table_text(args, rows))
     keys = sorted({k for r in runs for k in r})
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -321,6 +359,9 @@ def write_outputs(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point (``uno bench table [options]``)."""
     args = _parser().parse_args(argv)
+    if args.rebuild:
+        print(markdown(rebuild(Path(args.out))))
+        return 0
     res = run_table(args)
     print(markdown(res["rows"]))
     print(f"\nwritten to {args.out}/")
