@@ -12,6 +12,12 @@ Usage (from the repository root)::
 
     PYTHONPATH=python python bench/unlearning_table.py --seeds 10 --steps 100 --out bench/results/table
     PYTHONPATH=python python bench/unlearning_table.py --methods uno surgery --seeds 2 --steps 5 --quick
+    PYTHONPATH=python python bench/unlearning_table.py --model gan --gan-steps 500 --seeds 3 --steps 50 \
+        --out bench/results/table_gan
+
+``--model gan`` runs the same table on the drivers' WGAN-GP generator (docs/unlearning.md, "GAN"): forget
+the latents whose original output the judge calls a 1; FID on the judge's features against the real retain
+digits; the retain ELBO column is empty (a GAN has none).
 
 Outputs under ``--out``: ``table.md`` (mean ± std per method), ``runs.csv`` (one row per method and seed),
 ``curves.csv`` (f per step, per method and seed), ``curves.png`` (forgetting curves with ±std bands, all
@@ -81,6 +87,7 @@ COLUMNS = (
     "FID after budget",
     "retain ELBO after",
     "f after 5",
+    "f at end",
     "cos²",
     "peak extra mem (MB)",
 )
@@ -138,6 +145,7 @@ def summarize(
                 "FID after budget": _ms([r["fid_after"] for r in rs]),
                 "retain ELBO after": _ms([r["elbo_after"] for r in rs], digits=4),
                 "f after 5": _ms([r["f_after_5"] for r in rs], digits=2),
+                "f at end": _ms([r.get("f_final") for r in rs], digits=2),
                 "cos²": _ms([r["cos2_mean"] for r in rs], digits=2),
                 "peak extra mem (MB)": _ms([r["peak_mem_bytes"] for r in rs], 1e-6),
             }
@@ -183,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="full MNIST root (default: the embedded digits)")
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE pretraining epochs (50)")
     ap.add_argument("--judge-epochs", type=int, default=None, help="judge epochs (10)")
+    ap.add_argument("--model", default="vae", choices=["vae", "gan"], help="generator kind")
+    ap.add_argument(
+        "--gan-steps",
+        type=int,
+        default=None,
+        help="WGAN-GP generator steps (drivers' default 1000)",
+    )
     ap.add_argument("--fid-n", type=int, default=None, help="images for FID (default: all)")
     ap.add_argument("--n-train", type=int, default=None, help="use only this many training digits")
     ap.add_argument("--threads", type=int, default=None)
@@ -191,7 +206,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--out", default="bench/results/table")
     ap.add_argument("--title", default=None)
+    ap.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="only rewrite --out/table.md from --out/runs.csv and meta.json (no runs)",
+    )
     return ap
+
+
+def _num(v: str) -> Any:
+    if v in ("", "None"):
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def rebuild(out: Path) -> list[dict[str, str]]:
+    """Rewrite ``table.md`` from a finished table's ``runs.csv`` and ``meta.json`` (current columns)."""
+    meta = json.loads((out / "meta.json").read_text())
+    args = argparse.Namespace(**meta["args"])
+    with open(out / "runs.csv") as f:
+        runs = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    rows = summarize(runs, methods, args.steps)
+    (out / "table.md").write_text(_table_text(args, rows))
+    return rows
 
 
 def run_table(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +250,15 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     if args.n_train is not None:
         g = torch.Generator().manual_seed(0)
         train = train.subset(torch.randperm(len(train), generator=g)[: args.n_train])
-    vae, vpath = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
+    critic = None
+    if args.model == "gan":
+        t0 = time.time()
+        (vae, critic), vpath = get_or_train(
+            "gan", data_root=args.data, quiet=True, steps=args.gan_steps
+        )
+        print(f"GAN ready ({time.time() - t0:.0f} s): {vpath}", flush=True)
+    else:
+        vae, vpath = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
     judge, jpath = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +267,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     curves: dict[str, list[list[float]]] = {}
     samples: dict[str, torch.Tensor] = {}
     t_start = time.time()
-    models = {"vae": str(vpath), "judge": str(jpath)}
+    models = {args.model: str(vpath), "judge": str(jpath)}
     rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="uno-table-") as tmp:
         for m in args.methods:
@@ -225,7 +276,6 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 kw = {k: v for k, v in vars(args).items() if k in known}
                 cfg = _Cfg(
                     **kw,
-                    model="vae",
                     method=m,
                     forget=["1"],
                     seed=s,
@@ -234,7 +284,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 cfg.fid_n = fid_n
                 cfg.vae_epochs, cfg.judge_epochs = ve, je
-                loaded = Loaded(copy.deepcopy(vae), judge)
+                loaded = Loaded(copy.deepcopy(vae), judge, critic=critic, kind=args.model)
                 run_dir = Path(tmp) / f"{m}-{s}"
                 summ = unlearn(
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
@@ -259,6 +309,20 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "rows": rows, "curves": curves}
 
 
+def _title(args: argparse.Namespace) -> str:
+    return args.title or (
+        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget 1: {args.seeds} seeds, {args.steps} steps, "
+        f"λ={args.lam:g}, lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
+    )
+
+
+def _table_text(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
+    return (
+        f"{_title(args)}\n\n{markdown(rows)}\n\nτ = {args.tau}; FID/ELBO/cos²/memory: mean ± std over "
+        "all seeds; steps/time to forget and FID at forget: over the seeds that reached τ.\n"
+    )
+
+
 def write_outputs(
     out: Path,
     args: argparse.Namespace,
@@ -268,14 +332,8 @@ def write_outputs(
     samples: dict[str, torch.Tensor],
     models: dict[str, str],
 ) -> None:
-    title = args.title or (
-        f"MNIST VAE, forget 1: {args.seeds} seeds, {args.steps} steps, λ={args.lam:g}, "
-        f"lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
-    )
-    (out / "table.md").write_text(
-        f"{title}\n\n{markdown(rows)}\n\nτ = {args.tau}; FID/ELBO/cos²/memory: mean ± std over all "
-        "seeds; steps/time to forget and FID at forget: over the seeds that reached τ.\n"
-    )
+    title = _title(args)
+    (out / "table.md").write_text(_table_text(args, rows))
     keys = sorted({k for r in runs for k in r})
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -301,6 +359,9 @@ def write_outputs(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point (``uno bench table [options]``)."""
     args = _parser().parse_args(argv)
+    if args.rebuild:
+        print(markdown(rebuild(Path(args.out))))
+        return 0
     res = run_table(args)
     print(markdown(res["rows"]))
     print(f"\nwritten to {args.out}/")

@@ -1,7 +1,8 @@
 """Smoke test of the comparison-table script (bench/unlearning_table.py) on a reduced form.
 
-Two methods, one seed, a few steps, the quick pretraining budget, models cached in a temporary folder.
-The full table is a bench command, not part of CI.
+Two methods, one seed, a few steps, the quick pretraining budget, models cached in a temporary folder,
+run through the ``uno bench table`` subcommand (which loads bench/unlearning_table.py by path from the
+source checkout). The full table is a bench command, not part of CI.
 """
 
 from __future__ import annotations
@@ -75,13 +76,25 @@ def test_not_reached_flag(table_mod):
     assert rows["b"]["FID at forget"] == "-"
 
 
+def test_bench_needs_source_checkout(monkeypatch, capsys):
+    """Outside a source checkout `uno bench table` exits non-zero with a clear message."""
+    from uno import cli
+
+    monkeypatch.setattr(cli, "_bench_dir", lambda: None)
+    assert cli.main(["bench", "table", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "source checkout" in err and "bench/" in err
+
+
 def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
+    from uno import cli
+
     monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    rc = table_mod.main(
-        ["--methods", "uno", "surgery", "--seeds", "1", "--steps", "3", "--quick", "--fid-n", "300",
-         "--vae-epochs", "1", "--judge-epochs", "1",
-         "--threads", "2", "--out", str(out)]
+    rc = cli.main(
+        ["bench", "table", "--methods", "uno", "surgery", "--seeds", "1", "--steps", "3", "--quick",
+         "--fid-n", "300", "--vae-epochs", "1", "--judge-epochs", "1",
+         "--threads", "1", "--out", str(out)]
     )  # fmt: skip
     assert rc == 0
     for name in ("table.md", "runs.csv", "curves.csv", "curves.png", "samples.png", "meta.json"):

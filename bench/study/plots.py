@@ -46,10 +46,13 @@ def table_curves() -> None:
         p = RES / name / "curves.csv"
         if not p.is_file():
             continue
+        here: dict[str, dict[int, list[float]]] = {}
         with open(p) as f:
             for r in csv.DictReader(f):
-                d = curves.setdefault(r["method"], {})
+                d = here.setdefault(r["method"], {})
                 d.setdefault(int(r["seed"]), []).append(float(r["f"]))
+        for m, d in here.items():  # each method from the first folder that has it
+            curves.setdefault(m, d)
     if not curves:
         return
     plt = _plt()

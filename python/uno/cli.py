@@ -1,4 +1,4 @@
-"""The ``uno`` command: ``uno train``, ``uno unlearn``, ``uno demo``, ``uno methods``.
+"""The ``uno`` command: ``uno train``, ``uno unlearn``, ``uno demo``, ``uno methods``, ``uno bench``.
 
 Bad input (unknown method/model/class, missing or malformed data or checkpoint, incompatible
 checkpoint) prints one clear line on stderr and exits with status 2; a NaN/Inf stop exits with 3.
@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -97,7 +100,55 @@ def _parser() -> argparse.ArgumentParser:
     _common(d)
 
     sub.add_parser("methods", help="list the unlearning methods")
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmarks from a source checkout (bench/): `uno bench table [options]`",
+        description="Run a benchmark script of the source checkout's bench/ folder; the options after "
+        "the benchmark's name go to it (`uno bench table --help`).",
+    )
+    b.add_argument("bench", choices=sorted(_BENCHES), help="table: the comparison table (issue 6)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
     return ap
+
+
+#: ``uno bench NAME`` → script in the source checkout's ``bench/`` folder.
+_BENCHES = {"table": "unlearning_table.py"}
+
+
+def _bench_dir() -> Optional[Path]:
+    """``bench/`` of the source checkout this package runs from (``None`` for an installed package)."""
+    from pathlib import Path
+
+    import uno
+
+    root = Path(uno.__file__).resolve().parents[2]  # <root>/python/uno/__init__.py
+    d = root / "bench"
+    return (
+        d if (d / "unlearning_table.py").is_file() and (root / "python" / "uno").is_dir() else None
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from uno.unlearn.errors import UnoUserError
+
+    d = _bench_dir()
+    if d is None:
+        raise UnoUserError(
+            "`uno bench` needs a source checkout: the bench/ folder is not part of the installed "
+            "package (run it from a clone with PYTHONPATH=python, or `python bench/unlearning_table.py`)"
+        )
+    path = d / _BENCHES[args.bench]
+    if str(d) not in sys.path:
+        sys.path.insert(0, str(d))
+    spec = importlib.util.spec_from_file_location(f"uno_bench_{args.bench}", path)
+    if spec is None or spec.loader is None:  # pragma: no cover
+        raise UnoUserError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return int(mod.main(list(args.bench_args)) or 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -162,6 +213,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.cmd == "unlearn":
         return _unlearn(args)
+    if args.cmd == "bench":
+        return _bench(args)
     raise AssertionError(args.cmd)
 
 
