@@ -332,3 +332,41 @@ def test_compile_fullgraph():
     b = uno.orthonormalize(v)
     compiled(g, b)
     assert max_abs_cos(g, v) < 1e-5
+
+
+def test_eager_fast_path_matches_the_op_and_bumps_versions():
+    """Plain eager calls skip the dispatcher; results equal the registered op's, versions move."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from uno.ops._eager import direct_ok
+    from uno.ops.project import _project_op
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(7, 5), (11,), (3, 2, 2)]
+    g = [torch.randn(s, generator=gen) for s in shapes]
+    basis = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(3)]
+    g_op = [t.clone() for t in g]
+    versions = [t._version for t in g]
+    assert direct_ok(g)
+    uno.project_(g, basis)
+    assert all(t._version > v for t, v in zip(g, versions))
+    rows, _ = uno.ops._vectors.rows_for(basis, g_op)
+    _project_op(g_op, rows, False, uno.ops._small.check_rtol(None, torch.float32), "")
+    for a, b in zip(g, g_op):
+        assert torch.equal(a, b)
+
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log():
+        assert not direct_ok(g)
+        uno.project_([t.clone() for t in g], basis)
+    assert any("uno.project_" in s for s in seen), "inside a dispatch mode the op must be visible"
+    leaf = torch.randn(4, requires_grad=True)
+    assert not direct_ok([leaf])
+    with torch.no_grad():
+        assert direct_ok([leaf])

@@ -27,6 +27,7 @@ from torch import Tensor
 from uno import _backends
 from uno.ops import _small
 from uno.ops._checks import check_no_overlap
+from uno.ops._eager import bump_versions, direct_ok
 from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, rows_for
 from uno.ops.orthonormalize import orthonormalize_rows
 from uno.ops.reductions import kernel_rows
@@ -148,4 +149,8 @@ def project_(
     pieces = as_pieces(grad, "grad")
     rows, orthonormal = rows_for(basis, pieces, "basis")
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
+    if direct_ok(pieces, rows):  # plain eager call: skip the dispatcher's per-tensor layers
+        project_rows_(pieces, rows, orthonormal, tol, backend or None)
+        bump_versions(pieces)
+        return
     _project_op(pieces, rows, orthonormal, tol, backend or "")
