@@ -1,6 +1,6 @@
 // The _C extension module: build facts plus every kernel that registered itself with UNO_REGISTER.
-// No torch header is included anywhere in csrc/: kernels receive raw pointers, sizes, strides, dtype
-// codes and (CUDA) a stream handle from the Python ops layer.
+// No torch header is included anywhere in csrc/: kernels receive raw pointers, sizes, strides,
+// dtype codes and (CUDA) a stream handle from the Python ops layer.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -24,7 +24,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("with_cuda") = false;
   m.attr("cuda_archs") = std::string();
 #endif
-  m.def("hardware_concurrency", [] { return static_cast<int>(std::thread::hardware_concurrency()); });
+  m.def("hardware_concurrency",
+        [] { return static_cast<int>(std::thread::hardware_concurrency()); });
   std::vector<std::string> names;
   for (auto& [name, fn] : uno::registry()) {
     fn(m);

@@ -1,6 +1,7 @@
 // CPU kernel of the `combine` primitive (docs/kernels.md): out[i] = sum_j m[i, j] row_j for every
-// column, computed in float64 and rounded once. `out` may be the memory of `rows` (in-place transform
-// of a Basis): every block of columns is loaded for all k rows before any of it is stored.
+// column, computed in float64 and rounded once. `out` may be the memory of `rows` (in-place
+// transform of a Basis): every block of columns is loaded for all k rows before any of it is
+// stored.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -18,7 +19,8 @@ namespace uno {
 namespace {
 
 // out_ptrs: T pointers to (r, n_t) blocks of T_ with row stride out_lds[t]. row_ptrs: T pointers to
-// (k, n_t) blocks of T_ with row stride lds[t]. ns: the T piece sizes. m: (r, k) float64, row-major.
+// (k, n_t) blocks of T_ with row stride lds[t]. ns: the T piece sizes. m: (r, k) float64,
+// row-major.
 template <typename T_>
 void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t>& out_lds,
                     const std::vector<int64_t>& row_ptrs, const std::vector<int64_t>& lds,

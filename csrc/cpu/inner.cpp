@@ -49,8 +49,9 @@ void gram_block(const V* const* rp, int64_t k, int64_t n, double* g) {
   if (i < k) g[at(i, i)] += dot(rp[i], rp[i], n);
 }
 
-// x_ptrs: T pointers to n_t elements of X, or empty (no x). row_ptrs: T pointers to (k, n_t) blocks of
-// R with row stride lds[t]. ns: the T piece sizes n_t. out: W = k + 1 (+ k(k+1)/2) float64 values.
+// x_ptrs: T pointers to n_t elements of X, or empty (no x). row_ptrs: T pointers to (k, n_t) blocks
+// of R with row stride lds[t]. ns: the T piece sizes n_t. out: W = k + 1 (+ k(k+1)/2) float64
+// values.
 template <typename X, typename R>
 void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                   const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
@@ -110,11 +111,12 @@ void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& r
 }
 
 void register_inner(py::module_& m) {
-  m.def("inner_cpu", &inner_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
-        py::arg("ns"), py::arg("k"), py::arg("with_gram"), py::arg("x_dtype"), py::arg("row_dtype"),
-        py::arg("out_ptr"), py::arg("num_threads"),
-        "inner primitive on CPU: writes [<row_j, x>]_j, |x|^2 (zeros without x) and, with_gram, the "
-        "packed upper Gram triangle of the rows to the float64 buffer at out_ptr.");
+  m.def(
+      "inner_cpu", &inner_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
+      py::arg("ns"), py::arg("k"), py::arg("with_gram"), py::arg("x_dtype"), py::arg("row_dtype"),
+      py::arg("out_ptr"), py::arg("num_threads"),
+      "inner primitive on CPU: writes [<row_j, x>]_j, |x|^2 (zeros without x) and, with_gram, the "
+      "packed upper Gram triangle of the rows to the float64 buffer at out_ptr.");
 }
 
 }  // namespace

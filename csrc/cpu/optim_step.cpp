@@ -11,8 +11,9 @@
 //   written.
 // Element-wise optimizer maths runs in float64 for float64 parameters and float32 otherwise (as
 // torch's optimizers do); reductions accumulate in float64 with a fixed order per thread count.
-// Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this file
-// with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not achieve it.
+// Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this
+// file with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not
+// achieve it.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 

@@ -1,6 +1,6 @@
-// CPU kernel of the `project` primitive (docs/kernels.md): x <- x - sum_j y_j row_j in place (float64,
-// rounded once to x's dtype), and in the same pass the inner products of the stored x with every row
-// and its squared norm, accumulated in float64 with a fixed order per thread count.
+// CPU kernel of the `project` primitive (docs/kernels.md): x <- x - sum_j y_j row_j in place
+// (float64, rounded once to x's dtype), and in the same pass the inner products of the stored x
+// with every row and its squared norm, accumulated in float64 with a fixed order per thread count.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -18,8 +18,9 @@ namespace py = pybind11;
 namespace uno {
 namespace {
 
-// x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs: T pointers to (k, n_t) blocks
-// of R with row stride lds[t]. ns: the T piece sizes. y: k float64 coefficients. out: k + 1 float64.
+// x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs: T pointers to (k, n_t)
+// blocks of R with row stride lds[t]. ns: the T piece sizes. y: k float64 coefficients. out: k + 1
+// float64.
 template <typename X, typename R>
 void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                     const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,

@@ -1,6 +1,6 @@
 // Element dtypes of the kernel primitives (docs/kernels.md): codes, portable float16/bfloat16 <->
-// float conversions (written by hand, round to nearest even, no compiler extensions) and the dispatch
-// over the allowed (x dtype, row dtype) pairs.
+// float conversions (written by hand, round to nearest even, no compiler extensions) and the
+// dispatch over the allowed (x dtype, row dtype) pairs.
 #pragma once
 
 #include <cstdint>
@@ -16,11 +16,16 @@ enum DType : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3 };
 
 inline const char* dtype_name(int code) {
   switch (code) {
-    case kF32: return "float32";
-    case kF64: return "float64";
-    case kF16: return "float16";
-    case kBF16: return "bfloat16";
-    default: return "unknown";
+    case kF32:
+      return "float32";
+    case kF64:
+      return "float64";
+    case kF16:
+      return "float16";
+    case kBF16:
+      return "bfloat16";
+    default:
+      return "unknown";
   }
 }
 
@@ -52,11 +57,13 @@ inline float bits_float(uint32_t u) {
 
 // IEEE binary16 -> float (exact). Branch-free so that loops over it vectorise.
 inline float half_to_float(uint16_t h) {
-  const uint32_t em = static_cast<uint32_t>(h & 0x7fffu) << 13;  // exponent+mantissa at float position
+  const uint32_t em = static_cast<uint32_t>(h & 0x7fffu)
+                      << 13;  // exponent+mantissa at float position
   const uint32_t exp = em & (0x7c00u << 13);
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   // Normal numbers: rebias the exponent by 127-15; Inf/NaN: rebias to 255.
-  const uint32_t normal = em + ((127u - 15u) << 23) + (exp == (0x7c00u << 13) ? (128u - 16u) << 23 : 0u);
+  const uint32_t normal =
+      em + ((127u - 15u) << 23) + (exp == (0x7c00u << 13) ? (128u - 16u) << 23 : 0u);
   // Zero and subnormals: (1.m * 2^-14) - 2^-14 = 0.m * 2^-14, exact in float.
   const float sub = bits_float(em + (113u << 23)) - bits_float(113u << 23);
   const uint32_t mag = exp == 0 ? float_bits(sub) : normal;
@@ -71,7 +78,8 @@ inline uint16_t float_to_half(float f) {
   uint32_t o;
   if (u >= ((127u + 16u) << 23)) {  // |f| >= 65536 (after rounding always Inf), Inf or NaN
     o = u > (255u << 23) ? 0x7e00u : 0x7c00u;
-  } else if (u < (113u << 23)) {  // result is subnormal or zero: let the FPU round (to nearest even)
+  } else if (u <
+             (113u << 23)) {  // result is subnormal or zero: let the FPU round (to nearest even)
     const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
     o = float_bits(bits_float(u) + bits_float(magic)) - magic;
   } else {  // normal: rebias and round the 13 dropped bits to nearest even (may carry into Inf)
@@ -87,7 +95,8 @@ inline float bf16_to_float(uint16_t b) { return bits_float(static_cast<uint32_t>
 
 inline uint16_t float_to_bf16(float f) {
   const uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
@@ -109,7 +118,8 @@ struct Elem<double> {
   static double load(double v) { return v; }
   static double store(double v) { return v; }
 };
-// A double is rounded to float first and then to 16 bits, which is what torch's copy_ from float64 does.
+// A double is rounded to float first and then to 16 bits, which is what torch's copy_ from float64
+// does.
 template <>
 struct Elem<half_t> {
   using V = float;
@@ -133,7 +143,8 @@ inline const typename Elem<T>::V* copy_block(const T* src, int64_t n, typename E
   return buf;
 }
 
-// The n elements at src as Elem<T>::V: src itself when T needs no conversion, else copy_block's buf.
+// The n elements at src as Elem<T>::V: src itself when T needs no conversion, else copy_block's
+// buf.
 template <typename T>
 inline const typename Elem<T>::V* load_block(const T* src, int64_t n, typename Elem<T>::V* buf) {
   if constexpr (std::is_same_v<T, typename Elem<T>::V>) {
@@ -179,10 +190,11 @@ inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n
   for (; j < k; ++j) acc[j] += dot(rp[j], v, n);
 }
 
-// s[p] = sum_j c[j] * rp[j][p] for p < n, in float64 (rp: k pointers to n values, c: k coefficients).
-// Rows go four at a time to cut the passes over s.
+// s[p] = sum_j c[j] * rp[j][p] for p < n, in float64 (rp: k pointers to n values, c: k
+// coefficients). Rows go four at a time to cut the passes over s.
 template <typename A>
-inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n, double* __restrict s) {
+inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n,
+                    double* __restrict s) {
 #pragma omp simd
   for (int64_t p = 0; p < n; ++p) s[p] = 0.0;
   int64_t j = 0;
@@ -214,10 +226,14 @@ void dispatch_pair(int x_code, int row_code, const char* what, F&& f) {
   check_dtype_code(row_code, what);
   if (x_code == row_code) {
     switch (x_code) {
-      case kF32: return f(float{}, float{});
-      case kF64: return f(double{}, double{});
-      case kF16: return f(half_t{}, half_t{});
-      default: return f(bf16_t{}, bf16_t{});
+      case kF32:
+        return f(float{}, float{});
+      case kF64:
+        return f(double{}, double{});
+      case kF16:
+        return f(half_t{}, half_t{});
+      default:
+        return f(bf16_t{}, bf16_t{});
     }
   }
   if (row_code == kF32 && x_code == kF16) return f(half_t{}, float{});
@@ -232,10 +248,14 @@ template <typename F>
 void dispatch_one(int code, const char* what, F&& f) {
   check_dtype_code(code, what);
   switch (code) {
-    case kF32: return f(float{});
-    case kF64: return f(double{});
-    case kF16: return f(half_t{});
-    default: return f(bf16_t{});
+    case kF32:
+      return f(float{});
+    case kF64:
+      return f(double{});
+    case kF16:
+      return f(half_t{});
+    default:
+      return f(bf16_t{});
   }
 }
 

@@ -1,13 +1,18 @@
 // A tiny parallel-for with std::thread for the memory-bound CPU kernels.
 //
-// The range [0, n) is cut into `nchunks` contiguous chunks by a fixed rule that depends only on n and
-// nchunks, and chunk c always runs as one sequential task. A kernel that keeps one partial result per
-// chunk and adds the partials in chunk order is therefore deterministic for a given thread count.
+// The range [0, n) is cut into `nchunks` contiguous chunks by a fixed rule that depends only on n
+// and nchunks, and chunk c always runs as one sequential task. A kernel that keeps one partial
+// result per chunk and adds the partials in chunk order is therefore deterministic for a given
+// thread count.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -15,8 +20,8 @@
 
 namespace uno {
 
-// Below this much work (elements times passes over them) a single thread is faster than starting more
-// (a thread start costs tens of microseconds, far more on a loaded machine).
+// Below this much work (elements times passes over them) a single thread is faster than starting
+// more (a thread start costs tens of microseconds, far more on a loaded machine).
 constexpr int64_t kMinWorkPerThread = 131072;
 // Chunk boundaries fall on multiples of this many elements (whole cache lines for aligned pieces).
 constexpr int64_t kChunkGrain = 64;
@@ -28,8 +33,9 @@ inline int plan_chunks(int64_t work, int num_threads) {
   return static_cast<int>(std::min<int64_t>({by_work, std::max(num_threads, 1), kMaxThreads}));
 }
 
-// Elements per cache block: the kernels process all k rows of a block of columns before moving on, so
-// a block of k rows (rows * bytes_per_elem bytes per column) should stay within the L1/L2 caches.
+// Elements per cache block: the kernels process all k rows of a block of columns before moving on,
+// so a block of k rows (rows * bytes_per_elem bytes per column) should stay within the L1/L2
+// caches.
 inline int64_t block_size(int64_t rows, int64_t bytes_per_elem, int64_t cache_bytes = 64 * 1024) {
   const int64_t cols = cache_bytes / std::max<int64_t>(1, rows * bytes_per_elem);
   return std::min<int64_t>(2048, std::max<int64_t>(64, cols / 64 * 64));
@@ -45,36 +51,62 @@ inline void chunk_range(int64_t n, int nchunks, int c, int64_t* begin, int64_t* 
   *end = std::min(n, u1 * kChunkGrain);
 }
 
-// Runs fn(c, begin, end) for every chunk c in [0, nchunks), chunk 0 on the calling thread, and joins
-// all threads before returning. An exception thrown by a chunk is rethrown here (the first by chunk
-// order); if a thread cannot be started its chunk runs on the calling thread instead.
+// Runs fn(c, begin, end) for every chunk c in [0, nchunks) and returns when all have run; the first
+// exception by chunk order is rethrown. Chunks are claimed from a shared counter by the calling
+// thread and by nchunks - 1 helper threads, so a helper that the OS starts late (a core still held
+// by another runtime's spinning workers, e.g. torch's OpenMP pool right after a torch op) costs
+// nothing: the calling thread takes its chunks and only waits for chunks a helper actually claimed.
+// Helpers are detached; one that starts after the last chunk was claimed exits without touching fn.
+// Which thread runs a chunk never changes its result: per-chunk partial results stay deterministic.
 template <typename F>
 void parallel_for(int64_t n, int nchunks, F&& fn) {
   nchunks = std::max(nchunks, 1);
-  std::vector<std::exception_ptr> errors(nchunks);
-  auto run = [&](int c) {
-    try {
-      int64_t b, e;
-      chunk_range(n, nchunks, c, &b, &e);
-      fn(c, b, e);
-    } catch (...) {
-      errors[c] = std::current_exception();
+  if (nchunks == 1) {
+    int64_t b, e;
+    chunk_range(n, 1, 0, &b, &e);
+    fn(0, b, e);
+    return;
+  }
+  struct Shared {
+    std::atomic<int> next{0};
+    std::atomic<int> done{0};
+    std::vector<std::exception_ptr> errors;
+    std::mutex m;
+    std::condition_variable cv;
+  };
+  auto st = std::make_shared<Shared>();
+  st->errors.resize(nchunks);
+  auto* f = &fn;  // valid while a chunk is unclaimed or running (the caller waits for those)
+  auto work = [st, f, n, nchunks]() {
+    for (;;) {
+      const int c = st->next.fetch_add(1);
+      if (c >= nchunks) return;
+      try {
+        int64_t b, e;
+        chunk_range(n, nchunks, c, &b, &e);
+        (*f)(c, b, e);
+      } catch (...) {
+        st->errors[c] = std::current_exception();
+      }
+      if (st->done.fetch_add(1) + 1 == nchunks) {
+        std::lock_guard<std::mutex> lock(st->m);
+        st->cv.notify_all();
+      }
     }
   };
-  std::vector<std::thread> threads;
-  std::vector<int> inline_chunks;
-  threads.reserve(nchunks - 1);
   for (int c = 1; c < nchunks; ++c) {
     try {
-      threads.emplace_back(run, c);
-    } catch (...) {  // std::system_error: no more threads; run this chunk here afterwards
-      inline_chunks.push_back(c);
+      std::thread(work).detach();
+    } catch (...) {  // std::system_error: no more threads; the calling thread takes the chunks
+      break;
     }
   }
-  run(0);
-  for (int c : inline_chunks) run(c);
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
+  work();
+  {
+    std::unique_lock<std::mutex> lock(st->m);
+    st->cv.wait(lock, [&] { return st->done.load() == nchunks; });
+  }
+  for (auto& e : st->errors) {
     if (e) std::rethrow_exception(e);
   }
 }
@@ -101,17 +133,17 @@ struct PieceIndex {
 };
 
 // Checks of the per-piece lists every CPU entry point receives (throws std::invalid_argument, which
-// pybind11 turns into ValueError): equal lengths, k >= 1, sizes >= 0, non-null pointers for non-empty
-// pieces, and row strides ld >= n when there is more than one row.
+// pybind11 turns into ValueError): equal lengths, k >= 1, sizes >= 0, non-null pointers for
+// non-empty pieces, and row strides ld >= n when there is more than one row.
 inline void check_pieces(const char* what, const std::vector<int64_t>& ptrs,
-                         const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k) {
+                         const std::vector<int64_t>& lds, const std::vector<int64_t>& ns,
+                         int64_t k) {
   const std::string w(what);
   if (k < 1) throw std::invalid_argument(w + ": k must be >= 1, got " + std::to_string(k));
   if (lds.size() != ptrs.size() || ns.size() != ptrs.size()) {
-    throw std::invalid_argument(w + ": per-piece lists differ in length (" +
-                                std::to_string(ptrs.size()) + " pointers, " +
-                                std::to_string(lds.size()) + " strides, " +
-                                std::to_string(ns.size()) + " sizes)");
+    throw std::invalid_argument(
+        w + ": per-piece lists differ in length (" + std::to_string(ptrs.size()) + " pointers, " +
+        std::to_string(lds.size()) + " strides, " + std::to_string(ns.size()) + " sizes)");
   }
   for (size_t t = 0; t < ns.size(); ++t) {
     const std::string at = w + ": piece " + std::to_string(t);
@@ -129,8 +161,8 @@ inline void check_vector(const char* what, const char* name, const std::vector<i
                          const std::vector<int64_t>& ns) {
   const std::string w = std::string(what) + ": " + name;
   if (ptrs.size() != ns.size()) {
-    throw std::invalid_argument(w + " has " + std::to_string(ptrs.size()) + " pieces but rows have " +
-                                std::to_string(ns.size()));
+    throw std::invalid_argument(w + " has " + std::to_string(ptrs.size()) +
+                                " pieces but rows have " + std::to_string(ns.size()));
   }
   for (size_t t = 0; t < ns.size(); ++t) {
     if (ns[t] > 0 && ptrs[t] == 0) {

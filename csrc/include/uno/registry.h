@@ -1,5 +1,5 @@
-// Self-registration of kernel bindings: each csrc/{cpu,cuda}/<op>.{cpp,cu} file adds a function that
-// defines its pybind11 functions, so adding a kernel never edits bindings.cpp.
+// Self-registration of kernel bindings: each csrc/{cpu,cuda}/<op>.{cpp,cu} file adds a function
+// that defines its pybind11 functions, so adding a kernel never edits bindings.cpp.
 #pragma once
 
 #include <pybind11/pybind11.h>
