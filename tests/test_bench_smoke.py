@@ -124,3 +124,14 @@ def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
     for m, k in n_nr.items():
         row = next(line for line in body if line.startswith(f"| {m} "))
         assert f"| {k}/1 |" in row
+
+
+def test_bench_dir_lookup(tmp_path, monkeypatch):
+    """`uno bench` finds bench/ through UNO_BENCH_DIR (and rejects a folder without the scripts)."""
+    from uno import cli
+
+    (tmp_path / "bench").mkdir()
+    monkeypatch.setenv("UNO_BENCH_DIR", str(tmp_path / "bench"))
+    assert cli._bench_dir() is None  # no unlearning_table.py there
+    (tmp_path / "bench" / "unlearning_table.py").write_text("def main(argv):\n    return 0\n")
+    assert cli._bench_dir() == tmp_path / "bench"

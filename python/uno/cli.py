@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -117,16 +118,26 @@ _BENCHES = {"table": "unlearning_table.py"}
 
 
 def _bench_dir() -> Optional[Path]:
-    """``bench/`` of the source checkout this package runs from (``None`` for an installed package)."""
+    """The ``bench/`` folder of a source checkout, or ``None``.
+
+    Looked up in this order: ``$UNO_BENCH_DIR``; the checkout this package runs from (``PYTHONPATH=python``);
+    ``./bench`` of the current directory (a clone in which the package was ``pip install``-ed).
+    """
     from pathlib import Path
 
     import uno
 
+    def ok(d: Path) -> bool:
+        return (d / _BENCHES["table"]).is_file()
+
+    env = os.environ.get("UNO_BENCH_DIR")
+    if env:
+        return Path(env) if ok(Path(env)) else None
     root = Path(uno.__file__).resolve().parents[2]  # <root>/python/uno/__init__.py
-    d = root / "bench"
-    return (
-        d if (d / "unlearning_table.py").is_file() and (root / "python" / "uno").is_dir() else None
-    )
+    if (root / "python" / "uno").is_dir() and ok(root / "bench"):
+        return root / "bench"
+    cwd = Path.cwd() / "bench"
+    return cwd if ok(cwd) else None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -138,7 +149,8 @@ def _bench(args: argparse.Namespace) -> int:
     if d is None:
         raise UnoUserError(
             "`uno bench` needs a source checkout: the bench/ folder is not part of the installed "
-            "package (run it from a clone with PYTHONPATH=python, or `python bench/unlearning_table.py`)"
+            "package (run it from the root of a clone, set UNO_BENCH_DIR to a clone's bench/ folder, "
+            "or run `python bench/unlearning_table.py`)"
         )
     path = d / _BENCHES[args.bench]
     if str(d) not in sys.path:
