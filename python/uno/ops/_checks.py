@@ -19,7 +19,7 @@ def _span(t: Tensor) -> Tuple[int, int, int]:
     else:
         hi = lo + esz * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0))
     # The storage's base address without materialising the storage object (a per-piece cost).
-    return (lo - t.storage_offset() * esz, lo, hi)
+    return (lo - int(t.storage_offset()) * esz, lo, hi)
 
 
 def check_no_overlap(grad: Sequence[Tensor], others: Sequence[Tensor], other_name: str) -> None:
