@@ -614,6 +614,33 @@ class _Projected(torch.optim.Optimizer):
         _check_scalars(gs, fi)
         return gs, fi
 
+    def _begin_step(
+        self,
+        closure: Optional[Callable[[], Any]],
+        basis: Any,
+        grad_scale: Optional[Tensor],
+        found_inf: Optional[Tensor],
+    ) -> Tuple[
+        Any, List[Tensor], Any, Any, Dict[int, int], List[Tuple[Dict[str, Any], List[Tensor]]]
+    ]:
+        """The start every step() shares: the closure, this step's basis rows, the AMP scalars, and
+        the groups' parameters that have a gradient (checked against the basis layout)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        rows_all = self._step_basis_rows(basis)
+        gs, fi = self._amp(grad_scale, found_inf)
+        index = {id(p): i for i, p in enumerate(self._params())}
+        groups = []
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            for p in ps:
+                _check_param(p, p.grad, index[id(p)])
+            if ps:
+                groups.append((group, ps))
+        return loss, rows_all, gs, fi, index, groups
+
 
 class ProjectedSGD(_Projected):
     """``torch.optim.SGD`` whose step moves orthogonally to a basis (one fused pass per phase).
@@ -675,28 +702,15 @@ class ProjectedSGD(_Projected):
         found_inf: Optional[Tensor] = None,
     ) -> Any:
         """One step. ``basis`` overrides the optimizer's basis for this step only."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        rows_all = self._step_basis_rows(basis)
-        gs, fi = self._amp(grad_scale, found_inf)
-        index = {id(p): i for i, p in enumerate(self._params())}
+        loss, rows_all, gs, fi, index, groups = self._begin_step(
+            closure, basis, grad_scale, found_inf
+        )
         calls: List[_Call] = []
-        new_bufs = False
-        groups = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            if not ps:
-                continue
-            for p in ps:
-                _check_param(p, p.grad, index[id(p)])
-            if group["momentum"] != 0:
-                for p in ps:
-                    b = self.state[p].get("momentum_buffer")
-                    if b is None:
-                        new_bufs = True
-            groups.append((group, ps))
+        new_bufs = any(
+            group["momentum"] != 0 and self.state[p].get("momentum_buffer") is None
+            for group, ps in groups
+            for p in ps
+        )
         if _skip_on_host(fi, force=new_bufs):
             return loss
         for group, ps in groups:
@@ -782,20 +796,9 @@ class ProjectedAdam(_Projected):
         found_inf: Optional[Tensor] = None,
     ) -> Any:
         """One step. ``basis`` overrides the optimizer's basis for this step only."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        rows_all = self._step_basis_rows(basis)
-        gs, fi = self._amp(grad_scale, found_inf)
-        index = {id(p): i for i, p in enumerate(self._params())}
-        groups = []
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            for p in ps:
-                _check_param(p, p.grad, index[id(p)])
-            if ps:
-                groups.append((group, ps))
+        loss, rows_all, gs, fi, index, groups = self._begin_step(
+            closure, basis, grad_scale, found_inf
+        )
         if _skip_on_host(fi, force=False):
             return loss
         calls: List[_Call] = []
