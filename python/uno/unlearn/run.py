@@ -334,8 +334,9 @@ def unlearn(
             fid_at_forget = fid(model)
             row["fid"] = fid_at_forget
         rows.append(row)
+        # refresh=False: the bar redraws at its own rate (every 30 s off a terminal), not every step.
+        bar.set_postfix(f=f"{f:.3f}", cos2=f"{info.cos2:.2g}", refresh=False)
         bar.update(1)
-        bar.set_postfix(f=f"{f:.3f}", cos2=f"{info.cos2:.2g}")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint(step)
         if stop_after is not None and step >= stop_after:
