@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 import uno.per_sample as ps
+from uno.per_sample import _core
 
 
 class MnistVAE(nn.Module):
@@ -205,18 +206,27 @@ def test_linear_sequence(t, b):
     pad=st.integers(0, 1),
     dil=st.integers(1, 2),
     op=st.integers(0, 2),
+    groups=st.sampled_from([1, 2, 4]),
     b=st.integers(1, 4),
 )
-def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, b):
+def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, groups, b):
     if op >= max(s, dil):
         op = 0
     torch.manual_seed(0)
-    m = nn.Sequential(nn.ConvTranspose2d(2, 3, k, s, pad, output_padding=op, dilation=dil))
+    m = nn.Sequential(
+        nn.ConvTranspose2d(4, 8, k, s, pad, output_padding=op, groups=groups, dilation=dil)
+    )
 
     def loss(model, x):
         return (model(x) ** 2).flatten(1).sum(1)
 
-    _check(m, loss, torch.randn(b, 2, 4, 5))
+    def no_fallback(*a, **kw):
+        raise AssertionError("ConvTranspose2d took the torch.func fallback")
+
+    # the fast path (unfolded output gradients, one bmm per group), never the torch.func fallback
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_core, "_fallback", no_fallback)
+        _check(m, loss, torch.randn(b, 4, 4, 5))
 
 
 class DCGANGenerator(nn.Module):

@@ -271,8 +271,8 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
     fast = type(m) in _FAST and not c.kwargs and len(c.args) == 1 and x is not None
     if isinstance(m, nn.Embedding) and (m.scale_grad_by_freq or m.sparse):
         fast = False
-    if isinstance(m, nn.ConvTranspose2d) and (m.groups != 1 or m.padding_mode != "zeros"):
-        fast = False
+    if isinstance(m, nn.ConvTranspose2d) and m.padding_mode != "zeros":  # pragma: no cover
+        fast = False  # torch itself only supports zero padding for transposed convolutions
     if not fast or x is None:
         return _fallback(c, go, own, pindex)
     for name, p in own:
@@ -297,7 +297,22 @@ def _blocks_for(c: _Call, go: Tensor, pindex: Dict[int, int]) -> List[Block]:
                     tuple(m.stride),
                     (x.shape[2], x.shape[3]),
                 )
-                out.append(Factored(i, u.transpose(1, 2), x.flatten(2).transpose(1, 2)))
+                xs = x.flatten(2)  # (B, C_in, L)
+                gr = m.groups
+                if gr == 1:
+                    out.append(Factored(i, u.transpose(1, 2), xs.transpose(1, 2)))
+                else:
+                    # grouped: weight (C_in, C_out/groups, kh, kw); group k pairs input channels
+                    # [k*cig, (k+1)*cig) with the unfolded output rows of its cog output channels
+                    cig, rows = xs.shape[1] // gr, u.shape[1] // gr
+                    parts = [
+                        torch.bmm(
+                            xs[:, k * cig : (k + 1) * cig],
+                            u[:, k * rows : (k + 1) * rows].transpose(1, 2),
+                        )
+                        for k in range(gr)
+                    ]
+                    out.append(Direct(i, torch.cat(parts, 1)))
             else:
                 out.append(Direct(i, go.flatten(2).sum(2)))
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
