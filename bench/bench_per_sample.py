@@ -1,7 +1,7 @@
 """Gram of per-sample gradients: uno.per_sample.gram vs vmap(grad)+matmul vs Opacus+matmul.
 
-Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n, default
-5; BENCH_THREADS=n: torch.set_num_threads(n), default torch's)
+Run: PYTHONPATH=python:tests python bench/bench_per_sample.py  (BENCH_REPS=n: best of n interleaved
+rounds, default 5; BENCH_THREADS=n: torch.set_num_threads(n), default torch's)
 Prints time and peak extra memory (tracemalloc-free: torch CPU allocator via resource RSS deltas is
 noisy, so memory is measured as the bytes of tensors each method holds at its peak, from
 torch.profiler memory events) and appends rows to bench/results/per_sample.csv.
@@ -59,13 +59,17 @@ def _peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def _time(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
+def _time_interleaved(methods: Dict[str, Callable[[], object]], reps: int) -> Dict[str, float]:
+    """Best time of each method over ``reps`` rounds; a round runs every method once, so a slow
+    patch of a shared machine hits all methods alike instead of one method's whole series."""
+    for fn in methods.values():
         fn()
-        best = min(best, time.perf_counter() - t)
+    best = {name: float("inf") for name in methods}
+    for _ in range(reps):
+        for name, fn in methods.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
@@ -105,9 +109,10 @@ def main() -> None:
 
             methods["opacus+matmul"] = op
         methods["uno.per_sample.gram"] = lambda: ps.gram(model, loss, *batch)
-        res: Dict[str, Tuple[float, int]] = {}
-        for name, fn in methods.items():
-            res[name] = (_time(fn, cfg.reps), _peak_bytes(fn))
+        times = _time_interleaved(methods, cfg.reps)
+        res: Dict[str, Tuple[float, int]] = {
+            n: (times[n], _peak_bytes(fn)) for n, fn in methods.items()
+        }
         if gsm is not None:
             gsm._close()
         t_u, m_u = res["uno.per_sample.gram"]

@@ -79,8 +79,12 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
           }
           if (has_x) {
             const XV* xv = load_block(reinterpret_cast<const X*>(x_ptrs[t]) + b0, n, xbuf.data());
-            dots(rp.data(), k, xv, n, acc);
-            acc[k] += dot(xv, xv, n);
+            if (k == 1) {
+              dot_norm(rp[0], xv, n, acc, acc + 1);  // one sweep for <q, x> and |x|^2
+            } else {
+              dots(rp.data(), k, xv, n, acc);
+              acc[k] += dot(xv, xv, n);
+            }
           }
           if (with_gram) gram_block(rp.data(), k, n, acc + k + 1);
         }

@@ -18,6 +18,35 @@ namespace py = pybind11;
 namespace uno {
 namespace {
 
+// k = 1 with float/double x and row: x <- x - c q, then acc[0] += <q, x>, acc[1] += |x|^2 of the
+// stored (rounded) x, all in one sweep with kLanes partial sums per reduction.
+template <typename T>
+inline void project_one(const T* __restrict q, double c, T* __restrict x, int64_t n, double* acc) {
+  double u[kLanes] = {}, v[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const double qv = static_cast<double>(q[i + l]);
+      const T st = static_cast<T>(static_cast<double>(x[i + l]) - c * qv);
+      x[i + l] = st;
+      const double xv = static_cast<double>(st);
+      u[l] += qv * xv;
+      v[l] += xv * xv;
+    }
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    const double qv = static_cast<double>(q[i]);
+    const T st = static_cast<T>(static_cast<double>(x[i]) - c * qv);
+    x[i] = st;
+    const double xv = static_cast<double>(st);
+    u[l] += qv * xv;
+    v[l] += xv * xv;
+  }
+  acc[0] += sum_lanes(u);
+  acc[1] += sum_lanes(v);
+}
+
 // x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs: T pointers to (k, n_t)
 // blocks of R with row stride lds[t]. ns: the T piece sizes. y: k float64 coefficients. out: k + 1
 // float64.
@@ -46,8 +75,14 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
         for (int64_t j = 0; j < k; ++j) {
           rp[j] = load_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
         }
-        lincomb(rp.data(), y, k, n, s.data());
         X* __restrict xb = x + b0;
+        if constexpr (std::is_same_v<X, XV> && std::is_same_v<R, RV>) {
+          if (k == 1) {  // the common case in one sweep: update, <q, x_new> and |x_new|^2
+            project_one(rp[0], y[0], xb, n, acc);
+            continue;
+          }
+        }
+        lincomb(rp.data(), y, k, n, s.data());
         const double* __restrict sb = s.data();
 #pragma omp simd
         for (int64_t p = 0; p < n; ++p) {
