@@ -405,3 +405,26 @@ def test_opcheck(backend):
         (ps, gr, s1, [], [], [], rows, coef, torch.tensor(2.0), torch.tensor(0.0), 0, 0,
          [0.1, 0.9, 0.0, 0.0], 2, backend),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_steps_pending_flag_is_cuda_only(backend):
+    """FLAG_STEPS_PENDING (the cuda kernels increment Adam's step counts themselves) is refused by the
+    other adapters, which read the counts as already incremented; nothing is written first."""
+    from uno._backends import optim_step as adapters
+    from uno.reference.optim_step import KIND_ADAM, PHASE_WRITE
+
+    if backend == "cpu" and not hasattr(adapters._lib(), "optim_step_cpu"):
+        pytest.skip("built without the cpu kernels")
+    if backend == "triton":
+        pytest.importorskip("triton")
+    p, g = torch.randn(5), torch.randn(5)
+    m, v, step = torch.zeros(5), torch.zeros(5), torch.ones(())
+    p0 = p.clone()
+    fn = adapters.ADAPTERS[backend]
+    with pytest.raises(ValueError, match="cuda-backend flag"):
+        fn(
+            KIND_ADAM, PHASE_WRITE, [p], [g], [m], [v], [], [step], [], None, None, None,
+            [1e-3, 0.9, 0.999, 1e-8, 0.0], adapters.FLAG_STEPS_PENDING,
+        )  # fmt: skip
+    assert torch.equal(p, p0) and torch.equal(step, torch.ones(()))

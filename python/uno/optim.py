@@ -83,7 +83,9 @@ _PROJECT_MODES = ("grad", "update")
 # The custom op: one dispatch point for every backend.
 # ---------------------------------------------------------------------------------------------------
 @torch.library.custom_op(
-    "uno::optim_step", mutates_args=("params", "grads", "state1", "state2", "state3")
+    # steps: the cuda backend stores Adam's step counts itself (_adapters.FLAG_STEPS_PENDING).
+    "uno::optim_step",
+    mutates_args=("params", "grads", "state1", "state2", "state3", "steps"),
 )
 def _optim_step_op(
     params: List[Tensor],
@@ -259,11 +261,26 @@ def _run(
     found_inf: Optional[Tensor],
     backend: Optional[str],
 ) -> None:
-    """The fused step: (with a basis) one coefficient pass over every call, then one write pass each."""
+    """The fused step: (with a basis) one coefficient pass over every call, then one write pass each.
+
+    Adam's step counts are incremented here: by the kernels themselves for calls that run on the
+    cuda backend (``FLAG_STEPS_PENDING``: no extra launch, and a skipped step leaves them alone),
+    else by ``torch._foreach_add_`` before the passes (taken back on the device afterwards when
+    ``found_inf`` is a device tensor, see :func:`_undo_increment`).
+    """
     calls = [c for c in calls if c.params]
     if not calls:
         return
     be = backend or ""
+    torch_steps: List[Tensor] = []
+    if kind == KIND_ADAM:
+        in_kernel = _steps_distinct(calls)
+        for c in calls:
+            if in_kernel and _backends.resolve(backend or None, c.params[0].device) == "cuda":
+                c.flags |= _adapters.FLAG_STEPS_PENDING
+            else:
+                torch_steps += c.steps
+        _increment(torch_steps)
     coef: Optional[Tensor] = None
     if k > 0:
         phase = PHASE_GRAD_COEF if project == "grad" else PHASE_UPDATE_COEF
@@ -282,6 +299,14 @@ def _run(
             for ug, g in zip(c.user_grads, c.grads):
                 if ug.data_ptr() != g.data_ptr() or not ug.is_contiguous():
                     ug.copy_(g.view(ug.shape))
+    if kind == KIND_ADAM:
+        _undo_increment(torch_steps, found_inf)
+
+
+def _steps_distinct(calls: Sequence[_Call]) -> bool:
+    """True when no step counter appears twice (the kernels store each counter once per step)."""
+    ptrs = [s.data_ptr() for c in calls for s in c.steps]
+    return len(set(ptrs)) == len(ptrs)
 
 
 def _skip_on_host(found_inf: Optional[Tensor], force: bool) -> bool:
@@ -435,9 +460,7 @@ def project_adam_(
     calls = _adam_calls(
         params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags
     )
-    _increment(steps)
     _run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf, backend)
-    _undo_increment(steps, found_inf)
 
 
 def _increment(steps: List[Tensor]) -> None:
@@ -802,7 +825,6 @@ class ProjectedAdam(_Projected):
         if _skip_on_host(fi, force=False):
             return loss
         calls: List[_Call] = []
-        all_steps: List[Tensor] = []
         for group, ps in groups:
             amsgrad = bool(group["amsgrad"])
             states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
@@ -839,11 +861,8 @@ class ProjectedAdam(_Projected):
             )
             hyper = [group["lr"], beta1, beta2, group["eps"], group["weight_decay"]]
             calls += _adam_calls(ps, [p.grad for p in ps], states, steps, rows, hyper, flags)
-            all_steps += steps
-        _increment(all_steps)
         k = rows_all[0].shape[0] if rows_all else 0
-        _run(KIND_ADAM, calls, k, self.project, gs, fi, self.backend)
-        _undo_increment(all_steps, fi)
+        _run(KIND_ADAM, calls, k, self.project, gs, fi, self.backend)  # increments the steps
         return loss
 
 
