@@ -370,3 +370,50 @@ def test_eager_fast_path_matches_the_op_and_bumps_versions():
     assert not direct_ok([leaf])
     with torch.no_grad():
         assert direct_ok([leaf])
+
+
+def test_basis_aliasing_rejected():
+    """A grad that is (part of) the Basis's own buffer, or pieces that overlap each other, are refused
+    on the Basis fast path too, before any write."""
+    torch.manual_seed(0)
+    shapes = [(4, 3), (5,)]
+    basis = uno.orthonormalize([[torch.randn(s) for s in shapes] for _ in range(2)])
+    snap = basis.buffer.clone()
+    with pytest.raises(ValueError, match="overlap"):
+        uno.project_(basis.vector(1), basis)
+    with pytest.raises(ValueError, match="overlap"):  # a spare (capacity) row is outside the span
+        inside = basis.buffer[0, 2:14].view(4, 3)
+        uno.project_([inside, torch.randn(5)], basis)
+    x = torch.randn(20)
+    xs = x.clone()
+    with pytest.raises(ValueError, match="overlap"):
+        uno.project_([x[:12].view(4, 3), x[10:15]], basis)
+    assert torch.equal(basis.buffer, snap) and torch.equal(x, xs)
+    # Disjoint pieces of one buffer are fine, and the result matches the tensor-by-tensor reference.
+    g = [x[:12].view(4, 3), x[12:17]]
+    want = [t.clone() for t in g]
+    uno.project_(want, basis, backend="reference")
+    uno.project_(g, basis)
+    for a, b in zip(g, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_basis_rows_cache_follows_growth():
+    """Basis.rows() is cached per (buffer, k): growing the basis gives the new rows; rows() is a fresh
+    plain list per call and the kernels' cached RowBlocks is read-only."""
+    torch.manual_seed(0)
+    b = uno.Basis.empty([torch.zeros(3, 2), torch.zeros(4)], capacity=1)
+    b.append_([torch.randn(3, 2), torch.randn(4)])
+    r1 = b.rows()
+    assert [tuple(r.shape) for r in r1] == [(1, 6), (1, 4)]
+    assert b.rows() is not r1 and type(r1) is list
+    with pytest.raises(TypeError, match="read-only"):
+        b._row_blocks().append(torch.zeros(1, 4))
+    b.append_([torch.randn(3, 2), torch.randn(4)])  # grows the buffer (capacity 1 -> more)
+    r2 = b.rows()
+    assert [tuple(r.shape) for r in r2] == [(2, 6), (2, 4)]
+    assert r2[0].data_ptr() == b.buffer.data_ptr()
+    g = [torch.randn(3, 2), torch.randn(4)]
+    uno.project_(g, b)
+    for j in range(2):
+        assert abs(float(uno.dot(g, b.vector(j)))) < 1e-5

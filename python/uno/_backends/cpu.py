@@ -13,7 +13,14 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from uno._backends._layout import check_pair, code, coefficients, row_layout, vector_ptrs
+from uno._backends._layout import (
+    check_pair,
+    code,
+    coefficients,
+    row_layout,
+    row_ptrs,
+    vector_ptrs,
+)
 
 
 def _lib() -> Any:
@@ -53,7 +60,7 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     out = torch.empty(width, dtype=torch.float64)
     _lib().inner_cpu(
         x_ptrs,
-        [int(r.data_ptr()) for r in rows],
+        row_ptrs(rows),
         lds,
         ns,
         k,
@@ -85,7 +92,7 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     out = torch.empty(k + 1, dtype=torch.float64)
     _lib().project_cpu(
         x_ptrs,
-        [int(r.data_ptr()) for r in rows],
+        row_ptrs(rows),
         lds,
         ns,
         k,

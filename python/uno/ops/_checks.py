@@ -54,3 +54,30 @@ def check_no_overlap(grad: Sequence[Tensor], others: Sequence[Tensor], other_nam
             end_any, name_any = hi, name
         if is_grad and hi > end_grad:
             end_grad, name_grad = hi, name
+
+
+def check_no_overlap_span(
+    ptrs: Sequence[int], ns: Sequence[int], esz: int, span: Tuple[int, int], other_name: str
+) -> None:
+    """:func:`check_no_overlap` for contiguous grad pieces (data pointers ``ptrs``, ``ns`` elements of
+    ``esz`` bytes) against ONE byte range (a Basis buffer).
+
+    Address intervals alone decide: live allocations never share addresses, so no storage grouping is
+    needed (and memory shared by two storages, e.g. ``torch.from_numpy`` twice, is still caught).
+    """
+    spans: List[Tuple[int, int, str]] = []
+    for i, (lo, n) in enumerate(zip(ptrs, ns)):
+        if n:
+            spans.append((lo, lo + n * esz, f"grad[{i}]"))
+    if span[1] > span[0]:
+        spans.append((span[0], span[1], other_name))
+    spans.sort()
+    end, name_end = 0, ""
+    for lo, hi, name in spans:
+        if lo < end:
+            raise ValueError(
+                f"{name_end} and {name} overlap in memory; project_ writes grad in place, so grad "
+                f"must not alias itself or the {other_name} (pass a clone)"
+            )
+        if hi > end:
+            end, name_end = hi, name

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from uno import _backends
+from uno._backends._layout import RowBlocks
 from uno.ops import _small
 from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, check_row_dtype
 
@@ -100,9 +101,30 @@ class Basis:
         return self.buffer.shape[0]
 
     def rows(self) -> List[Tensor]:
-        """Per-piece row blocks: ``rows()[t]`` is the ``(k, n_t)`` view of piece t of every vector."""
-        q = self.buffer[: self.k]
-        return [q[:, o : o + n] for o, n in zip(self.offsets, self.sizes)]
+        """Per-piece row blocks: ``rows()[t]`` is the ``(k, n_t)`` view of piece t of every vector.
+
+        The views are made once per (buffer, k) and reused (a fresh list each time, so the caller may
+        modify it).
+        """
+        if torch.compiler.is_compiling():  # traced: plain views (the cache reads data pointers)
+            q = self.buffer[: self.k]
+            return [q[:, o : o + n] for o, n in zip(self.offsets, self.sizes)]
+        return list(self._row_blocks())
+
+    def _row_blocks(self) -> RowBlocks:
+        """:meth:`rows` with their validated layout (a read-only list for the kernels' adapters; never
+        passed into a custom op, whose tracing only knows plain lists)."""
+        buf = self.buffer
+        key = (self.k, buf.data_ptr(), buf.shape, buf.stride(), buf.device, buf.dtype)
+        cached = getattr(self, "_rows_cache", None)
+        if cached is None or cached[0] != key:
+            q = buf[: self.k]
+            views = [q[:, o : o + n] for o, n in zip(self.offsets, self.sizes)]
+            lo = buf.data_ptr()
+            span = (lo, lo + self.k * buf.stride(0) * buf.element_size())
+            cached = (key, RowBlocks.of(views, self.k, span))
+            self._rows_cache = cached
+        return cached[1].copy()
 
     def vector(self, j: int) -> List[Tensor]:
         """Vector ``j`` as views shaped like the pieces."""

@@ -25,10 +25,12 @@ import torch
 from torch import Tensor
 
 from uno import _backends
+from uno._backends._layout import Pieces, RowBlocks
 from uno.ops import _small
-from uno.ops._checks import check_no_overlap
+from uno.ops._checks import check_no_overlap, check_no_overlap_span
 from uno.ops._eager import bump_versions, direct_ok
 from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, rows_for
+from uno.ops.basis import Basis
 from uno.ops.orthonormalize import orthonormalize_rows
 from uno.ops.reductions import kernel_rows
 
@@ -64,14 +66,24 @@ def project_rows_(
 ) -> None:
     """The algorithm on canonical inputs: grad pieces (any shape) and (k, n_t) row blocks."""
     device = grad[0].device
-    be = _backends.module(_backends.resolve(backend, device))
-    check_no_overlap(grad, rows, "basis")
+    name = _backends.resolve(backend, device)
+    be = _backends.module(name)
+    xs: List[Tensor]
+    # Fast path for a Basis on the pointer-based backends: every piece's layout is read once for the
+    # overlap check and both passes (the per-piece Python cost dominates below ~1e6 elements).
+    basis_span = rows.span if isinstance(rows, RowBlocks) else None
+    pieces = Pieces.of(grad) if basis_span is not None and name in ("cpu", "cuda") else None
+    if pieces is not None and basis_span is not None:
+        check_no_overlap_span(pieces.ptrs, pieces.ns, pieces.esz, basis_span, "basis")
+        xs = pieces  # the kernels take pointers and sizes: no 1-D views needed
+    else:
+        check_no_overlap(grad, rows, "basis")
+        # 1-D views of the grad pieces; non-contiguous pieces go through a copy written back after.
+        xs = [g.view(-1) if g.is_contiguous() else g.contiguous().view(-1) for g in grad]
     rows = kernel_rows(rows)
     k = rows[0].shape[0]
     if k == 0:
         return
-    # 1-D views of the grad pieces; non-contiguous pieces go through a copy that is written back.
-    xs = [g.view(-1) if g.is_contiguous() else g.contiguous().view(-1) for g in grad]
     tol = _small.pass_tol(grad[0].dtype, k)
 
     out = be.inner(xs, rows, not orthonormal).cpu()
@@ -150,6 +162,8 @@ def project_(
     rows, orthonormal = rows_for(basis, pieces, "basis")
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
     if direct_ok(pieces, rows):  # plain eager call: skip the dispatcher's per-tensor layers
+        if isinstance(basis, Basis):
+            rows = basis._row_blocks()  # the same views, with their layout read once
         project_rows_(pieces, rows, orthonormal, tol, backend or None)
         bump_versions(pieces)
         return

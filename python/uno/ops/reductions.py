@@ -13,11 +13,14 @@ import torch
 from torch import Tensor
 
 from uno import _backends
+from uno._backends._layout import RowBlocks
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
 
 
 def kernel_rows(rows: Sequence[Tensor]) -> List[Tensor]:
     """Rows as the kernels accept them: unit element stride and non-overlapping rows."""
+    if isinstance(rows, RowBlocks):
+        return rows  # validated when made
     out = []
     for r in rows:
         if r.stride(1) != 1 or (r.shape[0] > 1 and r.stride(0) < r.shape[1]):
