@@ -248,8 +248,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     fid_n = args.fid_n if args.fid_n is not None else (500 if args.quick else None)
     train, heldout = load_mnist(args.data)
     if args.n_train is not None:
-        g = torch.Generator().manual_seed(0)
-        train = train.subset(torch.randperm(len(train), generator=g)[: args.n_train])
+        train = train.random_subset(args.n_train)
     critic = None
     if args.model == "gan":
         t0 = time.time()

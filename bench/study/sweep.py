@@ -76,6 +76,10 @@ def grid(group: str) -> list[tuple[dict[str, Any], StudyConfig]]:
         for ep in (5, 50, 200):
             for m in ("uno", "surgery", "retain", "uno-hat"):
                 g.append(({"epochs": ep}, StudyConfig(method=m, bn_train=True)))
+    elif group == "data":  # data size: the VAE pretrained on, and unlearned from, n digits
+        for n in (2000, 4000, None):  # None: all 8,000 embedded digits (the cached default VAE)
+            for m in ("uno", "surgery", "uno-hat", "retain"):
+                g.append(({"n_train": n}, StudyConfig(method=m, bn_train=True)))
     elif group == "wu":  # histogram weight: how much of the forgetting is U
         for wu in (1e1, 1e2, 1e3):
             for m in ("uno-hat", "retain-hat", "surgery-hat"):
@@ -85,7 +89,7 @@ def grid(group: str) -> list[tuple[dict[str, Any], StudyConfig]]:
     return g
 
 
-GROUPS = ("hist", "lam", "lam2", "lamhat", "lr", "lr2", "pretrain", "wu", "fidcurve")
+GROUPS = ("hist", "lam", "lam2", "lamhat", "lr", "lr2", "pretrain", "data", "wu", "fidcurve")
 
 
 def label(ms: dict[str, Any], c: StudyConfig) -> str:
@@ -98,6 +102,8 @@ def label(ms: dict[str, Any], c: StudyConfig) -> str:
         parts.append(f"w_u={c.w_u:g}")
     if "epochs" in ms:
         parts.append(f"VAE {ms['epochs']} ep")
+    if "n_train" in ms:
+        parts.append(f"{ms['n_train'] or 'all 8000'} digits")
     return ", ".join(parts)
 
 
@@ -165,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             fid = ClassifierFID(judge, retain_real, vae.latent_dim, n=a.fid_n)
             for s in range(a.seed0, a.seed0 + a.seeds):
                 cfg = StudyConfig(**{**c.__dict__, "seed": s, "steps": a.steps})
-                r = run(cfg, vae, judge, train, fid)
+                n = ms.get("n_train")
+                r = run(cfg, vae, judge, train.random_subset(n) if n else train, fid)
                 r["label"] = label(ms, c)
                 r["model"] = ms
                 results.append(r)

@@ -163,3 +163,35 @@ def test_celeba_errors(tmp_path):
     (base / "list_attr_celeba.txt").write_text("1\nMale Smiling Young\n000001.jpg 1 1\n")
     with pytest.raises(DataError, match="expected 4 fields"):
         load_celeba(base)
+
+
+def test_random_subset(mnist):
+    train, _ = mnist
+    a, b = train.random_subset(100), train.random_subset(300)
+    assert len(a) == 100 and len(b) == 300
+    assert torch.equal(a.x, b.x[:100]) and torch.equal(a.y, b.y[:100])  # a prefix of the larger draw
+    assert torch.equal(train.random_subset(100).x, a.x)  # deterministic
+    assert not torch.equal(train.random_subset(100, seed=1).x, a.x)
+    for bad in (0, len(train) + 1):
+        with pytest.raises(ValueError, match="outside"):
+            train.random_subset(bad)
+
+
+def test_n_train_budget_trains_on_the_subset(tmp_path, monkeypatch):
+    """``get_or_train(..., n_train=n)`` trains on ``random_subset(n)`` under its own cache key; without
+    it (or with None) the key is the default one, so existing caches stay valid."""
+    from uno.unlearn import train as tr
+
+    monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path))
+    seen = []
+
+    def fake_train_judge(model, data, **kw):
+        seen.append((len(data), kw.get("epochs")))
+        return model
+
+    monkeypatch.setattr(tr, "train_judge", fake_train_judge)
+    _, p_default = tr.get_or_train("judge", quiet=True, epochs=1)
+    _, p_none = tr.get_or_train("judge", quiet=True, epochs=1, n_train=None)
+    _, p_sub = tr.get_or_train("judge", quiet=True, epochs=1, n_train=500)
+    assert p_none == p_default and p_sub != p_default
+    assert seen == [(8000, 1), (500, 1)]  # the second call loaded the cached default

@@ -68,6 +68,14 @@ class ImageData:
             self.x[idx], self.y[idx], self.names, self.kind, self.source, dict(self.meta)
         )
 
+    def random_subset(self, n: int, seed: int = 0) -> ImageData:
+        """``n`` samples drawn without replacement by a fixed permutation (the same ``n`` and ``seed``
+        give the same samples; a smaller ``n`` gives a prefix of a larger one's draw)."""
+        if not 0 < n <= len(self):
+            raise ValueError(f"n={n} outside [1, {len(self)}] (the data has {len(self)} samples)")
+        g = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=g)[:n])
+
     def forget_mask(self, targets: Sequence[int]) -> Tensor:
         """Bool ``(N,)``: True for samples in any forget class (or with any forget attribute set)."""
         t = torch.as_tensor(list(targets), dtype=torch.long)

@@ -201,6 +201,9 @@ def get_or_train(
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
     train, _ = load_mnist(data_root)
+    n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
+    if n_train is not None:
+        train = train.random_subset(int(n_train))
     torch.manual_seed(seed)
     if kind == "vae":
         model = train_vae(MnistVAE(), train, seed=seed, quiet=quiet, **b)
