@@ -169,7 +169,8 @@ def test_random_subset(mnist):
     train, _ = mnist
     a, b = train.random_subset(100), train.random_subset(300)
     assert len(a) == 100 and len(b) == 300
-    assert torch.equal(a.x, b.x[:100]) and torch.equal(a.y, b.y[:100])  # a prefix of the larger draw
+    # a prefix of the larger draw
+    assert torch.equal(a.x, b.x[:100]) and torch.equal(a.y, b.y[:100])
     assert torch.equal(train.random_subset(100).x, a.x)  # deterministic
     assert not torch.equal(train.random_subset(100, seed=1).x, a.x)
     for bad in (0, len(train) + 1):
