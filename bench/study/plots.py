@@ -42,7 +42,7 @@ def _band(ax, runs: list[list[float]], label: str, **kw) -> None:  # type: ignor
 
 def table_curves() -> None:
     curves: dict[str, dict[int, list[float]]] = {}
-    for name in ("table", "table_all3"):
+    for name in ("table", "table_more", "table_all3"):
         p = RES / name / "curves.csv"
         if not p.is_file():
             continue
