@@ -14,6 +14,7 @@ from torch import Tensor
 
 from uno import _backends
 from uno._backends._layout import RowBlocks
+from uno.ops._eager import direct_ok
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
 
 
@@ -39,6 +40,15 @@ def _inner_op(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str
     """float64 [<row_j, x>..., ‖x‖², packed upper Gram of the rows] (see docs/kernels.md)."""
     be = _backends.module(_backends.resolve(backend or None, rows[0].device))
     return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
+
+
+def _inner(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
+    """``_inner_op``, or its implementation directly on a plain eager call (no tracing, modes, subclasses
+    or autograd: see :mod:`uno.ops._eager`), which saves the dispatcher's ~15 µs per piece."""
+    if direct_ok(x, rows):
+        be = _backends.module(_backends.resolve(backend or None, rows[0].device))
+        return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
+    return _inner_op(x, rows, with_gram, backend)
 
 
 @_inner_op.register_fake
@@ -72,7 +82,7 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
     if pa[0].dtype != pb[0].dtype:
         raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
     _check_no_autograd(pa, pb)
-    out = _inner_op(pa, [p.reshape(1, -1) for p in pb], False, backend or "")
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend or "")
     return out[0]
 
 
@@ -111,7 +121,7 @@ def gram(
         )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
-    out = _inner_op([], rows, True, backend or "")
+    out = _inner([], rows, True, backend or "")
     tri = out[k + 1 :]
     iu = torch.triu_indices(k, k, device=tri.device)
     g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
@@ -140,6 +150,6 @@ def cos2(
     if pa[0].dtype != pb[0].dtype:
         raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
     _check_no_autograd(pa, pb)
-    out = _inner_op(pa, [p.reshape(1, -1) for p in pb], True, backend or "")
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend or "")
     ab, aa, bb = out[0], out[1], out[2]
     return ab * ab / (aa * bb + eps)
