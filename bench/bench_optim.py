@@ -37,7 +37,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -67,18 +67,35 @@ def transformer_shapes(
     return [(max(1, round(s[0] * f)), *s[1:]) for s in base]
 
 
-def timeit(fn: Callable[[], None], device: torch.device, reps: int, min_time: float = 0.3) -> float:
-    """Median seconds per call (device synchronised around each call), after one warm-up call."""
+def timeit(
+    fn: Callable[[], None],
+    device: torch.device,
+    reps: int,
+    min_time: float = 0.3,
+    setup: Optional[Callable[[], None]] = None,
+) -> float:
+    """Median seconds per call (device synchronised around each call), after one warm-up call.
+
+    ``setup`` runs before every call, untimed: the benches pass the copy of fresh (non-orthogonal)
+    gradients into ``p.grad``, so that every step projects a real gradient. Without it, every call
+    after the first would see a gradient that the previous call already projected, and ``project_``
+    would stop after its first pass (the coefficients are at rounding level), which flatters the
+    ``project_ + torch optimizer`` baselines.
+    """
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    if setup is not None:
+        setup()
     fn()
     sync()
     times: List[float] = []
     t_start = time.perf_counter()
     while len(times) < reps or (time.perf_counter() - t_start < min_time and len(times) < 50):
+        if setup is not None:
+            setup()
         sync()
         t0 = time.perf_counter()
         fn()
@@ -218,7 +235,7 @@ def bench_config(cfg: Config, device: torch.device, reps: int, threads: int) -> 
         "SGD": (24 + 8 * k) * esz / 4,
         "nobasis": 28 * esz / 4,
     }
-    times = {name: timeit(fn, device, reps) for name, fn in methods.items()}
+    times = {name: timeit(fn, device, reps, setup=set_grads) for name, fn in methods.items()}
     t_a = times["(a) naive+Adam(foreach)"]
     t_b = times["(b) project_+Adam(foreach)"]
     rows: List[dict] = []
