@@ -434,3 +434,41 @@ def test_steps_pending_flag_is_cuda_only(backend):
             [1e-3, 0.9, 0.999, 1e-8, 0.0], adapters.FLAG_STEPS_PENDING,
         )  # fmt: skip
     assert torch.equal(p, p0) and torch.equal(step, torch.ones(()))
+
+
+def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
+    """A plain eager step calls the cpu adapter directly (no custom-op dispatch) and still bumps the
+    version counters of what it wrote, as the dispatcher would; results equal the op path's."""
+    import uno.optim as uo
+
+    torch.manual_seed(0)
+    m1 = make_model()
+    m2 = copy.deepcopy(m1)
+    x, y = data()
+    o1 = ProjectedAdam(m1.parameters(), lr=1e-2, basis=make_basis(m1), backend="cpu")
+    o2 = ProjectedAdam(m2.parameters(), lr=1e-2, basis=make_basis(m2), backend="cpu")
+    backward(m1, x, y)
+    backward(m2, x, y)
+
+    class Passthrough(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    calls = []
+    real_op = uo._optim_step_op
+    monkeypatch.setattr(uo, "_optim_step_op", lambda *a: calls.append(1) or real_op(*a))
+    with Passthrough():  # a mode is active: the step goes through the custom op
+        o2.step()
+    assert calls, "the step under a TorchFunctionMode did not use the custom op"
+    monkeypatch.undo()
+
+    def no_dispatch(*a, **kw):
+        raise AssertionError("the eager step went through the custom op")
+
+    versions = [p._version for p in m1.parameters()]
+    with monkeypatch.context() as mp:
+        mp.setattr(uo, "_optim_step_op", no_dispatch)
+        o1.step()
+    assert all(p._version > v for p, v in zip(m1.parameters(), versions))
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
