@@ -240,6 +240,13 @@ inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n
 template <typename A>
 inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n,
                     double* __restrict s) {
+  if (k == 1) {  // one pass instead of zeroing and accumulating
+    const A* __restrict a0 = rp[0];
+    const double c0 = c[0];
+#pragma omp simd
+    for (int64_t p = 0; p < n; ++p) s[p] = c0 * static_cast<double>(a0[p]);
+    return;
+  }
 #pragma omp simd
   for (int64_t p = 0; p < n; ++p) s[p] = 0.0;
   int64_t j = 0;
