@@ -12,5 +12,8 @@ cmake -S . -B "build/dev-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DUNO_CUDA="
 cmake --build "build/dev-$name" -j 2
 so=$(ls "build/dev-$name"/_C*.so)
 if [ "${NO_COPY:-0}" = "1" ]; then echo "built $so (not copied: NO_COPY=1)"; exit 0; fi
-cp -f "$so" python/uno/.
+# Copy then rename: a process that has the old module loaded keeps its (now unlinked) file; copying over
+# it in place would change the pages under that process and crash it.
+dest="python/uno/$(basename "$so")"
+cp -f "$so" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
 echo "built $so -> python/uno/"
