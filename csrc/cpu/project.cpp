@@ -23,26 +23,14 @@ namespace {
 template <typename T>
 inline void project_one(const T* __restrict q, double c, T* __restrict x, int64_t n, double* acc) {
   double u[kLanes] = {}, v[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      const double qv = static_cast<double>(q[i + l]);
-      const T st = static_cast<T>(static_cast<double>(x[i + l]) - c * qv);
-      x[i + l] = st;
-      const double xv = static_cast<double>(st);
-      u[l] += qv * xv;
-      v[l] += xv * xv;
-    }
-  }
-  for (int l = 0; i < n; ++i, ++l) {
+  for_lanes(n, [&](int64_t i, int l) {
     const double qv = static_cast<double>(q[i]);
     const T st = static_cast<T>(static_cast<double>(x[i]) - c * qv);
     x[i] = st;
     const double xv = static_cast<double>(st);
     u[l] += qv * xv;
     v[l] += xv * xv;
-  }
+  });
   acc[0] += sum_lanes(u);
   acc[1] += sum_lanes(v);
 }

@@ -170,18 +170,25 @@ inline double sum_lanes(const double* s) {
   return t[0];
 }
 
+// Calls body(i, l) for every i < n with lane l = i % kLanes: full groups of kLanes as one
+// vectorised loop, then the tail. The bodies below add into per-lane partial sums, then use
+// sum_lanes.
+template <typename Body>
+inline void for_lanes(int64_t n, Body&& body) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) body(i + l, l);
+  }
+  for (int l = 0; i < n; ++i, ++l) body(i, l);
+}
+
 // sum_i a[i] * b[i], products and sum in float64 (kLanes partial sums: a fixed order).
 template <typename A, typename B>
 inline double dot(const A* __restrict a, const B* __restrict b, int64_t n) {
   double s[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      s[l] += static_cast<double>(a[i + l]) * static_cast<double>(b[i + l]);
-    }
-  }
-  for (int l = 0; i < n; ++i, ++l) s[l] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  for_lanes(
+      n, [&](int64_t i, int l) { s[l] += static_cast<double>(a[i]) * static_cast<double>(b[i]); });
   return sum_lanes(s);
 }
 
@@ -190,20 +197,11 @@ template <typename A, typename B>
 inline void dot_norm(const A* __restrict a, const B* __restrict b, int64_t n, double* sab,
                      double* sbb) {
   double u[kLanes] = {}, v[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      const double bv = static_cast<double>(b[i + l]);
-      u[l] += static_cast<double>(a[i + l]) * bv;
-      v[l] += bv * bv;
-    }
-  }
-  for (int l = 0; i < n; ++i, ++l) {
+  for_lanes(n, [&](int64_t i, int l) {
     const double bv = static_cast<double>(b[i]);
     u[l] += static_cast<double>(a[i]) * bv;
     v[l] += bv * bv;
-  }
+  });
   *sab += sum_lanes(u);
   *sbb += sum_lanes(v);
 }

@@ -8,7 +8,7 @@ it traces under ``torch.compile``; checks that need the data run inside the cust
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -92,6 +92,18 @@ def _rows_of_vectors(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch
     return rows
 
 
+def check_basis_for(basis: Any, grad: Sequence[Tensor], what: str = "basis") -> None:
+    """A :class:`uno.Basis` fits a vector with pieces ``grad``: same shapes, device, allowed dtype."""
+    shapes = [g.shape for g in grad]
+    if list(basis.shapes) != shapes:
+        raise ValueError(
+            f"{what} was built for pieces of shapes {[tuple(s) for s in basis.shapes]}, "
+            f"but grad has {[tuple(s) for s in shapes]}"
+        )
+    check_same_device(grad[0].device, basis.device, what)
+    check_row_dtype(grad[0].dtype, basis.dtype, what)
+
+
 def rows_for(
     basis: object, grad: Sequence[Tensor], what: str = "basis"
 ) -> tuple[List[Tensor], bool]:
@@ -105,13 +117,7 @@ def rows_for(
 
     shapes = [g.shape for g in grad]
     if isinstance(basis, Basis):
-        if list(basis.shapes) != shapes:
-            raise ValueError(
-                f"{what} was built for pieces of shapes {[tuple(s) for s in basis.shapes]}, "
-                f"but grad has {[tuple(s) for s in shapes]}"
-            )
-        check_same_device(grad[0].device, basis.device, what)
-        check_row_dtype(grad[0].dtype, basis.dtype, what)
+        check_basis_for(basis, grad, what)
         return basis.rows(), True
 
     if isinstance(basis, Tensor):

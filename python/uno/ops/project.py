@@ -29,7 +29,7 @@ from uno._backends._layout import Pieces, RowBlocks
 from uno.ops import _small
 from uno.ops._checks import check_no_overlap, check_no_overlap_span
 from uno.ops._eager import bump_versions, direct_ok
-from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, rows_for
+from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, check_basis_for, rows_for
 from uno.ops.basis import Basis
 from uno.ops.orthonormalize import orthonormalize_rows
 from uno.ops.reductions import kernel_rows
@@ -159,12 +159,15 @@ def project_(
     write. A grad with inf/nan entries is left unchanged.
     """
     pieces = as_pieces(grad, "grad")
-    rows, orthonormal = rows_for(basis, pieces, "basis")
+    rows: List[Tensor]
+    if isinstance(basis, Basis) and not torch.compiler.is_compiling():
+        check_basis_for(basis, pieces, "basis")
+        rows, orthonormal = basis._row_blocks(), True  # cached views with their layout read once
+    else:
+        rows, orthonormal = rows_for(basis, pieces, "basis")
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
     if direct_ok(pieces, rows):  # plain eager call: skip the dispatcher's per-tensor layers
-        if isinstance(basis, Basis):
-            rows = basis._row_blocks()  # the same views, with their layout read once
         project_rows_(pieces, rows, orthonormal, tol, backend or None)
         bump_versions(pieces)
         return
-    _project_op(pieces, rows, orthonormal, tol, backend or "")
+    _project_op(pieces, list(rows), orthonormal, tol, backend or "")  # the op takes plain lists
