@@ -46,6 +46,24 @@ def test_uno_fast_equals_double_backprop(small, w_u, bn_train):
         assert 0.0 < info.cos2 < 1.0
 
 
+def test_uno_direction_leaves_grads_and_graph_views_alone(vae_judge, small):
+    """The step accumulates in ``p.grad`` internally: the caller's grads come back untouched, the result
+    does not alias them, and a second call on the same batch gives the same direction."""
+    task = _vae_task(vae_judge, small)
+    for p in task.params:
+        p.grad = torch.full_like(p, 7.0)
+    before = [p.grad for p in task.params]
+    task.begin_step(2)
+    d1, _ = uno_direction(task, 1e3)
+    for p, g in zip(task.params, before):
+        assert p.grad is g and bool((g == 7.0).all())
+    assert all(d.data_ptr() != g.data_ptr() for d, g in zip(d1, before))
+    task.begin_step(2)
+    d2, _ = uno_direction(task, 1e3)
+    for a, b in zip(d1, d2):
+        torch.testing.assert_close(a, b)
+
+
 def test_uno_float32_close(vae_judge, small):
     task = _vae_task(vae_judge, small)
     task.begin_step(1)
