@@ -1,8 +1,9 @@
 """Figures of the study from the saved results (no training, no unlearning: reads JSON/CSV only).
 
-    PYTHONPATH=python python bench/study/plots.py
+    PYTHONPATH=python python bench/study/plots.py [--study study10]
 
-Writes under ``bench/results/``:
+Writes under ``bench/results/`` (``--study`` names the sweep folder the study figures read and are written to,
+``study`` by default; ``study10`` holds the 10-seed sweeps):
   forgetting_all.png   forgetting curves of every method of the tables (mean ± std over seeds), one figure
   study/hist_curves.png  f vs step for the histogram-loss / BatchNorm grid (eval-BN monitor and paper's monitor)
   study/cos2.png       c² of the step's gradients vs step (uno, surgery, their -hat variants)
@@ -11,10 +12,12 @@ Writes under ``bench/results/``:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -72,13 +75,13 @@ def table_curves() -> None:
     plt.close(fig)
 
 
-def _load(group: str) -> list[dict]:
-    p = RES / "study" / f"{group}.json"
+def _load(group: str, study: str = "study") -> list[dict]:
+    p = RES / study / f"{group}.json"
     return json.loads(p.read_text()) if p.is_file() else []
 
 
-def hist_curves() -> None:
-    res = _load("hist")
+def hist_curves(study: str = "study") -> None:
+    res = _load("hist", study)
     if not res:
         return
     plt = _plt()
@@ -98,7 +101,7 @@ def hist_curves() -> None:
         ax.legend(fontsize=7)
         ax.set_xlabel("update step")
     fig.tight_layout()
-    fig.savefig(RES / "study" / "hist_curves.png", dpi=100)
+    fig.savefig(RES / study / "hist_curves.png", dpi=100)
     plt.close(fig)
     # c² along the run
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -114,12 +117,12 @@ def hist_curves() -> None:
     ax.set_ylabel("c² = cos²(g_f, g_r) of the step")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RES / "study" / "cos2.png", dpi=100)
+    fig.savefig(RES / study / "cos2.png", dpi=100)
     plt.close(fig)
 
 
-def fid_curves() -> None:
-    res = _load("fidcurve")
+def fid_curves(study: str = "study") -> None:
+    res = _load("fidcurve", study)
     if not res:
         return
     plt = _plt()
@@ -144,14 +147,23 @@ def fid_curves() -> None:
     ax.set_title("FID vs steps (BN frozen)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RES / "study" / "fid_vs_steps.png", dpi=100)
+    fig.savefig(RES / study / "fid_vs_steps.png", dpi=100)
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="figures of the tables and the study (reads results only)"
+    )
+    ap.add_argument(
+        "--study", default="study", help="sweep folder under bench/results/ (study, study10)"
+    )
+    a = ap.parse_args(argv)
+    if not (RES / a.study).is_dir():
+        raise SystemExit(f"no folder {RES / a.study}")
     table_curves()
-    hist_curves()
-    fid_curves()
+    hist_curves(a.study)
+    fid_curves(a.study)
     return 0
 
 
