@@ -28,7 +28,13 @@ def _vae_task(vae_judge, small, **kw):
 
 @pytest.mark.parametrize("w_u", [0.0, 1e3])
 @pytest.mark.parametrize("bn_train", [False, True])
-def test_uno_fast_equals_double_backprop(small, w_u, bn_train):
+@pytest.mark.parametrize("edges", [True, False])
+def test_uno_fast_equals_double_backprop(small, monkeypatch, w_u, bn_train, edges):
+    import uno.unlearn.methods.uno as uno_mod
+
+    # edges=False: a torch whose backward() takes no gradient edges (in-place writes regenerate views)
+    if not edges:
+        monkeypatch.setattr(uno_mod, "_backward_takes_edges", lambda: False)
     torch.manual_seed(0)
     vae = MnistVAE(hidden=16).double()
     judge = MLPJudge(hidden=8).double()
@@ -62,6 +68,71 @@ def test_uno_direction_leaves_grads_and_graph_views_alone(vae_judge, small):
     d2, _ = uno_direction(task, 1e3)
     for a, b in zip(d1, d2):
         torch.testing.assert_close(a, b)
+
+
+class _ToyTask:
+    """Duck-typed task: a term linear in ``b`` (its gradient is a constant expanded view, no graph), a
+    shared histogram-like term U, float64."""
+
+    def __init__(self, w_u: float, split: bool = True) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.W = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        self.b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+        self.params = [self.W, self.b]
+        self.w_u = w_u
+        self.xf = torch.randn(5, 4, generator=g, dtype=torch.float64)
+        self.xr = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        if split:
+            self.ell_forget, self.ell_retain = self._ell_forget, self._ell_retain
+            self.histogram_loss = self._u
+
+    def _ell_forget(self):
+        return (self.xf @ self.W).tanh().pow(2).sum() + 3.0 * self.b.sum()
+
+    def _ell_retain(self):
+        return (self.xr @ self.W + self.b).sin().sum()
+
+    def _u(self):
+        return 0.1 * (self.W.pow(3).sum() + self.b.exp().sum())
+
+    def forget_loss(self, u_sign=1.0):
+        return self._ell_forget() + u_sign * self.w_u * self._u()
+
+    def retain_loss(self):
+        return self._ell_retain() + self.w_u * self._u()
+
+
+@pytest.mark.parametrize("w_u", [0.0, 2.0])
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("edges", [True, False])
+def test_uno_direction_shared_term_and_layouts(monkeypatch, w_u, split, edges):
+    """∇U taken once (split task) or inside both losses (task with only forget_loss/retain_loss), with
+    and without gradient edges (older torch), a constant expanded gradient: all equal the naive form."""
+    import uno.unlearn.methods.uno as uno_mod
+
+    if not edges:
+        monkeypatch.setattr(uno_mod, "_backward_takes_edges", lambda: False)
+    task = _ToyTask(w_u, split)
+    fast, info = uno_direction(task, 10.0)
+    naive = uno_direction_naive(task, 10.0)
+    for f, n in zip(fast, naive):
+        torch.testing.assert_close(f, n, rtol=1e-10, atol=1e-12)
+    lf = task.forget_loss()
+    assert info.loss_f == pytest.approx(float(lf.detach()), rel=1e-12)
+    assert all(p.grad is None for p in task.params)
+
+
+@pytest.mark.parametrize("hat_sign", [1.0, -1.0])
+def test_forget_retain_grads_shared_term(hat_sign):
+    task = _ToyTask(2.0)
+    g_f, g_r, info = forget_retain_grads(task, hat_sign=hat_sign)
+    ref_f = grads(task.forget_loss(u_sign=hat_sign), task.params)
+    ref_r = grads(task.retain_loss(), task.params)
+    for a, b in zip([*g_f, *g_r], [*ref_f, *ref_r]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert info.loss_f == pytest.approx(
+        float(task.forget_loss(u_sign=hat_sign).detach()), rel=1e-12
+    )
 
 
 def test_uno_float32_close(vae_judge, small):

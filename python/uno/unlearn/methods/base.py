@@ -78,16 +78,43 @@ def cos2_of(a: float, f: float, r: float) -> float:
     return a * a / (f * r + COS2_EPS)
 
 
+def loss_parts(task: Any, hat_sign: float = 1.0) -> tuple[Tensor, Tensor, Optional[Tensor], float]:
+    """``(ℓ_f, ℓ_r, U, w)`` with L_f = ℓ_f + hat_sign·w·U and L_r = ℓ_r + w·U.
+
+    The histogram term U is shared by both losses, so a method that needs ∇L_f and ∇L_r can take ∇U once
+    instead of backpropagating U's graph (a decode of the whole monitor batch and the judge) twice. The
+    draws are those of ``forget_loss()`` then ``retain_loss()``. Without a histogram term (w = 0), or for a
+    task that only provides ``forget_loss``/``retain_loss``, U is None and ℓ_f, ℓ_r are the whole losses.
+    """
+    w = float(getattr(task, "w_u", 0.0) or 0.0)
+    if w and all(hasattr(task, n) for n in ("ell_forget", "ell_retain", "histogram_loss")):
+        lf = task.ell_forget()
+        u = task.histogram_loss()
+        return lf, task.ell_retain(), u, w
+    return task.forget_loss(u_sign=hat_sign), task.retain_loss(), None, 0.0
+
+
+def _total(ell: Tensor, u: Optional[Tensor], w: float) -> float:
+    return float(ell.detach()) + (w * float(u.detach()) if u is not None else 0.0)
+
+
 def forget_retain_grads(
     task: Any, hat_sign: float = 1.0
 ) -> tuple[list[Tensor], list[Tensor], StepInfo]:
-    """First-order ``g_f``, ``g_r`` (histogram term with sign ``hat_sign`` in the forget loss)."""
-    lf = task.forget_loss(u_sign=hat_sign)
-    lr = task.retain_loss()
+    """First-order ``g_f``, ``g_r`` (histogram term with sign ``hat_sign`` in the forget loss, its
+    gradient taken once and added to both)."""
+    lf, lr, u, w = loss_parts(task, hat_sign)
     g_f = grads(lf, task.params, retain_graph=True)
-    g_r = grads(lr, task.params)
+    g_r = grads(lr, task.params, retain_graph=u is not None)
+    if u is not None:
+        g_u = grads(u, task.params)
+        g_f = [torch.add(a, c, alpha=hat_sign * w) for a, c in zip(g_f, g_u)]
+        g_r = [torch.add(b, c, alpha=w) for b, c in zip(g_r, g_u)]
+        del g_u
     a, f, r = norms(g_f, g_r)
-    info = StepInfo(cos2=cos2_of(a, f, r), loss_f=float(lf.detach()), loss_r=float(lr.detach()))
+    info = StepInfo(
+        cos2=cos2_of(a, f, r), loss_f=_total(lf, u, hat_sign * w), loss_r=_total(lr, u, w)
+    )
     info.extra.update(a=a, F=f, R=r)
     if f == 0.0 or r == 0.0:
         info.zero_norm = True

@@ -2,43 +2,62 @@
 
 With a = g_f·g_r, F = ‖g_f‖², R = ‖g_r‖², D = F·R + ε and c² = a²/D,
     ∇c² = H_f·u_f + H_r·u_r,   u_f = (2a/D)(g_r − (a·R/D)·g_f),   u_r = (2a/D)(g_f − (a·F/D)·g_r)
-(exact for the ε-guarded c²; with ε = 0 this is METHOD.md §3). g_f and g_r are built once with
-``create_graph=True``. The Hessian-vector products are the gradients of ⟨g_f, sg(u_f)⟩ and ⟨g_r, sg(u_r)⟩,
-taken as backwards of the OUTPUTS g_f, g_r with ``grad_outputs`` u_f, u_r (no dot-product graph), and
-∇L_r rides along in the retain half (``L_r`` is one more output with grad_output 1, as in
-``(L_r + λc²).backward()``: autograd adds its cotangent into the same backward of the retain forward graph).
-No flattening and no parameter-sized buffer beyond g_f and g_r and the result: λu_r is formed in g_f's
-storage and λu_f in g_r's.
+(exact for the ε-guarded c²; with ε = 0 this is METHOD.md §3). The gradients are built once with
+``create_graph=True``: ∇ℓ_f, ∇ℓ_r and, with the histogram loss, ∇U ONCE (L_f = ℓ_f + w·U and L_r = ℓ_r + w·U
+share U, whose graph decodes the whole monitor batch). The Hessian-vector products are backwards of those
+OUTPUTS with ``grad_outputs`` λu_f, λu_r and w·λ(u_f + u_r) (no dot-product graph), and ∇L_r = ∇ℓ_r + w∇U
+rides along in the retain half (ℓ_r and U as outputs with grad_outputs 1 and w, as in
+``(L_r + λc²).backward()``). No flattening, and no parameter-sized buffer beyond the first-order gradients
+and the result: g_f, g_r are summed with ∇U in place and then overwritten with λu_r and λu_f.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Union
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from uno.unlearn.methods.base import COS2_EPS, Method, StepInfo, grads, log, norms
+from uno.unlearn.methods.base import COS2_EPS, Method, StepInfo, grads, log, loss_parts, norms
 from uno.unlearn.methods.registry import register
 
+Output = Union[Tensor, GradientEdge]
 
-def _form_us(g_f: list[Tensor], g_r: list[Tensor], cf: float, kf: float, kr: float) -> None:
-    """In place: g_f ← cf·(g_f − kr·g_r) (λu_r), g_r ← cf·(g_r − kf·g_f) (λu_f); one piece-sized temporary."""
-    with torch.no_grad():
-        for gf, gr in zip(g_f, g_r):
-            # ``.data``, not ``.detach()``: the write must not bump the outputs' version counters, or
-            # autograd would replace the views' grad_fns by AsStridedBackward (a base-sized scatter).
-            gf_, gr_ = gf.data, gr.data
-            uf = torch.add(gr_, gf_, alpha=-kf)
-            gf_.add_(gr_, alpha=-kr).mul_(cf)
-            gr_.copy_(uf).mul_(cf)
+
+@functools.lru_cache(maxsize=1)
+def _backward_takes_edges() -> bool:
+    """Whether ``torch.autograd.backward`` accepts gradient edges as outputs (recent torch)."""
+    x = torch.zeros(1, requires_grad=True)
+    try:
+        torch.autograd.backward(
+            [get_gradient_edge(x * 2)], grad_tensors=[torch.ones(1)], inputs=[x]
+        )
+    except (TypeError, RuntimeError, AttributeError):
+        return False
+    return True
+
+
+def _outputs(ts: list[Tensor]) -> list[Any]:
+    """The graph outputs among ``ts`` (None where a gradient carries no graph), as gradient edges when
+    ``backward`` takes them: an edge taken before the in-place writes below keeps the output's own node.
+    (A tensor view written in place gets a regenerated ``AsStridedBackward`` node, which scatters into a
+    zero buffer of the base's size.)"""
+    edges = _backward_takes_edges()
+    return [(get_gradient_edge(t) if edges else t) if t.requires_grad else None for t in ts]
+
+
+def _values(ts: list[Tensor]) -> list[Tensor]:
+    """Writable value tensors of the gradients: their own storage when dense, else a copy."""
+    return [t.detach() if t.is_contiguous() else t.detach().contiguous() for t in ts]
 
 
 def _backward_into(
-    outs: list[Tensor], gouts: list[Tensor], params: list[Tensor], retain_graph: bool
+    outs: list[Any], gouts: list[Tensor], params: list[Tensor], retain_graph: bool
 ) -> None:
     """Accumulate ``Σ ⟨outs, gouts⟩``'s gradient into ``p.grad`` (per-parameter transients only)."""
-    pairs = [(o, g) for o, g in zip(outs, gouts) if o.requires_grad]
+    pairs = [(o, g) for o, g in zip(outs, gouts) if o is not None]
     if pairs:
         torch.autograd.backward(
             [o for o, _ in pairs],
@@ -51,21 +70,31 @@ def _backward_into(
 def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
     """The gradient of ``L_r + λ·c²`` w.r.t. ``task.params`` (fast form).
 
-    Memory: besides the two first-order graphs, the step holds g_f and g_r (which become λu_r and λu_f in
-    place) and the result, accumulated in ``p.grad`` by two backwards:
-      1. the forget half, ∂⟨g_f, λu_f⟩/∂θ = λH_f·u_f; its graph is then released (only the parts it shares
-         with the retain half, such as a histogram loss, stay);
-      2. the retain half, ∂(L_r + ⟨g_r, λu_r⟩)/∂θ = ∇L_r + λH_r·u_r, added in place.
+    Memory: besides the first-order graphs (U's once), the step holds the first-order gradients (which
+    become ∇L_f, ∇L_r, then λu_r, λu_f in place) and the result, accumulated in ``p.grad`` by two backwards:
+      1. the forget half, ∂⟨∇ℓ_f, λu_f⟩/∂θ = λH_ℓf·u_f; its graph is then released;
+      2. the retain half, ∂(ℓ_r + w·U + ⟨∇ℓ_r, λu_r⟩ + ⟨∇U, w·λ(u_f + u_r)⟩)/∂θ
+         = ∇L_r + λ(H_ℓr·u_r + w·H_U·(u_f + u_r)), added in place.
     Each backward holds the transients of its own half only. ``p.grad`` is restored afterwards.
     """
     params = task.params
-    lf = task.forget_loss()
-    lr = task.retain_loss()
+    lf, lr, u, w = loss_parts(task)
     g_f = grads(lf, params, create_graph=True, retain_graph=True)
-    g_r = grads(lr, params, create_graph=True)
-    a, f, r = norms(g_f, g_r)
+    g_r = grads(lr, params, create_graph=True, retain_graph=True)
+    g_u = grads(u, params, create_graph=True, retain_graph=True) if u is not None else []
+    o_f, o_r, o_u = _outputs(g_f), _outputs(g_r), _outputs(g_u)
+    v_f, v_r, v_u = _values(g_f), _values(g_r), _values(g_u)
+    del g_f, g_r, g_u
+    with torch.no_grad():
+        for x, y, z in zip(v_f, v_r, v_u):  # ∇L_f = ∇ℓ_f + w∇U, ∇L_r = ∇ℓ_r + w∇U
+            x.add_(z, alpha=w)
+            y.add_(z, alpha=w)
+    a, f, r = norms(v_f, v_r)
+    wu = w * float(u.detach()) if u is not None else 0.0
     info = StepInfo(
-        cos2=a * a / (f * r + COS2_EPS), loss_f=float(lf.detach()), loss_r=float(lr.detach())
+        cos2=a * a / (f * r + COS2_EPS),
+        loss_f=float(lf.detach()) + wu,
+        loss_r=float(lr.detach()) + wu,
     )
     info.extra.update(a=a, F=f, R=r)
     del lf
@@ -74,19 +103,31 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         if f == 0.0 or r == 0.0:
             info.zero_norm = True
             log.info("zero-norm gradient (‖g_f‖²=%g, ‖g_r‖²=%g): c² term is 0", f, r)
-        return [t.detach() for t in g_r], info
+        return v_r, info
     d = f * r + COS2_EPS
-    _form_us(g_f, g_r, lam * 2.0 * a / d, a * r / d, a * f / d)
+    cf, kf, kr = lam * 2.0 * a / d, a * r / d, a * f / d
+    with torch.no_grad():
+        for x, y in zip(v_f, v_r):
+            uf = torch.add(y, x, alpha=-kf)
+            x.add_(y, alpha=-kr).mul_(cf)  # λu_r, in ∇L_f's storage
+            y.copy_(uf).mul_(cf)  # λu_f, in ∇L_r's storage
+        for x, y, z in zip(v_f, v_r, v_u):  # U's share of both: w·λ(u_f + u_r), in ∇U's storage
+            torch.add(x, y, out=z).mul_(w)
     saved = [p.grad for p in params]
     for p in params:
         p.grad = None
     try:
-        # g_f's storage holds λu_r and g_r's holds λu_f: each half takes the other's buffer.
-        _backward_into(g_f, [t.detach() for t in g_r], params, retain_graph=True)
-        u_r = [t.detach() for t in g_f]
-        del g_f  # frees the forget half's graph (what the retain half shares stays referenced)
-        _backward_into([lr, *g_r], [torch.ones_like(lr), *u_r], params, retain_graph=False)
-        del u_r, g_r, lr
+        _backward_into(o_f, v_r, params, retain_graph=True)
+        del o_f  # frees the forget half's graph
+        ones = torch.ones_like(lr)
+        scalars = _outputs([lr, u] if u is not None else [lr])
+        _backward_into(
+            [*scalars, *o_r, *o_u],
+            [ones, *([ones * w] if u is not None else []), *v_f, *v_u],
+            params,
+            retain_graph=False,
+        )
+        del o_r, o_u, scalars, v_f, v_r, v_u, lr, u
         out = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     finally:
         for p, g in zip(params, saved):
