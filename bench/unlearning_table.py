@@ -226,7 +226,8 @@ def _num(v: str) -> Any:
 
 
 def rebuild(out: Path) -> list[dict[str, str]]:
-    """Rewrite ``table.md`` from a finished table's ``runs.csv`` and ``meta.json`` (current columns)."""
+    """Rewrite ``table.md`` and ``curves.png`` from a finished table's ``runs.csv``, ``curves.csv`` and
+    ``meta.json`` (current columns and figure style)."""
     meta = json.loads((out / "meta.json").read_text())
     args = argparse.Namespace(**meta["args"])
     with open(out / "runs.csv") as f:
@@ -234,6 +235,19 @@ def rebuild(out: Path) -> list[dict[str, str]]:
     methods = list(dict.fromkeys(r["method"] for r in runs))
     rows = summarize(runs, methods, args.steps)
     (out / "table.md").write_text(_table_text(args, rows))
+    if (out / "curves.csv").is_file():
+        curves: dict[str, dict[int, list[float]]] = {}
+        with open(out / "curves.csv") as f:
+            for r in csv.DictReader(f):
+                curves.setdefault(r["method"], {}).setdefault(int(r["seed"]), []).append(
+                    float(r["f"])
+                )
+        plots.save_curves(
+            out / "curves.png",
+            {m: list(c.values()) for m, c in curves.items()},
+            args.tau,
+            title=_title(args),
+        )
     return rows
 
 
@@ -344,7 +358,7 @@ def write_outputs(
         for m, cs in curves.items():
             for s, c in enumerate(cs):
                 w2.writerows([m, s, i, x] for i, x in enumerate(c))
-    plots.save_curves(out / "curves.png", curves, args.tau, title=title[:70])
+    plots.save_curves(out / "curves.png", curves, args.tau, title=title)
     if samples:
         grid = torch.cat([samples[m] for m in samples])
         plots.save_grid(out / "samples.png", grid, nrow=16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
@@ -65,7 +66,7 @@ def save_curves(
         ax.axhline(tau, color="k", ls="--", lw=0.8, label=f"τ = {tau}")
     ax.set_xlabel("update step")
     ax.set_ylabel("forget fraction f (after the update)")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=10)
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
