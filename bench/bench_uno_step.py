@@ -25,6 +25,8 @@ memory than the paper-faithful step.
 Usage::
 
     PYTHONPATH=python python bench/bench_uno_step.py [--device cpu|cuda] [--steps 20 --rounds 5]
+    # per-step time of any methods in one round-robin run (e.g. to turn step counts into times):
+    PYTHONPATH=python python bench/bench_uno_step.py --methods surgery uno-hat retain-hat surgery-hat
 
 Appends rows to ``bench/results/step_cost.csv`` (machine, date, torch version) and prints a table.
 """
@@ -92,7 +94,8 @@ def make(cfg: Config, name: str) -> tuple[VAETask, Any, torch.optim.Optimizer]:
     train, _ = load_mnist()
     train.x = train.x.to(dev, dt)
     train.y = train.y.to(dev)
-    task = VAETask(model, judge, train, [1], batch=cfg.batch, w_u=1e3 if cfg.hat else 0.0, seed=0)
+    hat = cfg.hat or name.endswith("-hat")
+    task = VAETask(model, judge, train, [1], batch=cfg.batch, w_u=1e3 if hat else 0.0, seed=0)
     kw = paper_uno_step.method_kwargs(name, cfg.lam)
     method = methods.create(name + ("-hat" if cfg.hat else ""), **kw)
     task.begin_step(0)
@@ -207,30 +210,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--csv", default=str(RESULTS / "step_cost.csv"))
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="methods to time (any registered name; a '-hat' name runs with the histogram loss); the "
+        "target ratios are printed when surgery, uno and uno-paper are all in the list",
+    )
     a = ap.parse_args(argv)
+    names = tuple(a.methods)
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = Config(device=a.device, hat=a.hat)
-    times = time_round_robin(cfg, METHODS, a.steps, a.rounds)
+    times = time_round_robin(cfg, names, a.steps, a.rounds)
     med = {n: statistics.median(v) for n, v in times.items()}
     mem: dict[str, float] = {}
     if not a.no_memory:
-        for n in METHODS:
+        for n in names:
             v = peak_extra_subprocess(cfg, n) if cfg.device == "cpu" else peak_extra(cfg, n)
             mem[n] = statistics.median(v)
-    diff = direction_difference(cfg)
-    ratio_us = med["uno"] / med["surgery"]
-    speed = med["uno-paper"] / med["uno"]
-    mem_ratio = mem["uno-paper"] / mem["uno"] if mem and mem["uno"] > 0 else float("nan")
+    nan = float("nan")
+    targets = all(n in med for n in METHODS)
+    diff = direction_difference(cfg) if targets else nan
+    ratio_us = med["uno"] / med["surgery"] if targets else nan
+    speed = med["uno-paper"] / med["uno"] if targets else nan
+    mem_ratio = mem["uno-paper"] / mem["uno"] if targets and mem and mem["uno"] > 0 else nan
     print(f"device {a.device}, threads {torch.get_num_threads()}, hat={a.hat}")
     print("| method | per-step time (ms, median) | peak extra memory (MB, median) |")
     print("|---|---|---|")
-    for n in METHODS:
-        print(f"| {n} | {med[n] * 1e3:.2f} | {mem.get(n, float('nan')) / 1e6:.2f} |")
-    print(f"\nuno / surgery time:          {ratio_us:.2f}x  (target <= 2.5x)")
-    print(f"paper / fast uno time:       {speed:.2f}x  (target >= 1.5x)")
-    print(f"paper / fast uno peak mem:   {mem_ratio:.2f}x  (target >= 1.5x)")
-    print(f"fast vs paper direction rel. difference: {diff:.2e}")
+    for n in names:
+        print(f"| {n} | {med[n] * 1e3:.2f} | {mem.get(n, nan) / 1e6:.2f} |")
+    if targets:
+        print(f"\nuno / surgery time:          {ratio_us:.2f}x  (target <= 2.5x)")
+        print(f"paper / fast uno time:       {speed:.2f}x  (target >= 1.5x)")
+        print(f"paper / fast uno peak mem:   {mem_ratio:.2f}x  (target >= 1.5x)")
+        print(f"fast vs paper direction rel. difference: {diff:.2e}")
     path = Path(a.csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
@@ -255,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ]
             )
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        for n in METHODS:
+        for n in names:
             w.writerow(
                 [
                     now,
@@ -266,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     a.hat,
                     n,
                     f"{med[n] * 1e3:.3f}",
-                    f"{mem.get(n, float('nan')) / 1e6:.3f}",
+                    f"{mem.get(n, nan) / 1e6:.3f}",
                     f"{ratio_us:.3f}",
                     f"{speed:.3f}",
                     f"{mem_ratio:.3f}",
