@@ -94,7 +94,8 @@ def loss_parts(task: Any, hat_sign: float = 1.0) -> tuple[Tensor, Tensor, Option
     return task.forget_loss(u_sign=hat_sign), task.retain_loss(), None, 0.0
 
 
-def _total(ell: Tensor, u: Optional[Tensor], w: float) -> float:
+def total_loss(ell: Tensor, u: Optional[Tensor], w: float) -> float:
+    """The value of ``ℓ + w·U`` (``ℓ`` alone when U is None), for the step's log."""
     return float(ell.detach()) + (w * float(u.detach()) if u is not None else 0.0)
 
 
@@ -113,7 +114,7 @@ def forget_retain_grads(
         del g_u
     a, f, r = norms(g_f, g_r)
     info = StepInfo(
-        cos2=cos2_of(a, f, r), loss_f=_total(lf, u, hat_sign * w), loss_r=_total(lr, u, w)
+        cos2=cos2_of(a, f, r), loss_f=total_loss(lf, u, hat_sign * w), loss_r=total_loss(lr, u, w)
     )
     info.extra.update(a=a, F=f, R=r)
     if f == 0.0 or r == 0.0:

@@ -20,7 +20,16 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from uno.unlearn.methods.base import COS2_EPS, Method, StepInfo, grads, log, loss_parts, norms
+from uno.unlearn.methods.base import (
+    COS2_EPS,
+    Method,
+    StepInfo,
+    grads,
+    log,
+    loss_parts,
+    norms,
+    total_loss,
+)
 from uno.unlearn.methods.registry import register
 
 Output = Union[Tensor, GradientEdge]
@@ -90,11 +99,10 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
             x.add_(z, alpha=w)
             y.add_(z, alpha=w)
     a, f, r = norms(v_f, v_r)
-    wu = w * float(u.detach()) if u is not None else 0.0
     info = StepInfo(
         cos2=a * a / (f * r + COS2_EPS),
-        loss_f=float(lf.detach()) + wu,
-        loss_r=float(lr.detach()) + wu,
+        loss_f=total_loss(lf, u, w),
+        loss_r=total_loss(lr, u, w),
     )
     info.extra.update(a=a, F=f, R=r)
     del lf
