@@ -52,7 +52,7 @@ def test_uno_fast_equals_double_backprop(small, monkeypatch, w_u, bn_train, edge
         assert 0.0 < info.cos2 < 1.0
 
 
-def test_uno_direction_leaves_grads_and_graph_views_alone(vae_judge, small):
+def test_uno_direction_restores_callers_grads(vae_judge, small):
     """The step accumulates in ``p.grad`` internally: the caller's grads come back untouched, the result
     does not alias them, and a second call on the same batch gives the same direction."""
     task = _vae_task(vae_judge, small)

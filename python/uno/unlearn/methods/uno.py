@@ -14,7 +14,7 @@ and the result: g_f, g_r are summed with ∇U in place and then overwritten with
 from __future__ import annotations
 
 import functools
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -48,7 +48,7 @@ def _backward_takes_edges() -> bool:
     return True
 
 
-def _outputs(ts: list[Tensor]) -> list[Any]:
+def _outputs(ts: list[Tensor]) -> list[Optional[Output]]:
     """The graph outputs among ``ts`` (None where a gradient carries no graph), as gradient edges when
     ``backward`` takes them: an edge taken before the in-place writes below keeps the output's own node.
     (A tensor view written in place gets a regenerated ``AsStridedBackward`` node, which scatters into a
@@ -63,13 +63,15 @@ def _values(ts: list[Tensor]) -> list[Tensor]:
 
 
 def _backward_into(
-    outs: list[Any], gouts: list[Tensor], params: list[Tensor], retain_graph: bool
+    outs: list[Optional[Output]], gouts: list[Tensor], params: list[Tensor], retain_graph: bool
 ) -> None:
     """Accumulate ``Σ ⟨outs, gouts⟩``'s gradient into ``p.grad`` (per-parameter transients only)."""
     pairs = [(o, g) for o, g in zip(outs, gouts) if o is not None]
     if pairs:
+        # all edges or all tensors (``_outputs`` decides once per torch), never a mix
+        roots: Any = [o for o, _ in pairs]
         torch.autograd.backward(
-            [o for o, _ in pairs],
+            roots,
             grad_tensors=[g for _, g in pairs],
             inputs=params,
             retain_graph=retain_graph,
