@@ -11,11 +11,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from uno.unlearn.data import ImageData, load_mnist
 from uno.unlearn.io import load_model, save_model
@@ -45,6 +45,30 @@ def _seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _adam_epochs(
+    model: nn.Module,
+    data: ImageData,
+    loss_of: Callable[[Tensor], Tensor],
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    quiet: bool,
+    desc: str,
+) -> nn.Module:
+    """``epochs`` shuffled passes of Adam over ``data`` minimising ``loss_of(indices)``; returns it in eval mode."""
+    g = _seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in progress(range(epochs), quiet=quiet, desc=desc):
+        for idx in torch.randperm(len(data), generator=g).split(batch):
+            opt.zero_grad(set_to_none=True)
+            loss_of(idx).backward()
+            opt.step()
+    return model.eval()
+
+
 def train_vae(
     model: nn.Module,
     data: ImageData,
@@ -55,15 +79,12 @@ def train_vae(
     quiet: bool = False,
 ) -> nn.Module:
     """Train a VAE on ``data.x`` with Adam on the sum-reduced negative ELBO."""
-    g = _seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in progress(range(epochs), quiet=quiet, desc="train vae"):
-        for idx in torch.randperm(len(data), generator=g).split(batch):
-            opt.zero_grad(set_to_none=True)
-            model.loss(data.x[idx]).backward()  # type: ignore[operator]
-            opt.step()
-    return model.eval()
+    return _adam_epochs(
+        model,
+        data,
+        lambda idx: model.loss(data.x[idx]),  # type: ignore[operator]
+        epochs=epochs, batch=batch, lr=lr, seed=seed, quiet=quiet, desc="train vae",
+    )  # fmt: skip
 
 
 def train_judge(
@@ -76,21 +97,18 @@ def train_judge(
     quiet: bool = False,
 ) -> nn.Module:
     """Train a classifier judge (cross-entropy; a one-logit judge uses the first attribute column)."""
-    g = _seed(seed)
-    opt = torch.optim.Adam(judge.parameters(), lr=lr)
-    judge.train()
-    for _ in progress(range(epochs), quiet=quiet, desc="train judge"):
-        for idx in torch.randperm(len(data), generator=g).split(batch):
-            opt.zero_grad(set_to_none=True)
-            logits = judge(data.x[idx])
-            if logits.shape[1] == 1:
-                y = data.y[idx].float().reshape(len(idx), -1)[:, 0]
-                loss = F.binary_cross_entropy_with_logits(logits[:, 0], y)
-            else:
-                loss = F.cross_entropy(logits, data.y[idx])
-            loss.backward()
-            opt.step()
-    return judge.eval()
+
+    def loss_of(idx: Tensor) -> Tensor:
+        logits = judge(data.x[idx])
+        if logits.shape[1] == 1:
+            y = data.y[idx].float().reshape(len(idx), -1)[:, 0]
+            return F.binary_cross_entropy_with_logits(logits[:, 0], y)
+        return F.cross_entropy(logits, data.y[idx])
+
+    return _adam_epochs(
+        judge, data, loss_of,
+        epochs=epochs, batch=batch, lr=lr, seed=seed, quiet=quiet, desc="train judge",
+    )  # fmt: skip
 
 
 def judge_accuracy(judge: nn.Module, data: ImageData) -> float:
