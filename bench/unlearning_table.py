@@ -214,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _num(v: str) -> Any:
+def parse_cell(v: str) -> Any:
+    """A cell of runs.csv back to None, bool, float or str (shared with bench/study/combine.py)."""
     if v in ("", "None"):
         return None
     if v in ("True", "False"):
@@ -231,7 +232,7 @@ def rebuild(out: Path) -> list[dict[str, str]]:
     meta = json.loads((out / "meta.json").read_text())
     args = argparse.Namespace(**meta["args"])
     with open(out / "runs.csv") as f:
-        runs = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        runs = [{k: parse_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
     methods = list(dict.fromkeys(r["method"] for r in runs))
     rows = summarize(runs, methods, args.steps)
     (out / "table.md").write_text(_table_text(args, rows))

@@ -19,20 +19,9 @@ import unlearning_table as ut
 RES = Path(__file__).resolve().parents[1] / "results"
 
 
-def _num(v: str) -> Any:
-    if v in ("", "None"):
-        return None
-    if v in ("True", "False"):
-        return v == "True"
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
 def load(folder: Path) -> list[dict[str, Any]]:
     with open(folder / "runs.csv") as f:
-        return [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: ut.parse_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -66,12 +66,8 @@ def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
         )
 
 
-def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
-    """Inner product ``<a, b>`` of two vectors given as Tensors or tensor lists.
-
-    Returns:
-        0-d float64 tensor on the vectors' device (accumulated in float64).
-    """
+def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor]]:
+    """The pieces of two vectors that must match piece for piece (shape, device, dtype; no autograd)."""
     pa = as_pieces(a, "a")
     pb = as_pieces(b, "b")
     if [p.shape for p in pa] != [p.shape for p in pb]:
@@ -82,6 +78,16 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
     if pa[0].dtype != pb[0].dtype:
         raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
     _check_no_autograd(pa, pb)
+    return pa, pb
+
+
+def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
+    """Inner product ``<a, b>`` of two vectors given as Tensors or tensor lists.
+
+    Returns:
+        0-d float64 tensor on the vectors' device (accumulated in float64).
+    """
+    pa, pb = _pair(a, b)
     out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend or "")
     return out[0]
 
@@ -140,16 +146,7 @@ def cos2(
     Returns:
         0-d float64 tensor.
     """
-    pa = as_pieces(a, "a")
-    pb = as_pieces(b, "b")
-    if [p.shape for p in pa] != [p.shape for p in pb]:
-        raise ValueError(
-            f"a and b differ in shape: {[tuple(p.shape) for p in pa]} vs {[tuple(p.shape) for p in pb]}"
-        )
-    check_same_device(pa[0].device, pb[0].device, "b")
-    if pa[0].dtype != pb[0].dtype:
-        raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
-    _check_no_autograd(pa, pb)
+    pa, pb = _pair(a, b)
     out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend or "")
     ab, aa, bb = out[0], out[1], out[2]
     return ab * ab / (aa * bb + eps)
