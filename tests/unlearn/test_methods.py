@@ -86,11 +86,19 @@ class _ToyTask:
             self.ell_forget, self.ell_retain = self._ell_forget, self._ell_retain
             self.histogram_loss = self._u
 
+        self.h: object = None  # a shared forward node when set (see refresh_shared)
+
+    def refresh_shared(self):
+        """One forward node that both losses use (as a task that caches a forward per step would)."""
+        self.h = (self.W * 1.5).cos()
+
     def _ell_forget(self):
-        return (self.xf @ self.W).tanh().pow(2).sum() + 3.0 * self.b.sum()
+        W = self.W if self.h is None else self.W + self.h
+        return (self.xf @ W).tanh().pow(2).sum() + 3.0 * self.b.sum()
 
     def _ell_retain(self):
-        return (self.xr @ self.W + self.b).sin().sum()
+        W = self.W if self.h is None else self.W * self.h
+        return (self.xr @ W + self.b).sin().sum()
 
     def _u(self):
         return 0.1 * (self.W.pow(3).sum() + self.b.exp().sum())
@@ -120,6 +128,24 @@ def test_uno_direction_shared_term_and_layouts(monkeypatch, w_u, split, edges):
     lf = task.forget_loss()
     assert info.loss_f == pytest.approx(float(lf.detach()), rel=1e-12)
     assert all(p.grad is None for p in task.params)
+
+
+@pytest.mark.parametrize("w_u", [0.0, 2.0])
+def test_uno_direction_shared_forward_node(w_u):
+    """Losses that share a forward node: the forget half must keep its graph for the retain half (a
+    backward through freed buffers would raise); the result equals the naive form."""
+    from uno.unlearn.methods.uno import _shares_nodes
+
+    task = _ToyTask(w_u, split=False)
+    assert not _shares_nodes(task.forget_loss(), task.retain_loss())
+    task.refresh_shared()
+    assert _shares_nodes(task.forget_loss(), task.retain_loss())
+    task.refresh_shared()
+    fast, _ = uno_direction(task, 10.0)
+    task.refresh_shared()  # each step's graph is used once (the step frees it)
+    naive = uno_direction_naive(task, 10.0)
+    for f, n in zip(fast, naive):
+        torch.testing.assert_close(f, n, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("hat_sign", [1.0, -1.0])

@@ -62,6 +62,29 @@ def _values(ts: list[Tensor]) -> list[Tensor]:
     return [t.detach() if t.is_contiguous() else t.detach().contiguous() for t in ts]
 
 
+def _shares_nodes(a: Tensor, b: Tensor) -> bool:
+    """Whether the graphs of ``a`` and ``b`` share a node other than a leaf's ``AccumulateGrad``.
+
+    Their Hessian-vector graphs then share nodes too, and the first of the two backwards must keep its
+    graph for the second. Separate forwards (every task here without U) share none.
+    """
+
+    def nodes(t: Tensor) -> set[int]:
+        seen: set[int] = set()
+        stack = [t.grad_fn]
+        while stack:
+            n = stack.pop()
+            if n is None or id(n) in seen or not hasattr(n, "next_functions"):
+                continue
+            if type(n).__name__ == "AccumulateGrad":
+                continue
+            seen.add(id(n))
+            stack.extend(f for f, _ in n.next_functions)
+        return seen
+
+    return not nodes(a).isdisjoint(nodes(b))
+
+
 def _backward_into(
     outs: list[Optional[Output]], gouts: list[Tensor], params: list[Tensor], retain_graph: bool
 ) -> None:
@@ -83,7 +106,8 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
 
     Memory: besides the first-order graphs (U's once), the step holds the first-order gradients (which
     become ∇L_f, ∇L_r, then λu_r, λu_f in place) and the result, accumulated in ``p.grad`` by two backwards:
-      1. the forget half, ∂⟨∇ℓ_f, λu_f⟩/∂θ = λH_ℓf·u_f; its graph is then released;
+      1. the forget half, ∂⟨∇ℓ_f, λu_f⟩/∂θ = λH_ℓf·u_f; its graph is released (during that backward when
+         it shares no node with the retain half's, i.e. without U and with separate forwards);
       2. the retain half, ∂(ℓ_r + w·U + ⟨∇ℓ_r, λu_r⟩ + ⟨∇U, w·λ(u_f + u_r)⟩)/∂θ
          = ∇L_r + λ(H_ℓr·u_r + w·H_U·(u_f + u_r)), added in place.
     Each backward holds the transients of its own half only. ``p.grad`` is restored afterwards.
@@ -107,6 +131,8 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         loss_r=total_loss(lr, u, w),
     )
     info.extra.update(a=a, F=f, R=r)
+    # the forget half may free its graph as it goes when the retain half needs nothing of it
+    keep_forget_graph = u is not None or _shares_nodes(lf, lr)
     del lf
     if f == 0.0 or r == 0.0 or a == 0.0:
         # ∇c² = 0 exactly here (a = 0); the step is plain retain descent.
@@ -127,8 +153,8 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
     for p in params:
         p.grad = None
     try:
-        _backward_into(o_f, v_r, params, retain_graph=True)
-        del o_f  # frees the forget half's graph
+        _backward_into(o_f, v_r, params, retain_graph=keep_forget_graph)
+        del o_f  # frees what is left of the forget half's graph
         ones = torch.ones_like(lr)
         scalars = _outputs([lr, u] if u is not None else [lr])
         _backward_into(
