@@ -1,6 +1,7 @@
 """Step cost of ``surgery``, the fast ``uno`` step and the paper-faithful ``uno`` step, in the same run.
 
-What is measured (per method, on the paper's MNIST VAE, batch 128 per side):
+What is measured (per method, on the paper's MNIST VAE, or with ``--model gan`` on the drivers' WGAN-GP
+generator with the GAN task of docs/unlearning.md; batch 128 per side):
 
 * **Per-step time**: one update = ``task.begin_step`` (draw the batches) + ``method.direction`` + Adam step,
   the same region the drivers' run loop times. The methods are timed round-robin in ONE process
@@ -27,8 +28,11 @@ Usage::
     PYTHONPATH=python python bench/bench_uno_step.py [--device cpu|cuda] [--steps 20 --rounds 5]
     # per-step time of any methods in one round-robin run (e.g. to turn step counts into times):
     PYTHONPATH=python python bench/bench_uno_step.py --methods surgery uno-hat retain-hat surgery-hat
+    # the same on the GAN generator (the cached default generator; trained first if absent, ~15 min on CPU):
+    PYTHONPATH=python python bench/bench_uno_step.py --model gan
 
-Appends rows to ``bench/results/step_cost.csv`` (machine, date, torch version) and prints a table.
+Appends rows to ``bench/results/step_cost.csv`` (``step_cost_gan.csv`` with ``--model gan``; machine, date,
+torch version) and prints a table.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import paper_uno_step
 from uno.unlearn import methods
 from uno.unlearn.data import load_mnist
 from uno.unlearn.models import MLPJudge, MnistVAE
-from uno.unlearn.tasks import VAETask
+from uno.unlearn.tasks import GANTask, Task, VAETask
 
 METHODS = ("surgery", "uno", "uno-paper")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,33 +73,47 @@ class Config:
     lam: float = 1e3
     hat: bool = False
     dtype: str = "float32"
+    model: str = "vae"  # or "gan"
 
 
-def _models(cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The cached pretrained VAE and judge if present (``UNO_CACHE_DIR``), else fresh ones (cost is the same)."""
-    from uno.unlearn.train import cache_dir
+def _models(cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module, Optional[torch.nn.Module]]:
+    """``(generator, judge, critic)``.
 
+    VAE: the cached pretrained VAE and judge if present (``UNO_CACHE_DIR``), else fresh ones (the cost is
+    the same; critic None). GAN: the drivers' default generator and critic and the judge, from the cache
+    or trained (a fresh generator would give an arbitrary forget side).
+    """
+    from uno.unlearn.train import cache_dir, get_or_train
+
+    if cfg.model == "gan":
+        (gen, critic), _ = get_or_train("gan", quiet=True)
+        return gen, get_or_train("judge", quiet=True)[0], critic
     try:
-        from uno.unlearn.train import get_or_train
-
         if any(cache_dir().glob("vae-*.safetensors")):
-            return get_or_train("vae", quiet=True)[0], get_or_train("judge", quiet=True)[0]
+            return get_or_train("vae", quiet=True)[0], get_or_train("judge", quiet=True)[0], None
     except Exception:
         pass
     torch.manual_seed(0)
-    return MnistVAE(), MLPJudge()
+    return MnistVAE(), MLPJudge(), None
 
 
-def make(cfg: Config, name: str) -> tuple[VAETask, Any, torch.optim.Optimizer]:
-    vae, judge = _models(cfg)
+def make(cfg: Config, name: str) -> tuple[Task, Any, torch.optim.Optimizer]:
+    gen, judge, critic = _models(cfg)
     dev, dt = torch.device(cfg.device), getattr(torch, cfg.dtype)
-    model = copy.deepcopy(vae).to(dev, dt).requires_grad_(True)
+    model = copy.deepcopy(gen).to(dev, dt).requires_grad_(True)
     judge = copy.deepcopy(judge).to(dev, dt)
-    train, _ = load_mnist()
-    train.x = train.x.to(dev, dt)
-    train.y = train.y.to(dev)
     hat = cfg.hat or name.endswith("-hat")
-    task = VAETask(model, judge, train, [1], batch=cfg.batch, w_u=1e3 if hat else 0.0, seed=0)
+    common: dict[str, Any] = dict(batch=cfg.batch, w_u=1e3 if hat else 0.0, seed=0)
+    task: Task
+    if cfg.model == "gan":
+        original = copy.deepcopy(gen).to(dev, dt).eval().requires_grad_(False)
+        crit = copy.deepcopy(critic).to(dev, dt) if critic is not None else None
+        task = GANTask(model, judge, [1], original=original, critic=crit, **common)
+    else:
+        train, _ = load_mnist()
+        train.x = train.x.to(dev, dt)
+        train.y = train.y.to(dev)
+        task = VAETask(model, judge, train, [1], **common)
     kw = paper_uno_step.method_kwargs(name, cfg.lam)
     method = methods.create(name + ("-hat" if cfg.hat else ""), **kw)
     task.begin_step(0)
@@ -104,7 +122,7 @@ def make(cfg: Config, name: str) -> tuple[VAETask, Any, torch.optim.Optimizer]:
     return task, method, torch.optim.Adam(task.params, lr=1e-3)
 
 
-def step(task: VAETask, method: Any, opt: torch.optim.Optimizer, i: int) -> None:
+def step(task: Task, method: Any, opt: torch.optim.Optimizer, i: int) -> None:
     task.begin_step(i)
     d, _ = method.direction(task, i)
     for p, g in zip(task.params, d):
@@ -208,7 +226,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--hat", action="store_true", help="the -hat variants (histogram loss)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--csv", default=str(RESULTS / "step_cost.csv"))
+    ap.add_argument("--model", default="vae", choices=["vae", "gan"], help="generator kind")
+    ap.add_argument(
+        "--csv",
+        default=None,
+        help="default: bench/results/step_cost.csv (step_cost_gan.csv for gan)",
+    )
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument(
         "--methods",
@@ -221,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = tuple(a.methods)
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = Config(device=a.device, hat=a.hat)
+    cfg = Config(device=a.device, hat=a.hat, model=a.model)
     times = time_round_robin(cfg, names, a.steps, a.rounds)
     med = {n: statistics.median(v) for n, v in times.items()}
     mem: dict[str, float] = {}
@@ -235,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ratio_us = med["uno"] / med["surgery"] if targets else nan
     speed = med["uno-paper"] / med["uno"] if targets else nan
     mem_ratio = mem["uno-paper"] / mem["uno"] if targets and mem and mem["uno"] > 0 else nan
-    print(f"device {a.device}, threads {torch.get_num_threads()}, hat={a.hat}")
+    print(f"model {a.model}, device {a.device}, threads {torch.get_num_threads()}, hat={a.hat}")
     print("| method | per-step time (ms, median) | peak extra memory (MB, median) |")
     print("|---|---|---|")
     for n in names:
@@ -245,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"paper / fast uno time:       {speed:.2f}x  (target >= 1.5x)")
         print(f"paper / fast uno peak mem:   {mem_ratio:.2f}x  (target >= 1.5x)")
         print(f"fast vs paper direction rel. difference: {diff:.2e}")
-    path = Path(a.csv)
+    path = Path(a.csv or RESULTS / ("step_cost_gan.csv" if a.model == "gan" else "step_cost.csv"))
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
     with open(path, "a", newline="") as f:

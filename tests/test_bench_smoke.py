@@ -1,4 +1,5 @@
-"""Smoke test of the comparison-table script (bench/unlearning_table.py) on a reduced form.
+"""Smoke tests of the bench scripts: the comparison table (bench/unlearning_table.py) on a reduced form,
+and the step-cost bench (bench/bench_uno_step.py) on fresh models.
 
 Two methods, one seed, a few steps, the quick pretraining budget, models cached in a temporary folder,
 run through the ``uno bench table`` subcommand (which loads bench/unlearning_table.py by path from the
@@ -17,11 +18,12 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _load():
+def _load(name: str = "unlearning_table"):
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("unlearning_table", BENCH / "unlearning_table.py")
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(mod)
     return mod
 
@@ -142,3 +144,51 @@ def test_bench_dir_lookup(tmp_path, monkeypatch):
     assert cli._bench_dir() is None  # no unlearning_table.py there
     (tmp_path / "bench" / "unlearning_table.py").write_text("def main(argv):\n    return 0\n")
     assert cli._bench_dir() == tmp_path / "bench"
+
+
+def test_step_cost_bench(tmp_path, monkeypatch):
+    """bench_uno_step times the three steps round-robin, checks fast vs paper-faithful, writes its CSV."""
+    monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))  # empty: fresh VAE and judge
+    mod = _load("bench_uno_step")
+    out = tmp_path / "step_cost.csv"
+    argv = ["--steps", "1", "--rounds", "1", "--no-memory", "--threads", "1", "--csv", str(out)]
+    assert mod.main(argv) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["surgery", "uno", "uno-paper"]
+    assert all(float(r["ms_median"]) > 0 for r in rows)
+    assert float(rows[0]["uno_over_surgery"]) > 0
+    assert (
+        float(rows[0]["dir_rel_diff"]) < 1e-3
+    )  # the fast step is the paper's step, up to rounding
+
+
+def test_step_cost_bench_gan(monkeypatch):
+    """``--model gan`` builds the GAN task; the fast and paper-faithful steps agree there too."""
+    import torch
+
+    from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, sample_images
+
+    mod = _load("bench_uno_step")
+
+    def small_models(cfg):
+        torch.manual_seed(0)
+        gen, judge = DCGANGenerator(width=8), MLPJudge()
+        # a judge that calls about half of the untrained generator's outputs a 1 (the rest a 0), so
+        # that both sides of the GAN task are populated
+        h = judge.features(sample_images(gen, torch.randn(512, gen.latent_dim)))
+        with torch.no_grad():
+            judge.fc2.weight.zero_()
+            judge.fc2.bias.zero_()
+            judge.fc2.weight[1] = torch.randn(h.shape[1])
+            judge.fc2.bias[1] = -(h @ judge.fc2.weight[1]).median()
+        return gen, judge, DCGANCritic(width=8)
+
+    monkeypatch.setattr(mod, "_models", small_models)
+    cfg = mod.Config(model="gan")
+    task, method, opt = mod.make(cfg, "uno")
+    assert type(task).__name__ == "GANTask" and len(task.z_forget) > 0
+    before = [p.detach().clone() for p in task.params]
+    mod.step(task, method, opt, 1)
+    assert any(not torch.equal(a, p) for a, p in zip(before, task.params))
+    assert mod.direction_difference(cfg) < 1e-3

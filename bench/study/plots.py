@@ -4,7 +4,8 @@
 
 Writes under ``bench/results/`` (``--study`` names the sweep folder the study figures read and are written to,
 ``study`` by default; ``study10`` holds the 10-seed sweeps):
-  forgetting_all.png   forgetting curves of every method of the tables (mean ± std over seeds), one figure
+  forgetting_all.png   forgetting curves of every method of the VAE tables (mean ± std over seeds), one figure
+  forgetting_gan_all.png  the same for the GAN tables of the default generator (table_gan1000, table_gan1000_more)
   study/hist_curves.png  f vs step for the histogram-loss / BatchNorm grid (eval-BN monitor and paper's monitor)
   study/cos2.png       c² of the step's gradients vs step (uno, surgery, their -hat variants)
   study/fid_vs_steps.png  classifier FID vs step (fidcurve group)
@@ -43,9 +44,19 @@ def _band(ax, runs: list[list[float]], label: str, **kw) -> None:  # type: ignor
         ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
 
 
-def table_curves() -> None:
+VAE_TABLES = ("table", "table_more", "table_all3")
+GAN_TABLES = ("table_gan1000", "table_gan1000_more")
+
+
+def table_curves(
+    tables: Sequence[str] = VAE_TABLES,
+    out: str = "forgetting_all.png",
+    title: str = "MNIST VAE, forget digit 1",
+    ylabel: str = "forget fraction f after the update (eval-mode BN)",
+) -> None:
+    """One figure with the forgetting curves of every method found in ``tables`` (first folder wins)."""
     curves: dict[str, dict[int, list[float]]] = {}
-    for name in ("table", "table_more", "table_all3"):
+    for name in tables:
         p = RES / name / "curves.csv"
         if not p.is_file():
             continue
@@ -68,10 +79,10 @@ def table_curves() -> None:
         ax.set_xlabel("update step")
         ax.set_title(t)
         ax.legend(fontsize=7, ncol=2)
-    axes[0].set_ylabel("forget fraction f after the update (eval-mode BN)")
-    fig.suptitle("MNIST VAE, forget digit 1: forgetting curves, mean ± std over seeds")
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(f"{title}: forgetting curves, mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(RES / "forgetting_all.png", dpi=100)
+    fig.savefig(RES / out, dpi=100)
     plt.close(fig)
 
 
@@ -162,6 +173,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (RES / a.study).is_dir():
         raise SystemExit(f"no folder {RES / a.study}")
     table_curves()
+    table_curves(
+        GAN_TABLES,
+        "forgetting_gan_all.png",
+        "MNIST WGAN-GP generator (1,000 steps), forget digit 1",
+        "forget fraction f of the monitor latents after the update",
+    )
     hist_curves(a.study)
     fid_curves(a.study)
     return 0
