@@ -101,7 +101,8 @@ class _ToyTask:
         return (self.xr @ W + self.b).sin().sum()
 
     def _u(self):
-        return 0.1 * (self.W.pow(3).sum() + self.b.exp().sum())
+        W = self.W if self.h is None else self.W - self.h
+        return 0.1 * (W.pow(3).sum() + self.b.exp().sum())
 
     def forget_loss(self, u_sign=1.0):
         return self._ell_forget() + u_sign * self.w_u * self._u()
@@ -131,15 +132,17 @@ def test_uno_direction_shared_term_and_layouts(monkeypatch, w_u, split, edges):
 
 
 @pytest.mark.parametrize("w_u", [0.0, 2.0])
-def test_uno_direction_shared_forward_node(w_u):
+@pytest.mark.parametrize("split", [True, False])
+def test_uno_direction_shared_forward_node(w_u, split):
     """Losses that share a forward node: the forget half must keep its graph for the retain half (a
     backward through freed buffers would raise); the result equals the naive form."""
     from uno.unlearn.methods.uno import _shares_nodes
 
-    task = _ToyTask(w_u, split=False)
-    assert not _shares_nodes(task.forget_loss(), task.retain_loss())
+    task = _ToyTask(w_u, split=split)
+    assert not _shares_nodes(task._ell_forget(), [task._ell_retain(), task._u()])
     task.refresh_shared()
-    assert _shares_nodes(task.forget_loss(), task.retain_loss())
+    assert _shares_nodes(task._ell_forget(), [task._ell_retain()])
+    assert _shares_nodes(task._ell_forget(), [task.b * 2, task._u()])  # any of the others
     task.refresh_shared()
     fast, _ = uno_direction(task, 10.0)
     task.refresh_shared()  # each step's graph is used once (the step frees it)

@@ -62,11 +62,12 @@ def _values(ts: list[Tensor]) -> list[Tensor]:
     return [t.detach() if t.is_contiguous() else t.detach().contiguous() for t in ts]
 
 
-def _shares_nodes(a: Tensor, b: Tensor) -> bool:
-    """Whether the graphs of ``a`` and ``b`` share a node other than a leaf's ``AccumulateGrad``.
+def _shares_nodes(a: Tensor, others: list[Tensor]) -> bool:
+    """Whether the graph of ``a`` shares a node other than a leaf's ``AccumulateGrad`` with any of
+    ``others``'.
 
     Their Hessian-vector graphs then share nodes too, and the first of the two backwards must keep its
-    graph for the second. Separate forwards (every task here without U) share none.
+    graph for the second. Separate forwards (ℓ_f, ℓ_r and U in every task here) share none.
     """
 
     def nodes(t: Tensor) -> set[int]:
@@ -82,7 +83,8 @@ def _shares_nodes(a: Tensor, b: Tensor) -> bool:
             stack.extend(f for f, _ in n.next_functions)
         return seen
 
-    return not nodes(a).isdisjoint(nodes(b))
+    mine = nodes(a)
+    return any(not mine.isdisjoint(nodes(b)) for b in others)
 
 
 def _backward_into(
@@ -107,7 +109,7 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
     Memory: besides the first-order graphs (U's once), the step holds the first-order gradients (which
     become ∇L_f, ∇L_r, then λu_r, λu_f in place) and the result, accumulated in ``p.grad`` by two backwards:
       1. the forget half, ∂⟨∇ℓ_f, λu_f⟩/∂θ = λH_ℓf·u_f; its graph is released (during that backward when
-         it shares no node with the retain half's, i.e. without U and with separate forwards);
+         it shares no node with the retain half's: separate forwards of ℓ_f, ℓ_r and U);
       2. the retain half, ∂(ℓ_r + w·U + ⟨∇ℓ_r, λu_r⟩ + ⟨∇U, w·λ(u_f + u_r)⟩)/∂θ
          = ∇L_r + λ(H_ℓr·u_r + w·H_U·(u_f + u_r)), added in place.
     Each backward holds the transients of its own half only. ``p.grad`` is restored afterwards.
@@ -132,7 +134,7 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
     )
     info.extra.update(a=a, F=f, R=r)
     # the forget half may free its graph as it goes when the retain half needs nothing of it
-    keep_forget_graph = u is not None or _shares_nodes(lf, lr)
+    keep_forget_graph = _shares_nodes(lf, [lr] if u is None else [lr, u])
     del lf
     if f == 0.0 or r == 0.0 or a == 0.0:
         # ∇c² = 0 exactly here (a = 0); the step is plain retain descent.
