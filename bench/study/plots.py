@@ -4,7 +4,8 @@
 
 Writes under ``bench/results/`` (``--study`` names the sweep folder the study figures read and are written to,
 ``study`` by default; ``study10`` holds the 10-seed sweeps):
-  forgetting_all.png   forgetting curves of every method of the VAE tables (mean ± std over seeds), one figure
+  forgetting_all.png   forgetting curves of every method of the VAE tables (table, table_more, table_hat_more;
+                       mean ± std over seeds), one figure
   forgetting_gan_all.png  the same for the GAN tables of the default generator (table_gan1000, table_gan1000_more)
   study/hist_curves.png  f vs step for the histogram-loss / BatchNorm grid (eval-BN monitor and paper's monitor)
   study/cos2.png       c² of the step's gradients vs step (uno, surgery, their -hat variants)
@@ -44,7 +45,7 @@ def _band(ax, runs: list[list[float]], label: str, **kw) -> None:  # type: ignor
         ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
 
 
-VAE_TABLES = ("table", "table_more", "table_all3")
+VAE_TABLES = ("table", "table_more", "table_hat_more", "table_all3")
 GAN_TABLES = ("table_gan1000", "table_gan1000_more")
 
 
