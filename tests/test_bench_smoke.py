@@ -192,3 +192,22 @@ def test_step_cost_bench_gan(monkeypatch):
     mod.step(task, method, opt, 1)
     assert any(not torch.equal(a, p) for a, p in zip(before, task.params))
     assert mod.direction_difference(cfg) < 1e-3
+
+
+def test_combine_bench_quick(tmp_path):
+    """bench_combine --quick: every row measured, the kernel's result equals torch's float64 product."""
+    from uno import _backends
+
+    if "cpu" not in _backends.info("cpu").devices:
+        pytest.skip(_backends.info("cpu").reason)
+    mod = _load("bench_combine")
+    out = tmp_path / "combine.csv"
+    assert mod.main(["--quick", "--csv", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["op"] for r in rows} == {"combine", "orthonormalize"}
+    assert len(rows) == 2 * 2 + 2
+    for r in rows:
+        assert float(r["uno_ms"]) > 0 and float(r["torch_ms"]) > 0
+        if r["op"] == "combine":
+            assert float(r["rel_err"]) < 1e-6

@@ -97,7 +97,7 @@ def test_project_matches_reference(backend, device, ns, k, strided):
 
 @pytest.mark.parametrize("backend,device", FAST)
 @pytest.mark.parametrize("ns", SHAPES, ids=lambda s: "-".join(map(str, s)))
-@pytest.mark.parametrize("k,r", [(1, 1), (5, 3), (6, 6)])
+@pytest.mark.parametrize("k,r", [(1, 1), (2, 1), (2, 2), (3, 2), (4, 4), (5, 3), (6, 6), (9, 5)])
 @pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
 def test_combine_matches_reference(backend, device, ns, k, r, inplace):
     mod = _backends.module(backend)

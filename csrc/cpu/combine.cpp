@@ -1,7 +1,8 @@
 // CPU kernel of the `combine` primitive (docs/kernels.md): out[i] = sum_j m[i, j] row_j for every
 // column, computed in float64 and rounded once. `out` may be the memory of `rows` (in-place
-// transform of a Basis): every block of columns is loaded for all k rows before any of it is
-// stored.
+// transform of a Basis): every column (k <= 4) or block of columns is loaded for all k rows before
+// any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
+// the blocked kernel at these k, bench/bench_combine.py); larger k the blocked kernel.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -18,9 +19,64 @@ namespace py = pybind11;
 namespace uno {
 namespace {
 
+// Small k (<= 4, r <= k): each column's k values are held in registers and its r outputs computed
+// from them in one pass over memory, K and R known at compile time. In place is safe: a column's k
+// values are all loaded before any of its r outputs is stored, and out aliases rows only at the
+// same positions (same row stride and offsets, checked by the adapter).
+template <typename T_, int K, int R>
+void combine_small(const T_* rows, int64_t ld, T_* out, int64_t old, int64_t lo, int64_t hi,
+                   const double* m) {
+  double c[R][K];
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < K; ++j) c[i][j] = m[i * K + j];
+  }
+#pragma omp simd
+  for (int64_t p = lo; p < hi; ++p) {
+    double a[K];
+    for (int j = 0; j < K; ++j) a[j] = static_cast<double>(Elem<T_>::load(rows[j * ld + p]));
+    for (int i = 0; i < R; ++i) {
+      double s = 0.0;
+      for (int j = 0; j < K; ++j) s += c[i][j] * a[j];
+      out[i * old + p] = Elem<T_>::store(s);
+    }
+  }
+}
+
+template <typename T_>
+using SmallKernel = void (*)(const T_*, int64_t, T_*, int64_t, int64_t, int64_t, const double*);
+
+// The register kernel for (k, r), or null when k > 4.
+template <typename T_>
+SmallKernel<T_> small_kernel(int64_t k, int64_t r) {
+  switch (k * 8 + r) {
+    case 8 + 1:
+      return &combine_small<T_, 1, 1>;
+    case 16 + 1:
+      return &combine_small<T_, 2, 1>;
+    case 16 + 2:
+      return &combine_small<T_, 2, 2>;
+    case 24 + 1:
+      return &combine_small<T_, 3, 1>;
+    case 24 + 2:
+      return &combine_small<T_, 3, 2>;
+    case 24 + 3:
+      return &combine_small<T_, 3, 3>;
+    case 32 + 1:
+      return &combine_small<T_, 4, 1>;
+    case 32 + 2:
+      return &combine_small<T_, 4, 2>;
+    case 32 + 3:
+      return &combine_small<T_, 4, 3>;
+    case 32 + 4:
+      return &combine_small<T_, 4, 4>;
+    default:
+      return nullptr;
+  }
+}
+
 // out_ptrs: T pointers to (r, n_t) blocks of T_ with row stride out_lds[t]. row_ptrs: T pointers to
 // (k, n_t) blocks of T_ with row stride lds[t]. ns: the T piece sizes. m: (r, k) float64,
-// row-major.
+// row-major. Every output is a float64 sum over j, rounded once.
 template <typename T_>
 void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t>& out_lds,
                     const std::vector<int64_t>& row_ptrs, const std::vector<int64_t>& lds,
@@ -28,15 +84,22 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
                     int num_threads) {
   using V = typename Elem<T_>::V;
   const PieceIndex pieces(ns);
-  const int64_t B = block_size(k, sizeof(V));
   const int nchunks = plan_chunks(pieces.total() * (k + r), num_threads);
+  const SmallKernel<T_> small = small_kernel<T_>(k, r);
+  const int64_t B = block_size(k, sizeof(V));
   parallel_for(pieces.total(), nchunks, [&](int, int64_t begin, int64_t end) {
-    std::vector<V> rbuf(B * k);  // a copy of the block's k rows: out may overwrite rows
+    // k > 4: blocks of columns; a copy of the block's k rows (out may overwrite rows), then every
+    // output as a float64 linear combination of the copies
+    std::vector<V> rbuf(small ? 0 : B * k);
     std::vector<const V*> rp(k);
-    std::vector<double> s(B);
+    std::vector<double> s(small ? 0 : B);
     pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
       const T_* rows = reinterpret_cast<const T_*>(row_ptrs[t]);
       T_* out = reinterpret_cast<T_*>(out_ptrs[t]);
+      if (small) {
+        small(rows, lds[t], out, out_lds[t], lo, hi, m);
+        return;
+      }
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
         const int64_t n = std::min(B, hi - b0);
         for (int64_t j = 0; j < k; ++j) {
