@@ -3,7 +3,7 @@
 # cuda primitives against the reference (dtypes, k, many/empty pieces, in-place combine, determinism, CUDA
 # graph capture), the gpu-marked tests, the projected Adam step (<= 2 kernels per step, no host sync,
 # determinism, reference agreement, CUDA graph replay against eager steps), then the quick optim and
-# project benchmarks. Run from the repo root:
+# project benchmarks and the uno step-cost bench on the GPU. Run from the repo root:
 #     scripts/gpu_check.sh            # logs to $OUT if set, else /tmp/uno_gpu_check
 # The machine is offline: missing Python packages come from wheels carried in .whl/ (pip --no-index),
 # else from the default index when one is reachable.
@@ -309,6 +309,12 @@ if [ -f bench/bench_project.py ]; then
 else
   echo "    bench/bench_project.py absent: skipped" | tee -a "$OUT/summary.txt"
 fi
+
+step "bench_uno_step (cuda): uno vs surgery vs paper-faithful step cost (issue 6, the paper's machine class)"
+timeout 150 "$PY" bench/bench_uno_step.py --device cuda --steps 5 --rounds 3 \
+  --csv "$OUT/step_cost_cuda.csv" >"$OUT/bench_uno_step.log" 2>&1
+rc=$?; result "bench_uno_step" $rc
+tail -12 "$OUT/bench_uno_step.log"
 
 step "done (status $status); logs in $OUT"
 exit $status
