@@ -74,6 +74,38 @@ def test_ill_conditioned_float32(backend, device):
     assert _orth_err(b) <= 20 * torch.finfo(torch.float32).eps * math.sqrt(k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_second_pass_only_when_needed(monkeypatch, dtype):
+    """CholeskyQR2 skips its in-place second transform when Q₁ is already orthonormal to working
+    precision (well-conditioned vectors); with a condition number of 1e3 a float64 Q₁ is not (its
+    error is ≈ cond²·eps), and the second pass runs. Every result is orthonormal."""
+    from uno import _backends
+
+    be = _backends.module("reference")
+    calls = []
+    orig = be.combine
+
+    def counting(out, rows, m):
+        calls.append(int(m.shape[0]))
+        return orig(out, rows, m)
+
+    monkeypatch.setattr(be, "combine", counting)
+    gen = torch.Generator().manual_seed(7)
+    p, k = 4000, 5
+    well = torch.randn(k, p, generator=gen, dtype=torch.float64)
+    u, _ = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))
+    w, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
+    mixed = w @ (u * torch.logspace(0, -3, k, dtype=torch.float64)).T  # cond 1e3, not orthogonal
+    tol = 20 * torch.finfo(dtype).eps * math.sqrt(k)
+    b = uno.orthonormalize([v.to(dtype) for v in well], backend="reference")
+    assert len(calls) == 1 and _orth_err(b) <= tol
+    calls.clear()
+    b = uno.orthonormalize([v.to(dtype) for v in mixed], backend="reference")
+    assert _orth_err(b) <= tol and b.k == k
+    if dtype == torch.float64:
+        assert len(calls) == 2
+
+
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 def test_append_grows_in_place(backend, device):
     gen = torch.Generator().manual_seed(3)

@@ -2,7 +2,9 @@
 
 Fast route, CholeskyQR2 with float64 Gram matrices (4 passes over the k vectors, O(k²) work each):
   1. ``G = V Vᵀ`` (float64) → Cholesky with the rank rule → ``M`` (r × k); 2. ``Q₁ = M V``;
-  3. ``G₂ = Q₁ Q₁ᵀ ≈ I`` → ``R₂⁻ᵀ``; 4. ``Q = R₂⁻ᵀ Q₁`` in place.
+  3. ``G₂ = Q₁ Q₁ᵀ ≈ I`` → ``R₂⁻ᵀ``; 4. ``Q = R₂⁻ᵀ Q₁`` in place — skipped when ``max|G₂ − I|`` is already
+  within ``pass_tol`` (2·eps·√r of the Basis dtype: what the rounding of a stored Q allows anyway), the usual
+  case for well-conditioned vectors.
 When a residual is too small for a float64 Gram to resolve (condition number beyond ~1e5, or a vector
 near the rank rule's threshold) or the second Gram is far from I, the fallback is re-orthogonalised
 classical Gram-Schmidt in vector space (one `Basis.append_` per vector), which keeps orthogonality to
@@ -76,8 +78,11 @@ def orthonormalize_rows(
         q = _pieces_of(buf, sizes)
         be.combine(q, rows, m.to(device))
         g2 = _small.unpack_gram(be.inner(None, q, True)[r + 1 :], r)
-        eye = torch.eye(r, dtype=torch.float64)
-        if float((g2 - eye).abs().max()) < 0.1:
+        err = float((g2 - torch.eye(r, dtype=torch.float64)).abs().max())
+        if err <= _small.pass_tol(dtype, r):
+            # Q₁ is already orthonormal to working precision: step 4 would not improve it
+            return buf
+        if err < 0.1:
             m2 = _small.chol_inverse_t(g2)
             if m2 is not None:
                 be.combine(q, q, m2.to(device))
