@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import BACKEND_DEVICES
+from uno.ops.library import ghost_gram as _ghost_gram_op
 from uno.per_sample import ghost_gram
-from uno.per_sample._ghost_op import _ghost_gram_op
 from uno.reference.ghost_gram import ghost_gram as ref
 
 # Relative to max |G|: float32/16-bit inputs form the d- and p-sums in float32 (documented).

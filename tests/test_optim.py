@@ -385,7 +385,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_opcheck(backend):
-    from uno.optim import _optim_step_op
+    from uno.ops.library import optim_step as _optim_step_op
 
     if "cpu" not in uno._backends.info(backend).devices:
         pytest.skip(f"{backend} unavailable")
@@ -417,29 +417,28 @@ def test_opcheck(backend):
 def test_steps_pending_flag_is_cuda_only(backend):
     """FLAG_STEPS_PENDING (the cuda kernels increment Adam's step counts themselves) is refused by the
     other adapters, which read the counts as already incremented; nothing is written first."""
-    from uno._backends import optim_step as adapters
-    from uno.reference.optim_step import KIND_ADAM, PHASE_WRITE
+    from uno import _abi
 
-    if backend == "cpu" and not hasattr(adapters._lib(), "optim_step_cpu"):
+    if backend == "cpu" and "cpu" not in uno._backends.info("cpu").devices:
         pytest.skip("built without the cpu kernels")
     if backend == "triton":
         pytest.importorskip("triton")
     p, g = torch.randn(5), torch.randn(5)
     m, v, step = torch.zeros(5), torch.zeros(5), torch.ones(())
     p0 = p.clone()
-    fn = adapters.ADAPTERS[backend]
+    fn = uno._backends.module(backend).optim_step
     with pytest.raises(ValueError, match="cuda-backend flag"):
-        fn(
-            KIND_ADAM, PHASE_WRITE, [p], [g], [m], [v], [], [step], [], None, None, None,
-            [1e-3, 0.9, 0.999, 1e-8, 0.0], adapters.FLAG_STEPS_PENDING,
-        )  # fmt: skip
+        fn(_abi.StepArgs(
+            [p], [g], [m], [v], [], [step], [], None, None, None, _abi.KIND_ADAM,
+            _abi.PHASE_WRITE, [1e-3, 0.9, 0.999, 1e-8, 0.0], _abi.FLAG_STEPS_PENDING,
+        ))  # fmt: skip
     assert torch.equal(p, p0) and torch.equal(step, torch.ones(()))
 
 
 def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
     """A plain eager step calls the cpu adapter directly (no custom-op dispatch) and still bumps the
     version counters of what it wrote, as the dispatcher would; results equal the op path's."""
-    import uno.optim as uo
+    from uno.ops import library as uo
 
     torch.manual_seed(0)
     m1 = make_model()
@@ -455,8 +454,8 @@ def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
             return func(*args, **(kwargs or {}))
 
     calls = []
-    real_op = uo._optim_step_op
-    monkeypatch.setattr(uo, "_optim_step_op", lambda *a: calls.append(1) or real_op(*a))
+    real_op = uo.optim_step
+    monkeypatch.setattr(uo, "optim_step", lambda *a: calls.append(1) or real_op(*a))
     with Passthrough():  # a mode is active: the step goes through the custom op
         o2.step()
     assert calls, "the step under a TorchFunctionMode did not use the custom op"
@@ -467,7 +466,7 @@ def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
 
     versions = [p._version for p in m1.parameters()]
     with monkeypatch.context() as mp:
-        mp.setattr(uo, "_optim_step_op", no_dispatch)
+        mp.setattr(uo, "optim_step", no_dispatch)
         o1.step()
     assert all(p._version > v for p, v in zip(m1.parameters(), versions))
     for a, b in zip(m1.parameters(), m2.parameters()):

@@ -17,6 +17,7 @@
 namespace py = pybind11;
 
 namespace uno {
+namespace cpu {
 namespace {
 
 // Small k (<= 4, r <= k): each column's k values are held in registers and its r outputs computed
@@ -142,7 +143,7 @@ void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t
   });
 }
 
-void register_combine(py::module_& m) {
+void register_combine_cpu(py::module_& m) {
   m.def("combine_cpu", &combine_cpu, py::arg("out_ptrs"), py::arg("out_lds"), py::arg("row_ptrs"),
         py::arg("lds"), py::arg("ns"), py::arg("k"), py::arg("r"), py::arg("m_ptr"),
         py::arg("dtype"), py::arg("num_threads"),
@@ -151,6 +152,7 @@ void register_combine(py::module_& m) {
 }
 
 }  // namespace
+}  // namespace cpu
 }  // namespace uno
 
-UNO_REGISTER(combine_cpu, uno::register_combine);
+UNO_REGISTER(combine, cpu);

@@ -30,6 +30,7 @@
 namespace py = pybind11;
 
 namespace uno {
+namespace cpu {
 namespace {
 
 // A (B, T, K) operand: element (b, t, k) at ptr[b * sb + t * st + k * sk] (element strides).
@@ -295,7 +296,7 @@ void ghost_gram_cpu(int64_t a_ptr, const std::vector<int64_t>& a_strides, int64_
   }
 }
 
-void register_ghost_gram(py::module_& m) {
+void register_ghost_gram_cpu(py::module_& m) {
   m.def("ghost_gram_cpu", &ghost_gram_cpu, py::arg("a_ptr"), py::arg("a_strides"), py::arg("g_ptr"),
         py::arg("g_strides"), py::arg("a2_ptr"), py::arg("a2_strides"), py::arg("g2_ptr"),
         py::arg("g2_strides"), py::arg("b1"), py::arg("t1"), py::arg("b2"), py::arg("t2"),
@@ -307,6 +308,7 @@ void register_ghost_gram(py::module_& m) {
 }
 
 }  // namespace
+}  // namespace cpu
 }  // namespace uno
 
-UNO_REGISTER(ghost_gram_cpu, uno::register_ghost_gram);
+UNO_REGISTER(ghost_gram, cpu);

@@ -17,6 +17,7 @@
 namespace py = pybind11;
 
 namespace uno {
+namespace cpu {
 namespace {
 
 // <a0, b> and <a1, b> in one sweep, sharing the loads of b.
@@ -114,7 +115,7 @@ void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& r
   });
 }
 
-void register_inner(py::module_& m) {
+void register_inner_cpu(py::module_& m) {
   m.def(
       "inner_cpu", &inner_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
       py::arg("ns"), py::arg("k"), py::arg("with_gram"), py::arg("x_dtype"), py::arg("row_dtype"),
@@ -124,6 +125,7 @@ void register_inner(py::module_& m) {
 }
 
 }  // namespace
+}  // namespace cpu
 }  // namespace uno
 
-UNO_REGISTER(inner_cpu, uno::register_inner);
+UNO_REGISTER(inner, cpu);

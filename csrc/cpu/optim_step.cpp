@@ -32,12 +32,10 @@
 namespace py = pybind11;
 
 namespace uno {
+namespace cpu {
 namespace {
 
-constexpr int kSgd = 0, kAdam = 1;
-constexpr int kWrite = 0, kGradCoef = 1, kUpdateCoef = 2;
-constexpr int kMaximize = 1, kNesterov = 2, kFirst = 4, kWriteGrad = 8, kProjectUpdate = 16,
-              kAmsgrad = 32, kDecoupled = 64;
+using namespace ::uno::step;  // kinds, phases and flags (uno/abi.h)
 
 struct Args {
   int kind, phase, flags;
@@ -334,10 +332,7 @@ void dispatch_triple(int p_code, int r_code, int s_code, F&& f) {
   check_dtype_code(p_code, what);
   check_dtype_code(r_code, what);
   check_dtype_code(s_code, what);
-  auto ok = [&](int c) {
-    return c == p_code || ((p_code == kF16 || p_code == kBF16) && c == kF32);
-  };
-  if (!ok(r_code) || !ok(s_code)) {
+  if (!pair_ok(p_code, r_code) || !pair_ok(p_code, s_code)) {
     throw std::invalid_argument(std::string(what) + ": unsupported dtypes (params " +
                                 dtype_name(p_code) + ", rows " + dtype_name(r_code) + ", states " +
                                 dtype_name(s_code) +
@@ -443,7 +438,7 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
   });
 }
 
-void register_optim_step(py::module_& m) {
+void register_optim_step_cpu(py::module_& m) {
   m.def("optim_step_cpu", &optim_step_cpu, py::arg("kind"), py::arg("phase"), py::arg("p_ptrs"),
         py::arg("g_ptrs"), py::arg("s1_ptrs"), py::arg("s2_ptrs"), py::arg("s3_ptrs"),
         py::arg("step_ptrs"), py::arg("row_ptrs"), py::arg("lds"), py::arg("ns"), py::arg("k"),
@@ -456,6 +451,7 @@ void register_optim_step(py::module_& m) {
 }
 
 }  // namespace
+}  // namespace cpu
 }  // namespace uno
 
-UNO_REGISTER(optim_step_cpu, uno::register_optim_step);
+UNO_REGISTER(optim_step, cpu);

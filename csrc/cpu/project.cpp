@@ -16,6 +16,7 @@
 namespace py = pybind11;
 
 namespace uno {
+namespace cpu {
 namespace {
 
 // k = 1 with float/double x and row: x <- x - c q, then acc[0] += <q, x>, acc[1] += |x|^2 of the
@@ -108,7 +109,7 @@ void project_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>&
   });
 }
 
-void register_project(py::module_& m) {
+void register_project_cpu(py::module_& m) {
   m.def("project_cpu", &project_cpu, py::arg("x_ptrs"), py::arg("row_ptrs"), py::arg("lds"),
         py::arg("ns"), py::arg("k"), py::arg("y_ptr"), py::arg("x_dtype"), py::arg("row_dtype"),
         py::arg("out_ptr"), py::arg("num_threads"),
@@ -117,6 +118,7 @@ void register_project(py::module_& m) {
 }
 
 }  // namespace
+}  // namespace cpu
 }  // namespace uno
 
-UNO_REGISTER(project_cpu, uno::register_project);
+UNO_REGISTER(project, cpu);

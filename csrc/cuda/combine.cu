@@ -128,14 +128,6 @@ int64_t combine_cuda(const std::vector<int64_t>& out_ptrs, const std::vector<int
   }
   dispatch_dtype(dtype, "rows", [](auto) {});  // validate even when there is no work
   const int kk = static_cast<int>(k), rr = static_cast<int>(r);
-  std::vector<Piece> pieces(T);
-  for (size_t t = 0; t < T; ++t) {
-    pieces[t].a = reinterpret_cast<void*>(static_cast<uintptr_t>(out_ptrs[t]));
-    pieces[t].b = reinterpret_cast<const void*>(static_cast<uintptr_t>(row_ptrs[t]));
-    pieces[t].lda = out_lds[t];
-    pieces[t].ldb = lds[t];
-    pieces[t].n = ns[t];
-  }
   const bool reg = kk <= kMaxRegK;
   int64_t tc = kChunk;
   if (!reg) {
@@ -146,7 +138,8 @@ int64_t combine_cuda(const std::vector<int64_t>& out_ptrs, const std::vector<int
                                   " exceeds the shared-memory tile (k <= 6144)");
     }
   }
-  const std::vector<Launch> launches = plan_launches(pieces, tc, max_blocks);
+  const std::vector<Launch> launches =
+      plan_table("combine_cuda", out_ptrs, out_lds, row_ptrs, lds, ns, tc, max_blocks);
   if (launches.empty()) return 0;
   if (m_ptr == 0) throw std::invalid_argument("combine_cuda: m_ptr is null");
   const double* m = reinterpret_cast<const double*>(static_cast<uintptr_t>(m_ptr));
@@ -160,17 +153,15 @@ int64_t combine_cuda(const std::vector<int64_t>& out_ptrs, const std::vector<int
       const size_t smem = m_in_smem ? m_bytes : 0;
       dispatch_tile<kMaxRegK>(kk, [&](auto kt) {
         constexpr int KT = decltype(kt)::value;
-        for (const Launch& L : launches) {
+        for_each_launch(launches, [&](const Launch& L) {
           combine_kernel<T, KT><<<L.grid_x, kThreads, smem, s>>>(L.tab, kk, rr, m, m_in_smem);
-          UNO_CUDA_CHECK_LAUNCH();
-        }
+        });
       });
     } else {
       const size_t smem = static_cast<size_t>(k) * static_cast<size_t>(tc) * sizeof(double);
-      for (const Launch& L : launches) {
+      for_each_launch(launches, [&](const Launch& L) {
         combine_tile_kernel<T><<<L.grid_x, kThreads, smem, s>>>(L.tab, kk, rr, m);
-        UNO_CUDA_CHECK_LAUNCH();
-      }
+      });
     }
   });
   return 0;
@@ -190,4 +181,4 @@ void register_combine_cuda(pybind11::module_& m) {
 }  // namespace cuda
 }  // namespace uno
 
-UNO_REGISTER(combine_cuda, ::uno::cuda::register_combine_cuda);
+UNO_REGISTER(combine, cuda);

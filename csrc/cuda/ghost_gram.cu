@@ -157,4 +157,4 @@ void register_ghost_gram_cuda(pybind11::module_& m) {
 }  // namespace cuda
 }  // namespace uno
 
-UNO_REGISTER(ghost_gram_cuda, ::uno::cuda::register_ghost_gram_cuda);
+UNO_REGISTER(ghost_gram, cuda);

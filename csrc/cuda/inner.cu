@@ -201,21 +201,6 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(
   }
 }
 
-std::vector<Piece> make_pieces(const std::vector<int64_t>& x_ptrs,
-                               const std::vector<int64_t>& row_ptrs,
-                               const std::vector<int64_t>& lds, const std::vector<int64_t>& ns) {
-  std::vector<Piece> pieces(row_ptrs.size());
-  for (size_t t = 0; t < row_ptrs.size(); ++t) {
-    pieces[t].a =
-        x_ptrs.empty() ? nullptr : reinterpret_cast<void*>(static_cast<uintptr_t>(x_ptrs[t]));
-    pieces[t].b = reinterpret_cast<const void*>(static_cast<uintptr_t>(row_ptrs[t]));
-    pieces[t].lda = 0;
-    pieces[t].ldb = lds[t];
-    pieces[t].n = ns[t];
-  }
-  return pieces;
-}
-
 // Returns the number of partial rows written to partials (max_blocks x W float64, row-major).
 int64_t inner_cuda(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                    const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
@@ -233,7 +218,7 @@ int64_t inner_cuda(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t
   if (!has_x && !with_gram) return 0;  // all W = k + 1 entries are 0: the adapter sums no rows
   const int64_t W = k + 1 + (with_gram ? k * (k + 1) / 2 : 0);
   const std::vector<Launch> launches =
-      plan_launches(make_pieces(x_ptrs, row_ptrs, lds, ns), kChunk, max_blocks);
+      plan_table("inner_cuda", x_ptrs, {}, row_ptrs, lds, ns, kChunk, max_blocks);
   if (launches.empty()) return 0;
   if (partials_ptr == 0) throw std::invalid_argument("inner_cuda: partials_ptr is null");
   double* partials = reinterpret_cast<double*>(static_cast<uintptr_t>(partials_ptr));
@@ -255,12 +240,11 @@ int64_t inner_cuda(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t
             throw std::invalid_argument("inner_cuda: k=" + std::to_string(k) +
                                         " is too large for the Gram kernel (k <= 2888)");
           }
-          for (const Launch& L : launches) {
+          for_each_launch(launches, [&](const Launch& L) {
             const dim3 grid(L.grid_x, static_cast<unsigned>(tasks));
             gram_kernel<TX, TR, GT>
                 <<<grid, kThreads, 0, s>>>(L.tab, kk, has_x, partials, W, L.row_base);
-            UNO_CUDA_CHECK_LAUNCH();
-          }
+          });
         });
       });
     }
@@ -291,11 +275,10 @@ void launch_dot(const std::vector<Launch>& launches, int k, int x_dtype, int row
       constexpr int KT = decltype(kt)::value;
       const unsigned tiles = static_cast<unsigned>((k + KT - 1) / KT);
       if (tiles > 65535u) throw std::invalid_argument("inner_cuda: k too large");
-      for (const Launch& L : launches) {
+      for_each_launch(launches, [&](const Launch& L) {
         const dim3 grid(L.grid_x, tiles);
         dot_kernel<TX, TR, KT><<<grid, kThreads, 0, stream>>>(L.tab, k, partials, W, L.row_base);
-        UNO_CUDA_CHECK_LAUNCH();
-      }
+      });
     });
   });
 }
@@ -303,4 +286,4 @@ void launch_dot(const std::vector<Launch>& launches, int k, int x_dtype, int row
 }  // namespace cuda
 }  // namespace uno
 
-UNO_REGISTER(inner_cuda, ::uno::cuda::register_inner_cuda);
+UNO_REGISTER(inner, cuda);

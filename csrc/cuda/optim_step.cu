@@ -16,7 +16,7 @@
 // synchronisation. k > 16 runs ceil(k / 16) coefficient launches (register tiles of 16 rows, each
 // re-reading g); more than 256 pieces run one launch per group of 256 per phase and tile, and the
 // last group's launch finishes the sum over every group's rows (earlier launches precede it on the
-// stream). With kStepsPendingF (Adam, set by the cuda adapter only) the kernels use step + 1 as
+// stream). With kStepsPending (Adam, set by the cuda adapter only) the kernels use step + 1 as
 // this step's count and the last block of each write launch stores it (not when found_inf != 0):
 // the step-count increment costs no extra launch either.
 // found_inf, grad_scale and the Adam step counts are read on the device, and the counter is left at
@@ -49,12 +49,7 @@ constexpr int kOptPieces = 256;  // pieces per launch: one launch covers a reali
 constexpr size_t kMaxKernelParamBytes = 4096;
 constexpr int kOptPieces = 32;
 #endif
-constexpr int kSgdKind = 0, kAdamKind = 1;
-constexpr int kMaximizeF = 1, kNesterovF = 2, kFirstF = 4, kWriteGradF = 8, kProjectUpdateF = 16,
-              kAmsgradF = 32, kDecoupledF = 64;
-// cuda adapter only (python/uno/_backends/optim_step.py FLAG_STEPS_PENDING): the Adam step counts
-// still hold the previous step's value; the kernels use count + 1 and the write launch stores it.
-constexpr int kStepsPendingF = 128;
+using namespace ::uno::step;  // kinds, phases and flags, kStepsPending (uno/abi.h)
 
 struct OptTable {
   int count;             // pieces in this launch (>= 1; empty pieces included, they own no chunk)
@@ -66,7 +61,7 @@ struct OptTable {
   void* s1[kOptPieces];          // momentum buffer / exp_avg (or nullptr)
   void* s2[kOptPieces];          // exp_avg_sq (or nullptr)
   void* s3[kOptPieces];          // max_exp_avg_sq (or nullptr)
-  float* step[kOptPieces];       // Adam step count (or nullptr); written only with kStepsPendingF
+  float* step[kOptPieces];       // Adam step count (or nullptr); written only with kStepsPending
   const void* rows[kOptPieces];  // (k, n[t]) rows with row stride ld[t] (or nullptr)
   int64_t ld[kOptPieces];
   int64_t n[kOptPieces];
@@ -83,21 +78,6 @@ struct Hyper {
 constexpr size_t kOptOtherArgBytes = sizeof(Hyper) + 2 * sizeof(int) + 9 * sizeof(int64_t) + 64;
 static_assert(sizeof(OptTable) + kOptOtherArgBytes <= kMaxKernelParamBytes,
               "optim piece table too large for the kernel-argument limit");
-
-__device__ __forceinline__ int find_opt_piece(const OptTable& tab, int64_t c) {
-  // The last t with chunk_begin[t] <= c: never an empty piece, since an empty piece t has
-  // chunk_begin[t] == chunk_begin[t + 1] and chunk_begin[count] == total_chunks > c.
-  int lo = 0, hi = tab.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (tab.chunk_begin[mid] <= c) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
 
 // Called by every thread of every block after the block's global writes; true (block-uniform) in
 // the one block that arrives last, which then sees every other block's writes. Classic
@@ -141,11 +121,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int v = 0; v < KT; ++v) acc[v] = 0.0;
   const bool skip = found_inf != nullptr && *found_inf != 0.0f;
   const int flags = h.flags;
-  const bool maximize = flags & kMaximizeF, nesterov = flags & kNesterovF, first = flags & kFirstF;
-  const bool write_grad = (flags & kWriteGradF) && PHASE == 0;
-  const bool proj_update = flags & kProjectUpdateF;
-  const bool ams = flags & kAmsgradF, decoupled = flags & kDecoupledF;
-  const bool pending = flags & kStepsPendingF;
+  const bool maximize = flags & kMaximize, nesterov = flags & kNesterov, first = flags & kFirst;
+  const bool write_grad = (flags & kWriteGrad) && PHASE == 0;
+  const bool proj_update = flags & kProjectUpdate;
+  const bool ams = flags & kAmsgrad, decoupled = flags & kDecoupled;
+  const bool pending = flags & kStepsPending;
   const bool proj_grad = PHASE == 0 && h.use_rows && !proj_update;
   const bool proj_upd_write = PHASE == 0 && h.use_rows && proj_update;
   const C scale = gscale != nullptr ? static_cast<C>(*gscale) : C(1);
@@ -154,7 +134,7 @@ __global__ void __launch_bounds__(kThreads)
   const C decay = static_cast<C>(1.0 - h.lr * h.wd), neg_lr_wd = static_cast<C>(-(h.lr * h.wd));
 
   for (int64_t c = skip ? tab.total_chunks : blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_opt_piece(tab, c);
+    const int t = find_piece(tab, c);
     const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
     const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
     P* __restrict__ pp = static_cast<P*>(tab.p[t]);
@@ -165,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
     const R* __restrict__ rw = static_cast<const R*>(tab.rows[t]);
     const int64_t ld = tab.ld[t];
     C step_size = C(0), bc2_sqrt = C(1);
-    if (KIND == kAdamKind) {
+    if (KIND == kAdam) {
       // float32 increment as torch._foreach_add_(steps, 1) would make it.
       const float st32 = pending ? *tab.step[t] + 1.0f : *tab.step[t];
       const double st = static_cast<double>(st32);
@@ -196,7 +176,7 @@ __global__ void __launch_bounds__(kThreads)
       const C p = static_cast<C>(load_f64(pp + q));
       C d = maximize ? -g : g;
       C u, pnew;
-      if (KIND == kSgdKind) {
+      if (KIND == kSgd) {
         d = d + wd * p;
         if (h.has_mom) {
           const C buf = first ? d : static_cast<C>(load_f64(b1 + q)) * h1 + h2 * d;
@@ -266,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x < KT && j0 + static_cast<int>(threadIdx.x) < k) {
       coef_out[j0 + threadIdx.x] = red[threadIdx.x];
     }
-  } else if (KIND == kAdamKind && pending && !skip) {
+  } else if (KIND == kAdam && pending && !skip) {
     // Every block has read the step counts of its chunks: store this step's count (the host checked
     // that no two pieces share a counter).
     for (int i = threadIdx.x; i < tab.count; i += kThreads) {
@@ -349,13 +329,13 @@ int64_t optim_step_cuda(int kind, int phase, const std::vector<int64_t>& p_ptrs,
                         int64_t counter_ptr, int64_t coef_out_ptr) {
   const std::string w = "optim_step_cuda";
   const size_t T = ns.size();
-  if (kind != kSgdKind && kind != kAdamKind) throw std::invalid_argument(w + ": bad kind");
+  if (kind != kSgd && kind != kAdam) throw std::invalid_argument(w + ": bad kind");
   if (phase < 0 || phase > 2) throw std::invalid_argument(w + ": phase must be 0, 1 or 2");
   if (p_ptrs.size() != T || g_ptrs.size() != T) {
     throw std::invalid_argument(w + ": params/grads/ns lists differ in length");
   }
-  const bool adam = kind == kAdamKind;
-  const bool ams = adam && (flags & kAmsgradF);
+  const bool adam = kind == kAdam;
+  const bool ams = adam && (flags & kAmsgrad);
   if (adam && (s1_ptrs.size() != T || s2_ptrs.size() != T || step_ptrs.size() != T ||
                (ams && s3_ptrs.size() != T) || hyper.size() < 5)) {
     throw std::invalid_argument(w +
@@ -372,8 +352,8 @@ int64_t optim_step_cuda(int kind, int phase, const std::vector<int64_t>& p_ptrs,
   }
   dispatch_opt_dtypes(p_dtype, r_dtype, s_dtype, [](auto, auto) {});
   if (phase != 0 && k == 0) return 0;
-  const bool pending = adam && (flags & kStepsPendingF);
-  if (!adam) flags &= ~kStepsPendingF;
+  const bool pending = adam && (flags & kStepsPending);
+  if (!adam) flags &= ~kStepsPending;
   std::vector<OptLaunch> launches = plan(ns, max_blocks);
   if (launches.empty()) return 0;
   if (phase != 0 && (partials_ptr == 0 || coef_out_ptr == 0)) {
@@ -479,9 +459,9 @@ int64_t optim_step_cuda(int kind, int phase, const std::vector<int64_t>& p_ptrs,
       }
     };
     if (adam) {
-      run_kind(std::integral_constant<int, kAdamKind>{});
+      run_kind(std::integral_constant<int, kAdam>{});
     } else {
-      run_kind(std::integral_constant<int, kSgdKind>{});
+      run_kind(std::integral_constant<int, kSgd>{});
     }
   });
   return n_launches;
@@ -509,4 +489,4 @@ void register_optim_step_cuda(pybind11::module_& m) {
 }  // namespace cuda
 }  // namespace uno
 
-UNO_REGISTER(optim_step_cuda, ::uno::cuda::register_optim_step_cuda);
+UNO_REGISTER(optim_step, cuda);

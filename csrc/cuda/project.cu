@@ -115,15 +115,8 @@ int64_t project_cuda(const std::vector<int64_t>& x_ptrs, const std::vector<int64
   const size_t T = x_ptrs.size();
   check_common(T, row_ptrs.size(), lds.size(), ns.size(), k, "project_cuda");
   dispatch_pair(x_dtype, row_dtype, [](auto, auto) {});  // validate even when there is no work
-  std::vector<Piece> pieces(T);
-  for (size_t t = 0; t < T; ++t) {
-    pieces[t].a = reinterpret_cast<void*>(static_cast<uintptr_t>(x_ptrs[t]));
-    pieces[t].b = reinterpret_cast<const void*>(static_cast<uintptr_t>(row_ptrs[t]));
-    pieces[t].lda = 0;
-    pieces[t].ldb = lds[t];
-    pieces[t].n = ns[t];
-  }
-  const std::vector<Launch> launches = plan_launches(pieces, kChunk, max_blocks);
+  const std::vector<Launch> launches =
+      plan_table("project_cuda", x_ptrs, {}, row_ptrs, lds, ns, kChunk, max_blocks);
   if (launches.empty()) return 0;
   if (partials_ptr == 0 || y_ptr == 0) {
     throw std::invalid_argument("project_cuda: partials_ptr and y_ptr must be device pointers");
@@ -139,17 +132,15 @@ int64_t project_cuda(const std::vector<int64_t>& x_ptrs, const std::vector<int64
     if (kk <= kMaxFusedK) {
       dispatch_tile<kMaxFusedK>(kk, [&](auto kt) {
         constexpr int KT = decltype(kt)::value;
-        for (const Launch& L : launches) {
+        for_each_launch(launches, [&](const Launch& L) {
           project_kernel<TX, TR, KT>
               <<<L.grid_x, kThreads, 0, s>>>(L.tab, kk, y, partials, L.row_base);
-          UNO_CUDA_CHECK_LAUNCH();
-        }
+        });
       });
     } else {
-      for (const Launch& L : launches) {
+      for_each_launch(launches, [&](const Launch& L) {
         subtract_kernel<TX, TR><<<L.grid_x, kThreads, 0, s>>>(L.tab, kk, y);
-        UNO_CUDA_CHECK_LAUNCH();
-      }
+      });
       launch_dot(launches, kk, x_dtype, row_dtype, partials, k + 1, s);
     }
   });
@@ -170,4 +161,4 @@ void register_project_cuda(pybind11::module_& m) {
 }  // namespace cuda
 }  // namespace uno
 
-UNO_REGISTER(project_cuda, ::uno::cuda::register_project_cuda);
+UNO_REGISTER(project, cuda);

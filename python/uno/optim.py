@@ -55,10 +55,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from uno import _backends
-from uno._backends import optim_step as _adapters
-from uno.ops._eager import bump_versions, direct_ok
-from uno.reference.optim_step import (
+from uno import _abi, _backends
+from uno._abi import (
     FLAG_AMSGRAD,
     FLAG_DECOUPLED,
     FLAG_FIRST,
@@ -71,79 +69,14 @@ from uno.reference.optim_step import (
     PHASE_GRAD_COEF,
     PHASE_UPDATE_COEF,
     PHASE_WRITE,
+    StepArgs,
 )
+from uno.ops import library
+from uno.ops._eager import bump_versions, direct_ok
 
 __all__ = ["ProjectedAdam", "ProjectedSGD", "project_adam_", "project_sgd_"]
 
-_HALF = (torch.float16, torch.bfloat16)
-_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PROJECT_MODES = ("grad", "update")
-
-
-# ---------------------------------------------------------------------------------------------------
-# The custom op: one dispatch point for every backend.
-# ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op(
-    # steps: the cuda backend stores Adam's step counts itself (_adapters.FLAG_STEPS_PENDING).
-    "uno::optim_step",
-    mutates_args=("params", "grads", "state1", "state2", "state3", "steps"),
-)
-def _optim_step_op(
-    params: List[Tensor],
-    grads: List[Tensor],
-    state1: List[Tensor],
-    state2: List[Tensor],
-    state3: List[Tensor],
-    steps: List[Tensor],
-    rows: List[Tensor],
-    coef: Optional[Tensor],
-    grad_scale: Optional[Tensor],
-    found_inf: Optional[Tensor],
-    kind: int,
-    phase: int,
-    hyper: List[float],
-    flags: int,
-    backend: str,
-) -> Tensor:
-    name = _backends.resolve(backend or None, params[0].device)
-    return _adapters.get(name)(
-        kind,
-        phase,
-        params,
-        grads,
-        state1,
-        state2,
-        state3,
-        steps,
-        rows,
-        coef,
-        grad_scale,
-        found_inf,
-        hyper,
-        flags,
-    )
-
-
-@_optim_step_op.register_fake
-def _(
-    params: List[Tensor],
-    grads: List[Tensor],
-    state1: List[Tensor],
-    state2: List[Tensor],
-    state3: List[Tensor],
-    steps: List[Tensor],
-    rows: List[Tensor],
-    coef: Optional[Tensor],
-    grad_scale: Optional[Tensor],
-    found_inf: Optional[Tensor],
-    kind: int,
-    phase: int,
-    hyper: List[float],
-    flags: int,
-    backend: str,
-) -> Tensor:
-    k = rows[0].shape[0] if len(rows) and phase != PHASE_WRITE else 0
-    return params[0].new_empty((k,), dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,15 +88,11 @@ def _check_project(project: str) -> str:
     return project
 
 
-def _state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
+_state_dtype = _abi.wide_dtype
 
 
 def _check_param(p: Tensor, g: Tensor, i: int) -> None:
-    if p.dtype not in _FLOATS:
-        raise TypeError(
-            f"parameter {i} has dtype {p.dtype}; expected float32, float64, float16 or bfloat16"
-        )
+    _abi.dtype_code(p.dtype, f"parameter {i}")
     if g.is_sparse or p.is_sparse:
         raise TypeError(f"parameter {i}: sparse gradients/parameters are not supported")
     if g.shape != p.shape:
@@ -199,7 +128,7 @@ def _basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> Li
                 f"expected the parameters and the {what} on the same device, got {p.device} "
                 f"(parameter {i}) and {basis.device}"
             )
-        if not (basis.dtype == p.dtype or (p.dtype in _HALF and basis.dtype == torch.float32)):
+        if not _abi.pair_ok(p.dtype, basis.dtype):
             raise TypeError(
                 f"{what} has dtype {basis.dtype} but parameter {i} has dtype {p.dtype}; expected "
                 "the same dtype (or a float32 basis for float16/bfloat16 parameters)"
@@ -227,7 +156,7 @@ def _as_basis(basis: Any, params: Sequence[Tensor], backend: Optional[str]) -> A
             vectors = [list(basis)] if len(params) > 1 else [[b] for b in basis]
         else:
             vectors = basis
-        dt = torch.float32 if params[0].dtype in _HALF else None
+        dt = torch.float32 if params[0].dtype in _abi.HALF_DTYPES else None
         basis = orthonormalize(vectors, dtype=dt, backend=backend)
     _basis_rows(basis, params)
     return basis
@@ -247,6 +176,7 @@ class _Call:
     rows: List[Tensor] = field(default_factory=list)
     hyper: List[float] = field(default_factory=list)
     flags: int = 0
+    be: Any = None  # the backend module (uno._backends) of the call's device
 
 
 def _flat(t: Tensor, flat: bool = True) -> Tensor:
@@ -255,15 +185,18 @@ def _flat(t: Tensor, flat: bool = True) -> Tensor:
     return t.view(-1) if t.is_contiguous() else t.reshape(-1)
 
 
-def _needs_flat(backend: Optional[str], params: Sequence[Tensor]) -> bool:
-    """Whether the pieces must be 1-D views: the cpu and cuda adapters only read data pointers and
+def _backend_of(bes: Dict[torch.device, Any], backend: Optional[str], device: torch.device) -> Any:
+    """The backend module for ``device``, resolved once per step and device (memo ``bes``)."""
+    be = bes.get(device)
+    if be is None:
+        be = bes[device] = _backends.get(backend, device)
+    return be
+
+
+def _needs_flat(be: Any) -> bool:
+    """Whether the pieces must be 1-D views: the cpu and cuda kernels only read data pointers and
     sizes of contiguous tensors, so they skip the views (a few µs per tensor per step)."""
-    if not params:
-        return True
-    try:
-        return _backends.resolve(backend, params[0].device) not in ("cpu", "cuda")
-    except Exception:  # an unavailable backend: the op path reports it later
-        return True
+    return be.NAME not in ("cpu", "cuda")
 
 
 def _run(
@@ -273,7 +206,6 @@ def _run(
     project: str,
     grad_scale: Optional[Tensor],
     found_inf: Optional[Tensor],
-    backend: Optional[str],
 ) -> None:
     """The fused step: (with a basis) one coefficient pass over every call, then one write pass each.
 
@@ -285,13 +217,12 @@ def _run(
     calls = [c for c in calls if c.params]
     if not calls:
         return
-    be = backend or ""
     torch_steps: List[Tensor] = []
     if kind == KIND_ADAM:
         in_kernel = _steps_distinct(calls)
         for c in calls:
-            if in_kernel and _backends.resolve(backend or None, c.params[0].device) == "cuda":
-                c.flags |= _adapters.FLAG_STEPS_PENDING
+            if in_kernel and c.be.NAME == "cuda":
+                c.flags |= _abi.FLAG_STEPS_PENDING
             else:
                 torch_steps += c.steps
         _increment(torch_steps)
@@ -299,10 +230,10 @@ def _run(
     if k > 0:
         phase = PHASE_GRAD_COEF if project == "grad" else PHASE_UPDATE_COEF
         for c in calls:
-            part = _call(c, None, grad_scale, found_inf, kind, phase, be)
+            part = _call(c, None, grad_scale, found_inf, kind, phase)
             coef = part if coef is None else coef + part
     for c in calls:
-        _call(c, coef, grad_scale, found_inf, kind, PHASE_WRITE, be)
+        _call(c, coef, grad_scale, found_inf, kind, PHASE_WRITE)
         if c.flags & FLAG_WRITE_GRAD:
             for ug, g in zip(c.user_grads, c.grads):
                 if ug.data_ptr() != g.data_ptr() or not ug.is_contiguous():
@@ -318,24 +249,23 @@ def _call(
     found_inf: Optional[Tensor],
     kind: int,
     phase: int,
-    be: str,
 ) -> Tensor:
     """One phase of one call: the custom op, or on a plain eager call (no tracing, modes, subclasses,
-    autograd; :mod:`uno.ops._eager`) its adapter directly, which saves the dispatcher's per-tensor
-    layers (≈ 5 ms per step for a 150-tensor model on the CPU, more than the kernels at 1e6 parameters).
-    The write phase then bumps the version counters of what the op declares mutated, as the
-    dispatcher would."""
-    lists = (c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows)
+    autograd; :mod:`uno.ops._eager`) the backend's ``optim_step`` directly, which saves the
+    dispatcher's per-tensor layers (≈ 5 ms per step for a 150-tensor model on the CPU, more than the
+    kernels at 1e6 parameters). The write phase then bumps the version counters of what the op
+    declares mutated, as the dispatcher would."""
+    a = StepArgs(
+        c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, coef, grad_scale, found_inf, kind,
+        phase, c.hyper, c.flags,
+    )  # fmt: skip
     scalars = [t for t in (coef, grad_scale, found_inf) if t is not None]
-    if direct_ok(*lists, scalars):
-        name = _backends.resolve(be or None, c.params[0].device)
-        out = _adapters.get(name)(
-            kind, phase, *lists, coef, grad_scale, found_inf, c.hyper, c.flags
-        )
+    if direct_ok(c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, scalars):
+        out = c.be.optim_step(a)
         if phase == PHASE_WRITE:
             bump_versions([*c.params, *c.grads, *c.s1, *c.s2, *c.s3, *c.steps])
         return out
-    return _optim_step_op(*lists, coef, grad_scale, found_inf, kind, phase, c.hyper, c.flags, be)
+    return library.run_optim_step(a, c.be.NAME)
 
 
 def _steps_distinct(calls: Sequence[_Call]) -> bool:
@@ -423,9 +353,9 @@ def project_sgd_(
         return
     calls = _sgd_calls(
         params, grads, momentum_buffers, rows, lr, momentum, dampening, weight_decay, nesterov,
-        _mode_flags(project, write_grad, maximize), flat=_needs_flat(backend, params),
+        _mode_flags(project, write_grad, maximize), backend, {},
     )  # fmt: skip
-    _run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf, backend)
+    _run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def project_adam_(
@@ -493,10 +423,10 @@ def project_adam_(
     flags |= (FLAG_AMSGRAD if amsgrad else 0) | (FLAG_DECOUPLED if decoupled_weight_decay else 0)
     steps = list(state_steps)
     calls = _adam_calls(
-        params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags,
-        flat=_needs_flat(backend, params),
+        params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags, backend,
+        {},
     )  # fmt: skip
-    _run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf, backend)
+    _run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def _increment(steps: List[Tensor]) -> None:
@@ -569,12 +499,14 @@ def _group_key(p: Tensor, s: Optional[Tensor], extra: Any = None) -> Tuple[Any, 
 
 
 def _sgd_calls(
-    params, grads, bufs, rows, lr, momentum, dampening, weight_decay, nesterov, flags, flat=True
+    params, grads, bufs, rows, lr, momentum, dampening, weight_decay, nesterov, flags, backend, bes
 ) -> List[_Call]:
     hyper = [float(lr), float(momentum), float(dampening), float(weight_decay)]
     base = flags | (FLAG_NESTEROV if nesterov else 0)
     calls: Dict[Tuple[Any, ...], _Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
+        be = _backend_of(bes, backend, p.device)
+        flat = _needs_flat(be)
         buf = None
         first = False
         if momentum != 0:
@@ -587,7 +519,7 @@ def _sgd_calls(
                 first = True
         c = calls.setdefault(
             _group_key(p, buf, first),
-            _Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0)),
+            _Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0), be=be),
         )
         _add_piece(c, p, g, rows, i, flat)
         if buf is not None:
@@ -595,11 +527,13 @@ def _sgd_calls(
     return list(calls.values())
 
 
-def _adam_calls(params, grads, states, steps, rows, hyper, flags, flat=True) -> List[_Call]:
+def _adam_calls(params, grads, states, steps, rows, hyper, flags, backend, bes) -> List[_Call]:
     calls: Dict[Tuple[Any, ...], _Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
+        be = _backend_of(bes, backend, p.device)
+        flat = _needs_flat(be)
         c = calls.setdefault(
-            _group_key(p, states[0][i]), _Call(hyper=[float(h) for h in hyper], flags=flags)
+            _group_key(p, states[0][i]), _Call(hyper=[float(h) for h in hyper], flags=flags, be=be)
         )
         _add_piece(c, p, g, rows, i, flat)
         c.s1.append(_flat(states[0][i], flat))
@@ -768,6 +702,7 @@ class ProjectedSGD(_Projected):
             closure, basis, grad_scale, found_inf
         )
         calls: List[_Call] = []
+        bes: Dict[torch.device, Any] = {}  # the backend per device, resolved once per step
         new_bufs = any(
             group["momentum"] != 0 and self.state[p].get("momentum_buffer") is None
             for group, ps in groups
@@ -785,14 +720,14 @@ class ProjectedSGD(_Projected):
             flags = _mode_flags(self.project, self.write_grad, group["maximize"])
             calls += _sgd_calls(
                 ps, [p.grad for p in ps], bufs, rows, group["lr"], group["momentum"],
-                group["dampening"], group["weight_decay"], group["nesterov"], flags,
-                flat=_needs_flat(self.backend, ps),
+                group["dampening"], group["weight_decay"], group["nesterov"], flags, self.backend,
+                bes,
             )  # fmt: skip
             if group["momentum"] != 0:
                 for p, b in zip(ps, bufs):
                     self.state[p]["momentum_buffer"] = b
         k = rows_all[0].shape[0] if rows_all else 0
-        _run(KIND_SGD, calls, k, self.project, gs, fi, self.backend)
+        _run(KIND_SGD, calls, k, self.project, gs, fi)
         return loss
 
 
@@ -865,6 +800,7 @@ class ProjectedAdam(_Projected):
         if _skip_on_host(fi, force=False):
             return loss
         calls: List[_Call] = []
+        bes: Dict[torch.device, Any] = {}  # the backend per device, resolved once per step
         for group, ps in groups:
             amsgrad = bool(group["amsgrad"])
             states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
@@ -901,11 +837,10 @@ class ProjectedAdam(_Projected):
             )
             hyper = [group["lr"], beta1, beta2, group["eps"], group["weight_decay"]]
             calls += _adam_calls(
-                ps, [p.grad for p in ps], states, steps, rows, hyper, flags,
-                flat=_needs_flat(self.backend, ps),
+                ps, [p.grad for p in ps], states, steps, rows, hyper, flags, self.backend, bes,
             )  # fmt: skip
         k = rows_all[0].shape[0] if rows_all else 0
-        _run(KIND_ADAM, calls, k, self.project, gs, fi, self.backend)  # increments the steps
+        _run(KIND_ADAM, calls, k, self.project, gs, fi)  # increments the steps
         return loss
 
 
@@ -915,7 +850,7 @@ def _fix_state(s: Tensor, p: Tensor) -> Tensor:
     if s.dtype not in (p.dtype, want) or s.device != p.device or not s.is_contiguous():
         s = s.to(device=p.device, dtype=want if s.dtype not in (p.dtype, want) else s.dtype)
         s = s.contiguous()
-    if p.dtype in _HALF and s.dtype != torch.float32:
+    if p.dtype in _abi.HALF_DTYPES and s.dtype != torch.float32:
         s = s.float()  # torch keeps half states; ours are float32
     return s
 

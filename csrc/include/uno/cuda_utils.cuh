@@ -1,6 +1,7 @@
 // Shared helpers of the CUDA kernels (csrc/cuda/*.cu): error checking, dtype conversion, the
 // multi-tensor piece table passed by value as a kernel argument (NVIDIA apex `multi_tensor_apply`
-// style), launch planning and a deterministic block reduction. Everything lives in namespace
+// style), launch planning, the piece-table launcher and a deterministic block reduction. Dtype
+// codes and the dtype policy come from uno/abi.h. Everything lives in namespace
 // uno::cuda so that nothing collides with the CPU kernels in csrc/cpu/.
 #pragma once
 
@@ -15,6 +16,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "uno/abi.h"
 
 namespace uno {
 namespace cuda {
@@ -57,24 +60,6 @@ constexpr int kWarps = kThreads / 32;      //
 constexpr int64_t kChunk = 4 * kThreads;   // columns per block-chunk of the streaming kernels
 constexpr int kMaxPieces = 64;             // pieces per launch (piece table capacity)
 constexpr size_t kSmemBudget = 48 * 1024;  // dynamic shared memory without an opt-in attribute
-
-// dtype codes used by _C (docs/kernels.md).
-enum DType : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3 };
-
-inline const char* dtype_name(int code) {
-  switch (code) {
-    case kF32:
-      return "float32";
-    case kF64:
-      return "float64";
-    case kF16:
-      return "float16";
-    case kBF16:
-      return "bfloat16";
-    default:
-      return "unknown";
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Element conversion. Every value is widened to float64 on load (exact for all four dtypes) and a
@@ -141,8 +126,10 @@ using Table = PieceTable<kMaxPieces>;
 // Kernel arguments are limited to 4 KiB on every supported driver: keep the table well below that.
 static_assert(sizeof(Table) <= 3600, "piece table too large for a kernel argument");
 
-template <int N>
-__device__ __forceinline__ int find_piece(const PieceTable<N>& tab, int64_t c) {
+// Any table with `count` and `chunk_begin` (also the optimizer step's). An empty piece t has
+// chunk_begin[t] == chunk_begin[t + 1], so it is never the answer.
+template <typename Tab>
+__device__ __forceinline__ int find_piece(const Tab& tab, int64_t c) {
   int lo = 0, hi = tab.count - 1;  // invariant: chunk_begin[lo] <= c < chunk_begin[hi + 1]
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
@@ -243,6 +230,48 @@ inline int64_t rows_written(const std::vector<Launch>& launches) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The piece-table launcher shared by inner, project and combine: plan_table turns the ops layer's
+// per-piece lists into planned launches, for_each_launch issues and checks them.
+// ---------------------------------------------------------------------------------------------------
+inline void* as_ptr(int64_t p) { return reinterpret_cast<void*>(static_cast<uintptr_t>(p)); }
+
+// a_ptrs: x (inner, project; empty when x is None) or out (combine) pieces; a_lds: out row strides
+// (combine; empty otherwise); b_ptrs, b_lds: the (k, n_t) row blocks; ns: columns per piece.
+inline std::vector<Launch> plan_table(const char* fn, const std::vector<int64_t>& a_ptrs,
+                                      const std::vector<int64_t>& a_lds,
+                                      const std::vector<int64_t>& b_ptrs,
+                                      const std::vector<int64_t>& b_lds,
+                                      const std::vector<int64_t>& ns, int64_t chunk,
+                                      int64_t max_blocks) {
+  const size_t T = b_ptrs.size();
+  if ((!a_ptrs.empty() && a_ptrs.size() != T) || (!a_lds.empty() && a_lds.size() != T)) {
+    throw std::invalid_argument(std::string(fn) + ": per-piece lists differ in length (" +
+                                std::to_string(a_ptrs.size()) + " and " +
+                                std::to_string(a_lds.size()) + " entries for " + std::to_string(T) +
+                                " row blocks)");
+  }
+  std::vector<Piece> pieces(T);
+  for (size_t t = 0; t < T; ++t) {
+    pieces[t].a = a_ptrs.empty() ? nullptr : as_ptr(a_ptrs[t]);
+    pieces[t].b = as_ptr(b_ptrs[t]);
+    pieces[t].lda = a_lds.empty() ? 0 : a_lds[t];
+    pieces[t].ldb = b_lds[t];
+    pieces[t].n = ns[t];
+  }
+  return plan_launches(pieces, chunk, max_blocks);
+}
+
+// Calls launch(L) (one <<<L.grid_x, ...>>> kernel launch over L.tab) for every planned launch and
+// checks each for a launch error.
+template <typename F>
+void for_each_launch(const std::vector<Launch>& launches, F&& launch) {
+  for (const Launch& L : launches) {
+    launch(L);
+    UNO_CUDA_CHECK_LAUNCH();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Deterministic block reduction of V per-thread values: a fixed shuffle tree inside each warp, then
 // the warp results are added in warp order by thread v. On return smem[v] (v < V) holds the block
 // sums. smem must hold kWarps * V doubles; all kThreads threads must call it.
@@ -302,21 +331,21 @@ void dispatch_dtype(int code, const char* what, F&& f) {
 // float32 rows.
 template <typename F>
 void dispatch_pair(int x_dtype, int row_dtype, F&& f) {
-  if (x_dtype == row_dtype) {
-    dispatch_dtype(x_dtype, "x", [&](auto tx) { f(tx, tx); });
-    return;
+  if (!pair_ok(x_dtype, row_dtype)) {
+    throw std::invalid_argument(
+        std::string("uno.cuda: unsupported dtype pair x=") + dtype_name(x_dtype) +
+        ", rows=" + dtype_name(row_dtype) +
+        " (expected equal dtypes, or float16/bfloat16 x with float32 rows)");
   }
-  if (row_dtype == kF32 && x_dtype == kF16) {
-    f(Tag<__half>{}, Tag<float>{});
-    return;
-  }
-  if (row_dtype == kF32 && x_dtype == kBF16) {
-    f(Tag<__nv_bfloat16>{}, Tag<float>{});
-    return;
-  }
-  throw std::invalid_argument(std::string("uno.cuda: unsupported dtype pair x=") +
-                              dtype_name(x_dtype) + ", rows=" + dtype_name(row_dtype) +
-                              " (expected equal dtypes, or float16/bfloat16 x with float32 rows)");
+  dispatch_dtype(x_dtype, "x", [&](auto tx) {
+    using TX = typename decltype(tx)::type;
+    if (x_dtype == row_dtype) {
+      f(tx, tx);
+    } else if constexpr (std::is_same<TX, __half>::value ||
+                         std::is_same<TX, __nv_bfloat16>::value) {
+      f(tx, Tag<float>{});
+    }
+  });
 }
 
 // Calls f(std::integral_constant<int, KT>{}) with KT the smallest power of two >= min(k, MaxKT)

@@ -1,6 +1,6 @@
-// Element dtypes of the kernel primitives (docs/kernels.md): codes, portable float16/bfloat16 <->
-// float conversions (written by hand, round to nearest even, no compiler extensions) and the
-// dispatch over the allowed (x dtype, row dtype) pairs.
+// Element dtypes of the CPU kernels: portable float16/bfloat16 <-> float conversions (written by
+// hand, round to nearest even, no compiler extensions) and the dispatch over the allowed (x dtype,
+// row dtype) pairs. The codes and the policy itself are uno/abi.h.
 #pragma once
 
 #include <cstdint>
@@ -9,32 +9,9 @@
 #include <string>
 #include <type_traits>
 
+#include "uno/abi.h"
+
 namespace uno {
-
-// The codes passed through _C (same order as the table in docs/kernels.md).
-enum DType : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3 };
-
-inline const char* dtype_name(int code) {
-  switch (code) {
-    case kF32:
-      return "float32";
-    case kF64:
-      return "float64";
-    case kF16:
-      return "float16";
-    case kBF16:
-      return "bfloat16";
-    default:
-      return "unknown";
-  }
-}
-
-inline void check_dtype_code(int code, const char* what) {
-  if (code < kF32 || code > kBF16) {
-    throw std::invalid_argument(std::string(what) + ": unknown dtype code " + std::to_string(code) +
-                                " (expected 0=float32, 1=float64, 2=float16, 3=bfloat16)");
-  }
-}
 
 // 16-bit storage types: plain bit patterns, converted explicitly.
 struct half_t {
@@ -268,31 +245,6 @@ inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n,
   }
 }
 
-// Calls f(X{}, R{}) with value-initialised tags of the element types of an allowed (x, rows) pair:
-// equal dtypes, or x float16/bfloat16 with float32 rows. Throws std::invalid_argument otherwise.
-template <typename F>
-void dispatch_pair(int x_code, int row_code, const char* what, F&& f) {
-  check_dtype_code(x_code, what);
-  check_dtype_code(row_code, what);
-  if (x_code == row_code) {
-    switch (x_code) {
-      case kF32:
-        return f(float{}, float{});
-      case kF64:
-        return f(double{}, double{});
-      case kF16:
-        return f(half_t{}, half_t{});
-      default:
-        return f(bf16_t{}, bf16_t{});
-    }
-  }
-  if (row_code == kF32 && x_code == kF16) return f(half_t{}, float{});
-  if (row_code == kF32 && x_code == kBF16) return f(bf16_t{}, float{});
-  throw std::invalid_argument(std::string(what) + ": unsupported dtype pair (x " +
-                              dtype_name(x_code) + ", rows " + dtype_name(row_code) +
-                              "); expected equal dtypes, or float16/bfloat16 x with float32 rows");
-}
-
 // Calls f(T{}) for a single dtype code.
 template <typename F>
 void dispatch_one(int code, const char* what, F&& f) {
@@ -307,6 +259,25 @@ void dispatch_one(int code, const char* what, F&& f) {
     default:
       return f(bf16_t{});
   }
+}
+
+// Calls f(X{}, R{}) with value-initialised tags of the element types of an allowed (x, rows) pair:
+// equal dtypes, or x float16/bfloat16 with float32 rows. Throws std::invalid_argument otherwise.
+template <typename F>
+void dispatch_pair(int x_code, int row_code, const char* what, F&& f) {
+  check_dtype_code(x_code, what);
+  check_dtype_code(row_code, what);
+  if (!pair_ok(x_code, row_code)) {
+    throw std::invalid_argument(
+        std::string(what) + ": unsupported dtype pair (x " + dtype_name(x_code) + ", rows " +
+        dtype_name(row_code) + "); expected equal dtypes, or float16/bfloat16 x with float32 rows");
+  }
+  if (x_code == row_code) return dispatch_one(x_code, what, [&](auto t) { f(t, t); });
+  return dispatch_one(x_code, what, [&](auto x) {
+    if constexpr (std::is_same_v<decltype(x), half_t> || std::is_same_v<decltype(x), bf16_t>) {
+      f(x, float{});
+    }
+  });
 }
 
 }  // namespace uno

@@ -23,5 +23,9 @@ struct Registrar {
 
 }  // namespace uno
 
-// UNO_REGISTER(inner_cpu, fn): call fn(m) when the _C module is created.
-#define UNO_REGISTER(name, fn) static ::uno::Registrar uno_registrar_##name(#name, fn)
+// One naming scheme for every kernel file: csrc/<backend>/<op>.{cpp,cu} defines
+// uno::<backend>::register_<op>_<backend>(m), which defines _C.<op>_<backend>, and ends with
+// UNO_REGISTER(<op>, <backend>) so that it is called when the _C module is created.
+#define UNO_REGISTER(op, backend)                         \
+  static ::uno::Registrar uno_registrar_##op##_##backend( \
+      #op "_" #backend, ::uno::backend::register_##op##_##backend)

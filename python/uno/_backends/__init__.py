@@ -1,4 +1,10 @@
-"""Backend registry: which implementations of the kernel primitives exist here, and which one runs.
+"""The backend registry: which implementations of the kernel primitives exist here, and which runs.
+
+A backend is one module, ``uno._backends.<name>`` (``reference``, ``cpu``, ``cuda``, ``triton``), that
+exposes every primitive of docs/kernels.md: ``inner``, ``project``, ``combine``, ``optim_step`` and
+``ghost_gram``, with the arguments and results of the spec, :mod:`uno.reference`. :func:`get` is the
+one call an op makes: it resolves the backend for a device and returns its module; everything below
+it receives that module.
 
 Resolution order for an op call: explicit ``backend=`` argument → ``UNO_BACKEND`` environment variable →
 the per-device default (CPU tensors: ``cpu`` when the compiled core is importable, else ``reference``;
@@ -143,7 +149,15 @@ _MODULES: Dict[str, ModuleType] = {}
 
 
 def module(name: str) -> ModuleType:
-    """The adapter module of backend ``name`` (exposes ``inner``, ``project``, ``combine``)."""
-    if name not in _MODULES:
-        _MODULES[name] = importlib.import_module(f"uno._backends.{name}")
-    return _MODULES[name]
+    """The module of backend ``name`` (exposes the five primitives; no availability check)."""
+    m = _MODULES.get(name)
+    if m is None:
+        if name not in NAMES:
+            raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
+        m = _MODULES[name] = importlib.import_module(f"uno._backends.{name}")
+    return m
+
+
+def get(backend: Optional[str], device: torch.device) -> ModuleType:
+    """The module of the backend that runs on ``device``: :func:`resolve`, then :func:`module`."""
+    return module(resolve(backend, device))

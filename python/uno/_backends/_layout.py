@@ -1,4 +1,4 @@
-"""Cheap layout checks shared by the compiled backends' adapters (cpu, cuda, triton).
+"""Cheap layout checks and argument packing shared by the compiled backends (cpu, cuda, triton).
 
 The ops layer hands the adapters well-formed pieces; these checks make a direct caller's mistake (a
 non-contiguous piece, a wrong size, a transposed row block, a mixed dtype) a clear exception before any
@@ -7,33 +7,26 @@ kernel writes, instead of a read or write through a wrong pointer.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-HALF = (torch.float16, torch.bfloat16)
+from uno._abi import StepArgs, dtype_code, pair_ok
 
 
 def code(dtype: torch.dtype, what: str) -> int:
     """The `_C` dtype code of ``dtype`` (docs/kernels.md); TypeError for anything else."""
-    try:
-        return DTYPE_CODES[dtype]
-    except KeyError:
-        raise TypeError(
-            f"{what} has dtype {dtype}; expected float32, float64, float16 or bfloat16"
-        ) from None
+    return dtype_code(dtype, what)
 
 
 def check_pair(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
-    """Allowed (x, rows) dtype pairs: equal, or float16/bfloat16 x with float32 rows."""
-    if x_dtype == row_dtype or (x_dtype in HALF and row_dtype == torch.float32):
-        return
-    raise TypeError(
-        f"rows have dtype {row_dtype} but x has dtype {x_dtype}; expected the same dtype "
-        "(or float32 rows for float16/bfloat16 x)"
-    )
+    """TypeError unless (x, rows) is an allowed dtype pair (:func:`uno._abi.pair_ok`)."""
+    if not pair_ok(x_dtype, row_dtype):
+        raise TypeError(
+            f"rows have dtype {row_dtype} but x has dtype {x_dtype}; expected the same dtype "
+            "(or float32 rows for float16/bfloat16 x)"
+        )
 
 
 class RowBlocks(list):
@@ -169,3 +162,100 @@ def coefficients(v: Tensor, shape: tuple[int, ...], device: torch.device, what: 
     if tuple(v.shape) != shape and v.numel() != int(torch.Size(shape).numel()):
         raise ValueError(f"{what} has shape {tuple(v.shape)}, expected {shape}")
     return v.detach().to(device=device, dtype=torch.float64).reshape(shape).contiguous()
+
+
+def check_combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor, device_type: str):
+    """The layout of a ``combine`` call: returns ``(k, r, lds, ns, out_lds)``."""
+    k = int(rows[0].shape[0]) if len(rows) else 0
+    if m.dim() != 2 or m.shape[1] != k:
+        raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
+    r = int(m.shape[0])
+    lds, ns = row_layout(rows, k, "rows", device_type)
+    out_lds, out_ns = row_layout(out, r, "out", device_type)
+    if out_ns != ns:
+        raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
+    if out[0].dtype != rows[0].dtype:
+        raise TypeError(f"out has dtype {out[0].dtype}, expected rows' dtype {rows[0].dtype}")
+    return k, r, lds, ns, out_lds
+
+
+# -- the compiled kernels' arguments of optim_step and ghost_gram (keyword names of `_C`) -------------
+def ptr(t: Optional[Tensor]) -> int:
+    """A tensor's data pointer, 0 for None."""
+    return 0 if t is None else int(t.data_ptr())
+
+
+def scalar32(t: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+    """A float32 scalar on ``device`` the kernels can read (a no-op for the usual input)."""
+    if t is None:
+        return None
+    return t.to(device=device, dtype=torch.float32).reshape(())
+
+
+def step_kwargs(a: StepArgs, device: torch.device) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+    """The ``optim_step_{cpu,cuda}`` arguments both kernels share (pointers, sizes, dtype codes), and
+    the converted scalars behind the pointers, which the caller keeps alive until the kernel returns.
+    """
+    pd = a.params[0].dtype
+    c64 = None if a.coef is None else a.coef.to(device=device, dtype=torch.float64).contiguous()
+    keep = (c64, scalar32(a.grad_scale, device), scalar32(a.found_inf, device))
+    kwargs = dict(
+        kind=a.kind,
+        phase=a.phase,
+        p_ptrs=[int(p.data_ptr()) for p in a.params],
+        g_ptrs=[int(g.data_ptr()) for g in a.grads],
+        s1_ptrs=[int(s.data_ptr()) for s in a.state1],
+        s2_ptrs=[int(s.data_ptr()) for s in a.state2],
+        s3_ptrs=[int(s.data_ptr()) for s in a.state3],
+        step_ptrs=[int(s.data_ptr()) for s in a.steps],
+        row_ptrs=[int(r.data_ptr()) for r in a.rows],
+        lds=[int(r.stride(0)) for r in a.rows],
+        ns=[int(p.numel()) for p in a.params],
+        k=a.k,
+        coef_ptr=ptr(keep[0]),
+        grad_scale_ptr=ptr(keep[1]),
+        found_inf_ptr=ptr(keep[2]),
+        hyper=[float(h) for h in a.hyper],
+        flags=int(a.flags),
+        p_dtype=dtype_code(pd, "params"),
+        r_dtype=dtype_code(a.rows[0].dtype, "rows") if len(a.rows) else dtype_code(pd, "params"),
+        s_dtype=dtype_code(a.state1[0].dtype, "states")
+        if len(a.state1)
+        else dtype_code(pd, "params"),
+    )
+    return kwargs, keep
+
+
+def ghost_out(a: Tensor, a2: Optional[Tensor], diag: bool) -> Tensor:
+    """The float64 result buffer of ``ghost_gram``: (B1, B2), or (B1,) when ``diag``."""
+    b1 = a.shape[0]
+    b2 = b1 if a2 is None else a2.shape[0]
+    return torch.empty((b1,) if diag else (b1, b2), dtype=torch.float64, device=a.device)
+
+
+def ghost_kwargs(
+    a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool, out: Tensor
+) -> Dict[str, Any]:
+    """The ``ghost_gram_{cpu,cuda}`` arguments both kernels share."""
+    s2a = a if a2 is None else a2
+    s2g = g if g2 is None else g2
+    return dict(
+        a_ptr=int(a.data_ptr()),
+        a_strides=list(a.stride()),
+        g_ptr=int(g.data_ptr()),
+        g_strides=list(g.stride()),
+        a2_ptr=int(s2a.data_ptr()),
+        a2_strides=list(s2a.stride()),
+        g2_ptr=int(s2g.data_ptr()),
+        g2_strides=list(s2g.stride()),
+        b1=int(a.shape[0]),
+        t1=int(a.shape[1]),
+        b2=int(s2a.shape[0]),
+        t2=int(s2a.shape[1]),
+        d=int(a.shape[2]),
+        p=int(g.shape[2]),
+        dtype=dtype_code(a.dtype, "a"),
+        diag=bool(diag),
+        symmetric=a2 is None,
+        out_ptr=int(out.data_ptr()),
+    )

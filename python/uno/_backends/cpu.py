@@ -1,9 +1,9 @@
 """The cpu backend: the primitives of docs/kernels.md as the C++ kernels of csrc/cpu/.
 
-The adapter passes data pointers, row strides and sizes of the pieces to ``uno._C`` (no copy, no
-concatenation) together with a float64 output buffer of ``W`` values; the kernels split the element
-range into ``torch.get_num_threads()`` fixed chunks (deterministic for a given thread count) and release
-the GIL while they run.
+Every function passes data pointers, row strides and sizes of the pieces to ``uno._C`` (no copy, no
+concatenation) together with a float64 output buffer; the kernels split the element range into
+``torch.get_num_threads()`` fixed chunks (deterministic for a given thread count) and release the GIL
+while they run. Arguments and results are those of the spec, :mod:`uno.reference`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,22 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
+from uno._abi import PHASE_WRITE, StepArgs, check_no_pending
 from uno._backends._layout import (
+    check_combine,
     check_pair,
     code,
     coefficients,
+    ghost_kwargs,
+    ghost_out,
     row_layout,
     row_ptrs,
+    step_kwargs,
     vector_ptrs,
 )
+
+NAME = "cpu"
+_CPU = torch.device("cpu")
 
 
 def _lib() -> Any:
@@ -29,24 +37,23 @@ def _lib() -> Any:
     return _C
 
 
+def _kernel(name: str) -> Any:
+    """``_C.<name>``, or a RuntimeError that says how to get it (an older compiled core)."""
+    fn = getattr(_lib(), name, None)
+    if fn is None:
+        raise RuntimeError(
+            f"uno._C lacks {name} (built before its csrc/cpu file existed?); rebuild the compiled "
+            "core or use backend='reference'"
+        )
+    return fn
+
+
 def _threads() -> int:
     return max(1, int(torch.get_num_threads()))
 
 
-_CPU = torch.device("cpu")
-
-
 def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
-    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64; see docs/kernels.md.
-
-    Args:
-        x: ``T`` contiguous 1-D CPU tensors of ``n_t`` elements, or ``None``.
-        rows: ``T`` CPU tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        with_gram: append ``G[i, j] = <row_i, row_j>`` for ``i <= j``, row by row.
-
-    Returns:
-        float64 ``(k + 1 + (k(k+1)/2 if with_gram else 0),)`` CPU tensor.
-    """
+    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64, on the CPU."""
     k = int(rows[0].shape[0]) if len(rows) else 0
     lds, ns = row_layout(rows, k, "rows", "cpu")
     row_code = code(rows[0].dtype, "rows")
@@ -59,31 +66,14 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     width = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
     out = torch.empty(width, dtype=torch.float64)
     _lib().inner_cpu(
-        x_ptrs,
-        row_ptrs(rows),
-        lds,
-        ns,
-        k,
-        bool(with_gram),
-        x_code,
-        row_code,
-        int(out.data_ptr()),
-        _threads(),
-    )
+        x_ptrs, row_ptrs(rows), lds, ns, k, bool(with_gram), x_code, row_code,
+        int(out.data_ptr()), _threads(),
+    )  # fmt: skip
     return out
 
 
 def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
-    """In place ``x <- x - sum_j y_j row_j``; returns ``[<row_j, x_new>]_j, |x_new|^2`` (float64).
-
-    Args:
-        x: ``T`` contiguous 1-D CPU tensors, updated in place (float64 arithmetic, rounded once).
-        rows: ``T`` CPU tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        y: ``(k,)`` coefficients (converted to float64).
-
-    Returns:
-        float64 ``(k + 1,)``: the inner products of the stored x with every row, then its squared norm.
-    """
+    """In place ``x <- x - sum_j y_j row_j``; returns ``[<row_j, x_new>]_j, |x_new|^2`` (float64)."""
     k = int(rows[0].shape[0]) if len(rows) else 0
     lds, ns = row_layout(rows, k, "rows", "cpu")
     x_ptrs = vector_ptrs(x, ns, _CPU, "x")
@@ -91,49 +81,43 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     y64 = coefficients(y, (k,), _CPU, "y")
     out = torch.empty(k + 1, dtype=torch.float64)
     _lib().project_cpu(
-        x_ptrs,
-        row_ptrs(rows),
-        lds,
-        ns,
-        k,
-        int(y64.data_ptr()),
-        code(x[0].dtype, "x"),
-        code(rows[0].dtype, "rows"),
-        int(out.data_ptr()),
-        _threads(),
-    )
+        x_ptrs, row_ptrs(rows), lds, ns, k, int(y64.data_ptr()), code(x[0].dtype, "x"),
+        code(rows[0].dtype, "rows"), int(out.data_ptr()), _threads(),
+    )  # fmt: skip
     return out
 
 
 def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
-    """Write ``out[t] = m @ rows[t]`` for every piece (float64 arithmetic, rounded once).
-
-    Args:
-        out: ``T`` CPU tensors of shape ``(r, n_t)``, ``stride(1) == 1``, rows' dtype; may be the same
-            memory as ``rows`` (r <= k, same row stride and offsets).
-        rows: ``T`` CPU tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        m: ``(r, k)`` matrix (converted to float64).
-    """
-    k = int(rows[0].shape[0]) if len(rows) else 0
-    if m.dim() != 2 or m.shape[1] != k:
-        raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
-    r = int(m.shape[0])
-    lds, ns = row_layout(rows, k, "rows", "cpu")
-    out_lds, out_ns = row_layout(out, r, "out", "cpu")
-    if out_ns != ns:
-        raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
-    if out[0].dtype != rows[0].dtype:
-        raise TypeError(f"out has dtype {out[0].dtype}, expected rows' dtype {rows[0].dtype}")
+    """Write ``out[t] = m @ rows[t]`` for every piece (float64 arithmetic, rounded once); ``out`` may
+    be the memory of ``rows`` (r <= k, same row stride and offsets)."""
+    k, r, lds, ns, out_lds = check_combine(out, rows, m, "cpu")
     m64 = coefficients(m, (r, k), _CPU, "m")
     _lib().combine_cpu(
-        [int(o.data_ptr()) for o in out],
-        out_lds,
-        [int(rr.data_ptr()) for rr in rows],
-        lds,
-        ns,
-        k,
-        r,
-        int(m64.data_ptr()),
-        code(rows[0].dtype, "rows"),
-        _threads(),
+        [int(o.data_ptr()) for o in out], out_lds, row_ptrs(rows), lds, ns, k, r,
+        int(m64.data_ptr()), code(rows[0].dtype, "rows"), _threads(),
+    )  # fmt: skip
+
+
+def optim_step(a: StepArgs) -> Tensor:
+    """One phase of the fused optimizer step (csrc/cpu/optim_step.cpp)."""
+    check_no_pending(a.flags, NAME)
+    fn = _kernel("optim_step_cpu")
+    out = torch.zeros(a.k if a.phase != PHASE_WRITE else 0, dtype=torch.float64)
+    kwargs, keep = step_kwargs(a, _CPU)
+    fn(
+        **kwargs,
+        out_ptr=int(out.data_ptr()) if a.phase != PHASE_WRITE else 0,
+        num_threads=_threads(),
     )
+    del keep  # the converted scalars outlived the kernel
+    return out
+
+
+def ghost_gram(
+    a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool
+) -> Tensor:
+    """The ghost Gram matrix of one factored layer (csrc/cpu/ghost_gram.cpp)."""
+    fn = _kernel("ghost_gram_cpu")
+    out = ghost_out(a, a2, diag)
+    fn(**ghost_kwargs(a, g, a2, g2, diag, out), num_threads=_threads())
+    return out

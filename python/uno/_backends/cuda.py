@@ -5,19 +5,33 @@ descriptors passed as kernel arguments (no host-to-device copy). Reductions writ
 partial sums per block to a ``[max_blocks, W]`` scratch buffer (no atomics, a fixed block -> chunk
 mapping) and return how many rows they wrote; the result is ``scratch[:rows].sum(0)`` on the device.
 Nothing here synchronises with the host or allocates anything proportional to the vector length, so the
-primitives can be captured in a CUDA graph.
+primitives can be captured in a CUDA graph. Arguments and results are those of the spec,
+:mod:`uno.reference` (tensors on one CUDA device; coefficients float64 there).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ContextManager, Optional, Sequence
+from typing import Any, ContextManager, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from uno._backends._layout import check_pair, code, row_layout, vector_ptrs
+from uno._abi import FLAG_STEPS_PENDING, KIND_ADAM, PHASE_WRITE, StepArgs
+from uno._backends._layout import (
+    check_combine,
+    check_pair,
+    code,
+    ghost_kwargs,
+    ghost_out,
+    ptr,
+    row_layout,
+    step_kwargs,
+    vector_ptrs,
+)
+
+NAME = "cuda"
 
 # Partial-sum rows per call: enough blocks to keep every SM streaming (8 resident blocks of 256 threads
 # per SM where registers allow), but at most ~32 MiB of scratch for very wide Gram outputs.
@@ -56,16 +70,7 @@ def _device_guard(device: torch.device) -> ContextManager[object]:
 
 
 def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
-    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64; see docs/kernels.md.
-
-    Args:
-        x: ``T`` contiguous 1-D tensors of ``n_t`` elements, or ``None``.
-        rows: ``T`` tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        with_gram: append ``G[i, j] = <row_i, row_j>`` for ``i <= j``, row by row.
-
-    Returns:
-        float64 ``(k + 1 + (k(k+1)/2 if with_gram else 0),)`` on the pieces' device.
-    """
+    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64, on the device."""
     k = int(rows[0].shape[0])
     device = rows[0].device
     width = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
@@ -97,16 +102,7 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
 
 
 def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
-    """In place ``x <- x - sum_j y_j row_j``; returns ``[<row_j, x_new>]_j, |x_new|^2`` (float64).
-
-    Args:
-        x: ``T`` contiguous 1-D tensors, updated in place (rounded once to their dtype).
-        rows: ``T`` tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        y: float64 ``(k,)`` on the pieces' device.
-
-    Returns:
-        float64 ``(k + 1,)``: the inner products of the stored x with every row, then its squared norm.
-    """
+    """In place ``x <- x - sum_j y_j row_j``; returns ``[<row_j, x_new>]_j, |x_new|^2`` (float64)."""
     k = int(rows[0].shape[0])
     device = rows[0].device
     lds, ns = row_layout(rows, k, "rows", "cuda")
@@ -136,25 +132,9 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
 
 
 def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
-    """Write ``out[t] = m @ rows[t]`` for every piece (float64 arithmetic, rounded once).
-
-    Args:
-        out: ``T`` tensors of shape ``(r, n_t)``, ``stride(1) == 1``, rows' dtype; may be the same
-            memory as ``rows`` (r <= k, same row stride and offsets).
-        rows: ``T`` tensors of shape ``(k, n_t)`` with ``stride(1) == 1``.
-        m: float64 ``(r, k)`` on the pieces' device.
-    """
-    k = int(rows[0].shape[0])
+    """Write ``out[t] = m @ rows[t]`` for every piece (float64 arithmetic, rounded once)."""
     device = rows[0].device
-    if m.dim() != 2 or m.shape[1] != k:
-        raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
-    r = int(m.shape[0])
-    lds, ns = row_layout(rows, k, "rows", "cuda")
-    out_lds, out_ns = row_layout(out, r, "out", "cuda")
-    if out_ns != ns:
-        raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
-    if out[0].dtype != rows[0].dtype:
-        raise TypeError(f"out has dtype {out[0].dtype}, expected rows' dtype {rows[0].dtype}")
+    k, r, lds, ns, out_lds = check_combine(out, rows, m, "cuda")
     m64 = m.to(device=device, dtype=torch.float64).contiguous()
     max_blocks = _max_blocks(device, 1, len(rows))
     with _device_guard(device):
@@ -172,3 +152,86 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
             0,  # partials_ptr: combine reduces nothing
             max_blocks,
         )
+
+
+# Completion counters of the coefficient reduction (and of the step-count store), one per
+# (device, stream) for eager calls: zeroed once here, and every launch leaves its counter at 0 again,
+# so reuse on the same stream (stream order) needs no per-step fill kernel. Never shared across
+# streams (two steps running concurrently on two streams would count each other's blocks).
+_COUNTERS: Dict[Tuple[int, int], Tensor] = {}
+
+
+def _counter(device: torch.device, stream: int) -> Tensor:
+    """A uint32-sized device counter that is 0 (the kernels return it to 0 after each launch).
+
+    Under CUDA-graph capture a fresh one is made inside the captured region (from the graph's private
+    pool; its zero fill is a node of the graph and runs before every replay), so a graph owns its
+    counter: graphs replayed on different streams never share one, and no eagerly cached tensor is
+    baked into a graph. Call with ``device`` current.
+    """
+    if torch.cuda.is_current_stream_capturing():
+        return torch.zeros(1, dtype=torch.int32, device=device)
+    key = (_index(device), stream)
+    c = _COUNTERS.get(key)
+    if c is None:
+        c = _COUNTERS[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    return c
+
+
+def optim_step(a: StepArgs) -> Tensor:
+    """One phase of the fused optimizer step (csrc/cuda/optim_step.cu) on the current stream.
+
+    A coefficient phase is one launch (k <= 16 and <= ``_C.optim_pieces_per_launch`` pieces): each
+    block writes a float64 row of ``k`` partial sums to a scratch buffer and the last block to finish
+    sums the rows in a fixed order (deterministic for a fixed grid) into the returned ``(k,)`` device
+    tensor, which the write phase reads as ``coef``. Scratch and result come from torch's caching
+    allocator on every call (no kernel; inside the captured region under CUDA-graph capture); the
+    completion counter is cached per (device, stream), see :func:`_counter`. With
+    ``FLAG_STEPS_PENDING`` (Adam) ``steps`` hold the previous count: the kernels use count + 1 and
+    the write launch stores it, so the increment costs no extra kernel. No host synchronisation.
+    """
+    lib = _lib()
+    if not hasattr(lib, "optim_step_cuda"):
+        raise RuntimeError("uno._C lacks optim_step_cuda (built without CUDA?)")
+    device = a.params[0].device
+    k = a.k
+    coef_phase = a.phase != PHASE_WRITE and k > 0
+    pending = a.kind == KIND_ADAM and bool(a.flags & FLAG_STEPS_PENDING)
+    max_blocks = max(
+        _BLOCKS_PER_SM * _sm_count(_index(device)),
+        -(-len(a.params) // int(lib.optim_pieces_per_launch)),
+    )
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device).cuda_stream
+        out = torch.empty(k if a.phase != PHASE_WRITE else 0, dtype=torch.float64, device=device)
+        partials = (
+            torch.empty(max_blocks, k, dtype=torch.float64, device=device) if coef_phase else None
+        )
+        counter = _counter(device, stream) if coef_phase or (pending and a.phase == 0) else None
+        kwargs, keep = step_kwargs(a, device)
+        lib.optim_step_cuda(
+            **kwargs,
+            stream=stream,
+            partials_ptr=ptr(partials),
+            max_blocks=max_blocks,
+            counter_ptr=ptr(counter),
+            coef_out_ptr=ptr(out) if coef_phase else 0,
+        )
+        del keep  # the converted scalars outlived the launch (the allocator is stream-ordered)
+    return out
+
+
+def ghost_gram(
+    a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool
+) -> Tensor:
+    """The ghost Gram matrix of one factored layer (csrc/cuda/ghost_gram.cu) on the current stream."""
+    lib = _lib()
+    if not hasattr(lib, "ghost_gram_cuda"):
+        raise RuntimeError("uno._C lacks ghost_gram_cuda (built without CUDA?)")
+    out = ghost_out(a, a2, diag)
+    with torch.cuda.device(a.device):
+        lib.ghost_gram_cuda(
+            **ghost_kwargs(a, g, a2, g2, diag, out),
+            stream=torch.cuda.current_stream(a.device).cuda_stream,
+        )
+    return out

@@ -15,11 +15,14 @@ Knobs live in :data:`config` (small blocks under the interpreter, which runs eac
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Dict
+from typing import ContextManager, Dict
 
 import torch
+
+from uno._abi import FLOAT_DTYPES, pair_ok
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -91,16 +94,13 @@ def max_programs(device: torch.device) -> int:
 
 
 def check_dtypes(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
-    """Raise ``TypeError`` for a dtype pair the kernels do not support (see docs/kernels.md)."""
-    ok = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-    if x_dtype not in ok or row_dtype not in ok:
+    """Raise ``TypeError`` for a dtype pair the kernels do not support (:func:`uno._abi.pair_ok`)."""
+    if x_dtype not in FLOAT_DTYPES or row_dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"triton backend: expected float32/float64/float16/bfloat16 tensors, "
             f"got x {x_dtype} and rows {row_dtype}"
         )
-    if x_dtype != row_dtype and not (
-        x_dtype in (torch.float16, torch.bfloat16) and row_dtype == torch.float32
-    ):
+    if not pair_ok(x_dtype, row_dtype):
         raise TypeError(
             f"triton backend: x and rows must share a dtype, or x float16/bfloat16 with rows "
             f"float32; got x {x_dtype} and rows {row_dtype}"
@@ -110,3 +110,10 @@ def check_dtypes(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
             "triton backend: bfloat16 is not supported under TRITON_INTERPRET=1 (the CPU "
             "interpreter has no bfloat16 arithmetic); use float16/float32 or a GPU"
         )
+
+
+def device_guard(device: torch.device) -> ContextManager[object]:
+    """Triton launches on the current CUDA device, which need not be the pieces' device."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()

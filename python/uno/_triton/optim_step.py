@@ -11,26 +11,15 @@ load and store is masked off.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from uno import _abi as abi
 from uno import _triton as cfg
-from uno.reference.optim_step import (
-    FLAG_AMSGRAD,
-    FLAG_DECOUPLED,
-    FLAG_FIRST,
-    FLAG_MAXIMIZE,
-    FLAG_NESTEROV,
-    FLAG_PROJECT_UPDATE,
-    FLAG_WRITE_GRAD,
-    KIND_ADAM,
-    PHASE_GRAD_COEF,
-    PHASE_WRITE,
-)
 
 
 @triton.jit
@@ -181,41 +170,28 @@ def _check(params: Sequence[Tensor], s1: Sequence[Tensor], rows: Sequence[Tensor
         cfg.check_dtypes(pd, s1[0].dtype)
 
 
-def optim_step(
-    kind: int,
-    phase: int,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    state1: Sequence[Tensor],
-    state2: Sequence[Tensor],
-    state3: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    rows: Sequence[Tensor],
-    coef: Optional[Tensor],
-    grad_scale: Optional[Tensor],
-    found_inf: Optional[Tensor],
-    hyper: Sequence[float],
-    flags: int,
-) -> Tensor:
-    """The Triton adapter (same arguments and result as :func:`uno.reference.optim_step.optim_step`)."""
+def optim_step(a: abi.StepArgs) -> Tensor:
+    """The Triton kernels, one launch per piece (same arguments and result as the spec)."""
+    params, grads, state1, state2, state3 = a.params, a.grads, a.state1, a.state2, a.state3
+    steps, rows, coef, phase, flags = a.steps, a.rows, a.coef, a.phase, a.flags
     _check(params, state1, rows)
     device = params[0].device
     k = int(rows[0].shape[0]) if len(rows) else 0
-    adam = kind == KIND_ADAM
+    adam = a.kind == abi.KIND_ADAM
     n_programs = cfg.max_programs(device)
     part = torch.zeros(n_programs, max(k, 1), dtype=torch.float64, device=device)
-    if phase == PHASE_GRAD_COEF and k == 0:
+    if phase == abi.PHASE_GRAD_COEF and k == 0:
         return part[0, :0]
-    use_rows = k > 0 and (phase != PHASE_WRITE or coef is not None)
-    proj_update = bool(flags & FLAG_PROJECT_UPDATE)
+    use_rows = k > 0 and (phase != abi.PHASE_WRITE or coef is not None)
+    proj_update = bool(flags & abi.FLAG_PROJECT_UPDATE)
     c64 = (
         coef.to(device=device, dtype=torch.float64).contiguous()
         if coef is not None and use_rows
         else part
     )
-    gs = grad_scale.to(device=device, dtype=torch.float32) if grad_scale is not None else None
-    fi = found_inf.to(device=device, dtype=torch.float32) if found_inf is not None else None
-    h = [float(x) for x in hyper]
+    gs = None if a.grad_scale is None else a.grad_scale.to(device=device, dtype=torch.float32)
+    fi = None if a.found_inf is None else a.found_inf.to(device=device, dtype=torch.float32)
+    h = [float(x) for x in a.hyper]
     if adam:
         lr, h1, h2, h3, wd = h[:5]
         log_b1 = math.log(h1) if h1 > 0 else -math.inf
@@ -227,7 +203,7 @@ def optim_step(
     block = cfg.block_size(kp)
     cdt = tl.float64 if params[0].dtype == torch.float64 else tl.float32
     has_mom = (not adam) and len(state1) > 0
-    with _device_guard(device):
+    with cfg.device_guard(device):
         for t, (p, g) in enumerate(zip(params, grads)):
             n = p.numel()
             if n == 0:
@@ -260,32 +236,24 @@ def optim_step(
                 CDT=cdt,
                 ADAM=adam,
                 PHASE=phase,
-                PROJ_GRAD=use_rows and phase == PHASE_WRITE and not proj_update,
-                PROJ_UPDATE=use_rows and phase == PHASE_WRITE and proj_update,
+                PROJ_GRAD=use_rows and phase == abi.PHASE_WRITE and not proj_update,
+                PROJ_UPDATE=use_rows and phase == abi.PHASE_WRITE and proj_update,
                 USE_ROWS=use_rows,
                 HAS_SCALE=gs is not None,
                 HAS_FI=fi is not None,
-                WRITE_GRAD=bool(flags & FLAG_WRITE_GRAD),
+                WRITE_GRAD=bool(flags & abi.FLAG_WRITE_GRAD),
                 HAS_MOM=has_mom,
-                FIRST=bool(flags & FLAG_FIRST),
-                NESTEROV=bool(flags & FLAG_NESTEROV),
-                AMS=adam and bool(flags & FLAG_AMSGRAD),
-                DECOUPLED=adam and bool(flags & FLAG_DECOUPLED),
-                MAXIMIZE=bool(flags & FLAG_MAXIMIZE),
+                FIRST=bool(flags & abi.FLAG_FIRST),
+                NESTEROV=bool(flags & abi.FLAG_NESTEROV),
+                AMS=adam and bool(flags & abi.FLAG_AMSGRAD),
+                DECOUPLED=adam and bool(flags & abi.FLAG_DECOUPLED),
+                MAXIMIZE=bool(flags & abi.FLAG_MAXIMIZE),
                 BLOCK_SIZE=block,
                 num_warps=cfg.num_warps(kp, block),
             )
-    if phase == PHASE_WRITE:
+    if phase == abi.PHASE_WRITE:
         return part[0, :0]
     return part[:, :k].sum(0)
-
-
-def _device_guard(device: torch.device):
-    import contextlib
-
-    if device.type == "cuda":
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
 
 
 __all__ = ["_optim_step_kernel", "optim_step"]

@@ -8,18 +8,14 @@ it traces under ``torch.compile``; checks that need the data run inside the cust
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    pass
+from uno._abi import FLOAT_DTYPES, FLOAT_NAMES, pair_ok
 
 VectorLike = Union[Tensor, Sequence[Tensor]]
-
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def as_pieces(v: object, name: str) -> List[Tensor]:
@@ -46,9 +42,7 @@ def as_pieces(v: object, name: str) -> List[Tensor]:
     dtype, device = pieces[0].dtype, pieces[0].device
     for i, p in enumerate(pieces):
         if p.dtype not in FLOAT_DTYPES:
-            raise TypeError(
-                f"{name}[{i}] has dtype {p.dtype}; expected float32, float64, float16 or bfloat16"
-            )
+            raise TypeError(f"{name}[{i}] has dtype {p.dtype}; expected {FLOAT_NAMES}")
         if p.dtype != dtype:
             raise ValueError(f"{name} mixes dtypes: {name}[0] is {dtype}, {name}[{i}] is {p.dtype}")
         if p.device != device:
@@ -60,7 +54,7 @@ def as_pieces(v: object, name: str) -> List[Tensor]:
 
 def check_row_dtype(x_dtype: torch.dtype, row_dtype: torch.dtype, what: str) -> None:
     """Rows must have x's dtype, or be float32 when x is float16/bfloat16."""
-    if row_dtype == x_dtype or (x_dtype in HALF_DTYPES and row_dtype == torch.float32):
+    if pair_ok(x_dtype, row_dtype):
         return
     raise TypeError(
         f"{what} has dtype {row_dtype} but grad has dtype {x_dtype}; expected the same dtype "
@@ -107,19 +101,14 @@ def check_basis_for(basis: Any, grad: Sequence[Tensor], what: str = "basis") -> 
 def rows_for(
     basis: object, grad: Sequence[Tensor], what: str = "basis"
 ) -> tuple[List[Tensor], bool]:
-    """Canonical row blocks of ``basis`` for a vector with pieces ``grad``.
+    """Canonical row blocks of raw vectors ``basis`` for a vector with pieces ``grad`` (a
+    :class:`uno.Basis` is the caller's to handle: its rows are ``basis.rows()``).
 
     Returns:
-        ``(rows, orthonormal)``: ``rows[t]`` of shape ``(k, grad[t].numel())``; ``orthonormal`` is True
-        for a :class:`uno.Basis` (its rows are already orthonormal).
+        ``(rows, False)``: ``rows[t]`` of shape ``(k, grad[t].numel())``; False says the rows are raw
+        (not known to be orthonormal).
     """
-    from uno.ops.basis import Basis  # local: basis.py imports this module
-
     shapes = [g.shape for g in grad]
-    if isinstance(basis, Basis):
-        check_basis_for(basis, grad, what)
-        return basis.rows(), True
-
     if isinstance(basis, Tensor):
         if len(grad) != 1:
             raise ValueError(

@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 
 from uno import _backends
+from uno._abi import wide_dtype
 from uno._backends._layout import RowBlocks
 from uno.ops import _small
-from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, check_row_dtype
+from uno.ops._rows import orthogonalize_new_row
+from uno.ops._vectors import VectorLike, as_pieces, check_row_dtype
 
 
 class Basis:
@@ -80,7 +82,7 @@ class Basis:
         pieces = as_pieces(like, "like")
         if not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
-        dt = dtype or (torch.float32 if pieces[0].dtype in HALF_DTYPES else pieces[0].dtype)
+        dt = dtype or wide_dtype(pieces[0].dtype)
         if dt not in (torch.float32, torch.float64):
             raise TypeError(f"a Basis is stored in float32 or float64, got dtype={dt}")
         numel = sum(p.numel() for p in pieces)
@@ -178,44 +180,15 @@ class Basis:
             )
         check_row_dtype(pieces[0].dtype, self.dtype, "the basis")
         tol = _small.check_rtol(rtol if rtol is not None else self.rtol, pieces[0].dtype)
-        be = _backends.module(_backends.resolve(self.backend, self.device))
+        be = _backends.get(self.backend, self.device)
         self._reserve(self.k + 1)
         row = self.buffer[self.k]
         new = [row[o : o + n] for o, n in zip(self.offsets, self.sizes)]
         for dst, src in zip(new, pieces):
             dst.copy_(src.reshape(-1))
-        ok = _orthogonalize_new_row(be, new, self.rows(), tol)
+        ok = orthogonalize_new_row(be, new, self.rows(), tol)
         if not ok:
             row.zero_()
             return False
         self.k += 1
         return True
-
-
-def _orthogonalize_new_row(be, new: List[Tensor], rows: List[Tensor], rtol: float) -> bool:
-    """Orthogonalise ``new`` (pieces of one buffer row) against ``rows`` (k >= 0) and normalise it.
-
-    Returns False when the rank rule drops it (its residual is ``<= rtol`` times its norm).
-    """
-    as_rows = [p.view(1, -1) for p in new]
-    k = rows[0].shape[0] if rows else 0
-    if k == 0:
-        n0 = float(be.inner(new, as_rows, False)[1])
-        n = n0
-    else:
-        out = be.inner(new, rows, False)
-        c, n0 = out[:k], float(out[k])
-        n = n0
-        tol = _small.pass_tol(new[0].dtype, k)
-        for _ in range(_small.MAX_PASSES):
-            if not math.isfinite(n) or float(c.norm()) <= tol * math.sqrt(n):
-                break
-            out = be.project(new, rows, c)
-            c, n = out[:k], float(out[k])
-    if not math.isfinite(n0) or not math.isfinite(n):
-        raise ValueError("the vector has non-finite entries (inf or nan); it cannot join a basis")
-    if n0 == 0.0 or n <= (rtol * rtol) * n0:
-        return False
-    scale = torch.tensor([[1.0 / math.sqrt(n)]], dtype=torch.float64, device=new[0].device)
-    be.combine(as_rows, as_rows, scale)
-    return True

@@ -1,115 +1,29 @@
 """`uno.orthonormalize`: k raw vectors → a `uno.Basis` (CholeskyQR2 with a CGS2 fallback).
 
-Fast route, CholeskyQR2 with float64 Gram matrices (4 passes over the k vectors, O(k²) work each):
-  1. ``G = V Vᵀ`` (float64) → Cholesky with the rank rule → ``M`` (r × k); 2. ``Q₁ = M V``;
-  3. ``G₂ = Q₁ Q₁ᵀ ≈ I`` → ``R₂⁻ᵀ``; 4. ``Q = R₂⁻ᵀ Q₁`` in place — skipped when ``max|G₂ − I|`` is already
-  within ``pass_tol`` (2·eps·√r of the Basis dtype: what the rounding of a stored Q allows anyway), the usual
-  case for well-conditioned vectors.
-When a residual is too small for a float64 Gram to resolve (condition number beyond ~1e5, or a vector
-near the rank rule's threshold) or the second Gram is far from I, the fallback is re-orthogonalised
-classical Gram-Schmidt in vector space (one `Basis.append_` per vector), which keeps orthogonality to
-working precision for any conditioning at O(k²) passes. It replaces the Householder fallback of the
-textbook: Householder needs a P × k working copy and gives up the multi-tensor layout.
+The algorithm is :func:`uno.ops._rows.orthonormalize_rows` (its docstring has the details); this
+module validates the vectors and calls the ``uno::orthonormalize`` op (:mod:`uno.ops.library`).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from uno import _backends
-from uno.ops import _small
-from uno.ops._vectors import HALF_DTYPES, as_pieces, rows_for
-from uno.ops.basis import Basis, _orthogonalize_new_row
-from uno.ops.reductions import kernel_rows
+from uno._abi import wide_dtype
+from uno.ops import _small, library
+from uno.ops._vectors import as_pieces, rows_for
+from uno.ops.basis import Basis
 
 
 def _basis_dtype(dtype: torch.dtype, requested: Optional[torch.dtype]) -> torch.dtype:
-    dt = requested or (torch.float32 if dtype in HALF_DTYPES else dtype)
+    dt = requested or wide_dtype(dtype)
     if dt not in (torch.float32, torch.float64):
         raise TypeError(f"a Basis is stored in float32 or float64, got dtype={dt}")
     if dtype == torch.float64 and dt == torch.float32:
         raise TypeError("a float32 Basis cannot hold float64 vectors without losing orthogonality")
     return dt
-
-
-def _cgs2(be, rows: List[Tensor], out: Tensor, rtol: float) -> int:
-    """Vector-space re-orthogonalised Gram-Schmidt of ``rows`` into ``out`` ([k, P]); returns r."""
-    r = 0
-    offsets, o = [], 0
-    for x in rows:
-        offsets.append(o)
-        o += x.shape[1]
-    k = rows[0].shape[0]
-    for j in range(k):
-        dst = [out[r, o : o + x.shape[1]] for o, x in zip(offsets, rows)]
-        for d, x in zip(dst, rows):
-            d.copy_(x[j])
-        kept = [out[:r, o : o + x.shape[1]] for o, x in zip(offsets, rows)]
-        if _orthogonalize_new_row(be, dst, kept, rtol):
-            r += 1
-    out[r:].zero_()
-    return r
-
-
-def orthonormalize_rows(
-    rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: Optional[str]
-) -> Tensor:
-    """The algorithm on canonical row blocks; returns the ``[r, P]`` orthonormal buffer."""
-    device = rows[0].device
-    be = _backends.module(_backends.resolve(backend, device))
-    rows = kernel_rows(rows)
-    if rows[0].dtype != dtype:  # float16/bfloat16 vectors → a float32 Basis: convert once
-        rows = [x.to(dtype) for x in rows]
-    k = rows[0].shape[0]
-    sizes = [x.shape[1] for x in rows]
-    numel = sum(sizes)
-    packed = be.inner(None, rows, True)
-    if not bool(torch.isfinite(packed).all()):
-        raise ValueError("the vectors have non-finite entries (inf or nan)")
-    m, _, ok = _small.chol_drop(_small.unpack_gram(packed[k + 1 :], k), rtol)
-    if ok and m is None:
-        return torch.zeros(0, numel, dtype=dtype, device=device)
-    if ok and m is not None:
-        r = m.shape[0]
-        buf = torch.empty(r, numel, dtype=dtype, device=device)
-        q = _pieces_of(buf, sizes)
-        be.combine(q, rows, m.to(device))
-        g2 = _small.unpack_gram(be.inner(None, q, True)[r + 1 :], r)
-        err = float((g2 - torch.eye(r, dtype=torch.float64)).abs().max())
-        if err <= _small.pass_tol(dtype, r):
-            # Q₁ is already orthonormal to working precision: step 4 would not improve it
-            return buf
-        if err < 0.1:
-            m2 = _small.chol_inverse_t(g2)
-            if m2 is not None:
-                be.combine(q, q, m2.to(device))
-                return buf
-    buf = torch.zeros(k, numel, dtype=dtype, device=device)
-    r = _cgs2(be, rows, buf, rtol)
-    return buf[:r].clone() if r < k else buf
-
-
-def _pieces_of(buf: Tensor, sizes: List[int]) -> List[Tensor]:
-    out, o = [], 0
-    for n in sizes:
-        out.append(buf[:, o : o + n])
-        o += n
-    return out
-
-
-@torch.library.custom_op("uno::orthonormalize", mutates_args=())
-def _orthonormalize_op(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tensor:
-    return orthonormalize_rows(rows, rtol, dtype, backend or None)
-
-
-@_orthonormalize_op.register_fake
-def _(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tensor:
-    ctx = torch.library.get_ctx()
-    r = ctx.new_dynamic_size(min=0, max=rows[0].shape[0])
-    return rows[0].new_empty(r, sum(x.shape[1] for x in rows), dtype=dtype)
 
 
 def orthonormalize(
@@ -155,7 +69,7 @@ def orthonormalize(
     tol = _small.check_rtol(rtol, src_dtype)
     if torch.is_grad_enabled() and any(r.requires_grad for r in rows):
         rows = [r.detach() for r in rows]
-    buf = _orthonormalize_op(rows, tol, dt, backend or "")
+    buf = library.orthonormalize(rows, tol, dt, backend or "")
     r = buf.shape[0]
     if capacity is not None and capacity > r:
         full = torch.zeros(capacity, buf.shape[1], dtype=dt, device=buf.device)

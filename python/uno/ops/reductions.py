@@ -13,49 +13,18 @@ import torch
 from torch import Tensor
 
 from uno import _backends
-from uno._backends._layout import RowBlocks
+from uno.ops import _rows, library
 from uno.ops._eager import direct_ok
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
+from uno.ops.basis import Basis
 
 
-def kernel_rows(rows: Sequence[Tensor]) -> List[Tensor]:
-    """Rows as the kernels accept them: unit element stride and non-overlapping rows."""
-    if isinstance(rows, RowBlocks):
-        return rows  # validated when made
-    out = []
-    for r in rows:
-        if r.stride(1) != 1 or (r.shape[0] > 1 and r.stride(0) < r.shape[1]):
-            r = r.contiguous()
-        out.append(r)
-    return out
-
-
-def flat(x: Sequence[Tensor]) -> List[Tensor]:
-    """Read-only 1-D views of the pieces (a copy only for non-contiguous pieces)."""
-    return [p.reshape(-1) if p.is_contiguous() else p.contiguous().reshape(-1) for p in x]
-
-
-@torch.library.custom_op("uno::inner", mutates_args=())
-def _inner_op(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
-    """float64 [<row_j, x>..., ‖x‖², packed upper Gram of the rows] (see docs/kernels.md)."""
-    be = _backends.module(_backends.resolve(backend or None, rows[0].device))
-    return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
-
-
-def _inner(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
-    """``_inner_op``, or its implementation directly on a plain eager call (no tracing, modes, subclasses
-    or autograd: see :mod:`uno.ops._eager`), which saves the dispatcher's ~15 µs per piece."""
+def _inner(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: Optional[str]) -> Tensor:
+    """The ``uno::inner`` op, or its body directly on a plain eager call (no tracing, modes,
+    subclasses or autograd: see :mod:`uno.ops._eager`), which saves the dispatcher's ~15 µs per piece."""
     if direct_ok(x, rows):
-        be = _backends.module(_backends.resolve(backend or None, rows[0].device))
-        return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
-    return _inner_op(x, rows, with_gram, backend)
-
-
-@_inner_op.register_fake
-def _(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
-    k = rows[0].shape[0]
-    w = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
-    return rows[0].new_empty(w, dtype=torch.float64)
+        return _rows.inner(_backends.get(backend, rows[0].device), x, rows, with_gram)
+    return library.inner(x, rows, with_gram, backend or "")
 
 
 def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
@@ -88,7 +57,7 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
         0-d float64 tensor on the vectors' device (accumulated in float64).
     """
     pa, pb = _pair(a, b)
-    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend or "")
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend)
     return out[0]
 
 
@@ -105,8 +74,6 @@ def gram(
     Returns:
         ``(k, k)`` float64 tensor on the vectors' device.
     """
-    from uno.ops.basis import Basis
-
     if isinstance(vectors, Basis):
         rows = vectors.rows()
         if vectors.k == 0:
@@ -127,7 +94,7 @@ def gram(
         )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
-    out = _inner([], rows, True, backend or "")
+    out = _inner([], rows, True, backend)
     tri = out[k + 1 :]
     iu = torch.triu_indices(k, k, device=tri.device)
     g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
@@ -147,6 +114,6 @@ def cos2(
         0-d float64 tensor.
     """
     pa, pb = _pair(a, b)
-    out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend or "")
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend)
     ab, aa, bb = out[0], out[1], out[2]
     return ab * ab / (aa * bb + eps)

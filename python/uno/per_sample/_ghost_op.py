@@ -1,7 +1,7 @@
-"""The `uno::ghost_gram` custom op: argument checks, backend resolution, dispatch.
+"""`uno.per_sample.ghost_gram`: argument checks for the ``uno::ghost_gram`` op (:mod:`uno.ops.library`).
 
-The four backends (reference, cpu, cuda, triton) live in :mod:`uno._backends.ghost_gram`; the op
-itself is one ``torch.library.custom_op`` whose ``backend`` argument names the implementation, so the
+The four backends (reference, cpu, cuda, triton) each expose ``ghost_gram`` (:mod:`uno._backends`);
+the op is one ``torch.library.custom_op`` whose ``backend`` argument names the implementation, so the
 same op name serves every backend (and ``torch.compile`` sees one opaque node).
 """
 
@@ -10,29 +10,11 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from uno import _backends
-from uno._backends import ghost_gram as _impl
-
-_IMPLEMENTED = ("reference", "cpu", "cuda", "triton")
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-@torch.library.custom_op("uno::ghost_gram", mutates_args=())
-def _ghost_gram_op(
-    a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool, backend: str
-) -> Tensor:
-    return _impl.get(backend)(a, g, a2, g2, diag)
-
-
-@_ghost_gram_op.register_fake
-def _(a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool, backend: str):
-    if diag:
-        return a.new_empty((a.shape[0],), dtype=torch.float64)
-    b2 = a.shape[0] if a2 is None else a2.shape[0]
-    return a.new_empty((a.shape[0], b2), dtype=torch.float64)
+from uno._abi import FLOAT_DTYPES
+from uno.ops import library
 
 
 def ghost_gram(
@@ -69,7 +51,7 @@ def ghost_gram(
             raise ValueError(f"bad second batch shapes {tuple(a2.shape)} and {tuple(g2.shape)}")
         if g2.shape[2] != g.shape[2]:
             raise ValueError(f"expected g2 with p={g.shape[2]}, got {tuple(g2.shape)}")
-    if a.dtype not in _DTYPES:
+    if a.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"ghost_gram: expected float32/float64/float16/bfloat16 inputs, got {a.dtype}"
         )
@@ -78,16 +60,15 @@ def ghost_gram(
             raise ValueError(
                 f"expected all inputs on {a.device} with dtype {a.dtype}, got {t.device}/{t.dtype}"
             )
-    name = _backends.resolve(backend, a.device)
-    if backend is None and not os.environ.get("UNO_BACKEND") and not _has_kernel(name):
-        # A compiled core built before this op existed: the default quietly uses the next backend
-        # (an explicit request still raises, from the adapter).
-        name = (
-            "triton"
-            if a.device.type == "cuda" and "cuda" in _backends.info("triton").devices
-            else "reference"
-        )
-    return _ghost_gram_op(a, g, a2, g2, diag, name)
+    name = backend or ""
+    if not name and not os.environ.get("UNO_BACKEND"):
+        # The default backend, chosen here so that a compiled core built before this op existed is
+        # passed over (an explicit request still raises, from the backend).
+        name = _backends.resolve(None, a.device)
+        if not _has_kernel(name):
+            triton_ok = a.device.type == "cuda" and "cuda" in _backends.info("triton").devices
+            name = "triton" if triton_ok else "reference"
+    return library.ghost_gram(a, g, a2, g2, diag, name)
 
 
 def _has_kernel(name: str) -> bool:

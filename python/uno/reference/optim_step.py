@@ -1,5 +1,8 @@
 """Reference `optim_step`: the fused projected SGD / Adam step, written plainly in torch (the spec).
 
+The constants (``KIND_*``, ``PHASE_*``, ``FLAG_*``) and the arguments (:class:`uno._abi.StepArgs`)
+are :mod:`uno._abi`'s.
+
 One call covers the pieces of one parameter group (``T`` parameters) and runs one *phase*:
 
 * ``PHASE_WRITE`` (0): the optimizer step. With ``coef`` (float64 ``(k,)``) and rows, either the
@@ -24,25 +27,25 @@ scalar per piece, already incremented for this step).
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
 
-KIND_SGD = 0
-KIND_ADAM = 1
-
-PHASE_WRITE = 0
-PHASE_GRAD_COEF = 1
-PHASE_UPDATE_COEF = 2
-
-FLAG_MAXIMIZE = 1
-FLAG_NESTEROV = 2
-FLAG_FIRST = 4  # SGD: the momentum buffers are new (buf <- d, as torch's first step)
-FLAG_WRITE_GRAD = 8  # write the gradient the step used (projected, unscaled) into grads
-FLAG_PROJECT_UPDATE = 16  # coef applies to the update, not to the gradient
-FLAG_AMSGRAD = 32
-FLAG_DECOUPLED = 64  # AdamW: decoupled weight decay
+from uno._abi import (
+    FLAG_AMSGRAD,
+    FLAG_DECOUPLED,
+    FLAG_FIRST,
+    FLAG_MAXIMIZE,
+    FLAG_NESTEROV,
+    FLAG_PROJECT_UPDATE,
+    FLAG_WRITE_GRAD,
+    KIND_SGD,
+    PHASE_GRAD_COEF,
+    PHASE_UPDATE_COEF,
+    PHASE_WRITE,
+    StepArgs,
+)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,43 +53,16 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def optim_step(
-    kind: int,
-    phase: int,
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    state1: Sequence[Tensor],
-    state2: Sequence[Tensor],
-    state3: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    rows: Sequence[Tensor],
-    coef: Optional[Tensor],
-    grad_scale: Optional[Tensor],
-    found_inf: Optional[Tensor],
-    hyper: Sequence[float],
-    flags: int,
-) -> Tensor:
-    """One phase of the fused step over one group's pieces (see the module docstring).
-
-    Args:
-        kind: ``KIND_SGD`` or ``KIND_ADAM``.
-        phase: ``PHASE_WRITE``, ``PHASE_GRAD_COEF`` or ``PHASE_UPDATE_COEF``.
-        params: ``T`` contiguous 1-D parameter pieces (updated in place by the write phase).
-        grads: ``T`` contiguous 1-D gradients, the parameters' dtype.
-        state1: SGD momentum buffers (empty without momentum) / Adam ``exp_avg``; ``T`` 1-D.
-        state2: Adam ``exp_avg_sq`` (empty for SGD).
-        state3: Adam ``max_exp_avg_sq`` (empty unless amsgrad).
-        steps: Adam: ``T`` float32 scalars, this step's count (empty for SGD).
-        rows: ``T`` ``(k, n_t)`` row blocks of an orthonormal basis, or empty (no basis).
-        coef: float64 ``(k,)`` coefficients to subtract in the write phase, or None.
-        grad_scale: float32 scalar the gradients are divided by, or None.
-        found_inf: float32 scalar; when nonzero the call changes nothing.
-        hyper: the hyperparameters (module docstring).
-        flags: ``FLAG_*`` bits.
+def optim_step(a: StepArgs) -> Tensor:
+    """One phase of the fused step over one group's pieces (see the module docstring and
+    :class:`uno._abi.StepArgs` for the fields).
 
     Returns:
         float64 ``(k,)`` for the coefficient phases; an empty float64 tensor for the write phase.
     """
+    params, grads, state1, state2, state3 = a.params, a.grads, a.state1, a.state2, a.state3
+    steps, rows, coef, grad_scale, found_inf = a.steps, a.rows, a.coef, a.grad_scale, a.found_inf
+    kind, phase, hyper, flags = a.kind, a.phase, a.hyper, a.flags
     k = rows[0].shape[0] if len(rows) else 0
     device = params[0].device if len(params) else torch.device("cpu")
     acc = torch.zeros(k, dtype=torch.float64, device=device)
