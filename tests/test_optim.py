@@ -385,7 +385,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_opcheck(backend):
-    from uno.ops.library import optim_step as _optim_step_op
+    from uno.ops.library import optim_step_op as _optim_step_op
 
     if "cpu" not in uno._backends.info(backend).devices:
         pytest.skip(f"{backend} unavailable")
@@ -454,8 +454,8 @@ def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
             return func(*args, **(kwargs or {}))
 
     calls = []
-    real_op = uo.optim_step
-    monkeypatch.setattr(uo, "optim_step", lambda *a: calls.append(1) or real_op(*a))
+    real_op = uo.optim_step_op
+    monkeypatch.setattr(uo, "optim_step_op", lambda *a: calls.append(1) or real_op(*a))
     with Passthrough():  # a mode is active: the step goes through the custom op
         o2.step()
     assert calls, "the step under a TorchFunctionMode did not use the custom op"
@@ -466,7 +466,7 @@ def test_eager_step_skips_dispatcher_and_bumps_versions(monkeypatch):
 
     versions = [p._version for p in m1.parameters()]
     with monkeypatch.context() as mp:
-        mp.setattr(uo, "optim_step", no_dispatch)
+        mp.setattr(uo, "optim_step_op", no_dispatch)
         o1.step()
     assert all(p._version > v for p, v in zip(m1.parameters(), versions))
     for a, b in zip(m1.parameters(), m2.parameters()):

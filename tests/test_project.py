@@ -339,7 +339,7 @@ def test_eager_fast_path_matches_the_op_and_bumps_versions():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from uno.ops._eager import direct_ok
-    from uno.ops.library import project_ as _project_op
+    from uno.ops.library import project_op as _project_op
 
     gen = torch.Generator().manual_seed(3)
     shapes = [(7, 5), (11,), (3, 2, 2)]

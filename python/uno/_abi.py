@@ -31,10 +31,10 @@ def dtype_code(dtype: torch.dtype, what: str) -> int:
         raise TypeError(f"{what} has dtype {dtype}; expected {FLOAT_NAMES}") from None
 
 
-def pair_ok(x_dtype: torch.dtype, row_dtype: torch.dtype) -> bool:
-    """The allowed (vector, rows) pairs (abi.h ``pair_ok``): equal dtypes, or float16/bfloat16
-    vectors with float32 rows. Parameters and optimizer states follow the same rule."""
-    return x_dtype == row_dtype or (x_dtype in HALF_DTYPES and row_dtype == torch.float32)
+PAIRS = frozenset({(d, d) for d in FLOAT_DTYPES} | {(h, torch.float32) for h in HALF_DTYPES})
+"""The dtype policy, as allowed ``(vector dtype, rows dtype)`` pairs (abi.h ``pair_ok``): equal
+dtypes, or float16/bfloat16 vectors with float32 rows. Parameters with their basis or optimizer
+states follow the same rule."""
 
 
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:

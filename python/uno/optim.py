@@ -72,7 +72,6 @@ from uno._abi import (
     StepArgs,
 )
 from uno.ops import library
-from uno.ops._eager import bump_versions, direct_ok
 
 __all__ = ["ProjectedAdam", "ProjectedSGD", "project_adam_", "project_sgd_"]
 
@@ -128,7 +127,7 @@ def _basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> Li
                 f"expected the parameters and the {what} on the same device, got {p.device} "
                 f"(parameter {i}) and {basis.device}"
             )
-        if not _abi.pair_ok(p.dtype, basis.dtype):
+        if (p.dtype, basis.dtype) not in _abi.PAIRS:
             raise TypeError(
                 f"{what} has dtype {basis.dtype} but parameter {i} has dtype {p.dtype}; expected "
                 "the same dtype (or a float32 basis for float16/bfloat16 parameters)"
@@ -250,22 +249,12 @@ def _call(
     kind: int,
     phase: int,
 ) -> Tensor:
-    """One phase of one call: the custom op, or on a plain eager call (no tracing, modes, subclasses,
-    autograd; :mod:`uno.ops._eager`) the backend's ``optim_step`` directly, which saves the
-    dispatcher's per-tensor layers (≈ 5 ms per step for a 150-tensor model on the CPU, more than the
-    kernels at 1e6 parameters). The write phase then bumps the version counters of what the op
-    declares mutated, as the dispatcher would."""
+    """One phase of one call (``uno::optim_step``, or its body on a plain eager call)."""
     a = StepArgs(
         c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, coef, grad_scale, found_inf, kind,
         phase, c.hyper, c.flags,
     )  # fmt: skip
-    scalars = [t for t in (coef, grad_scale, found_inf) if t is not None]
-    if direct_ok(c.params, c.grads, c.s1, c.s2, c.s3, c.steps, c.rows, scalars):
-        out = c.be.optim_step(a)
-        if phase == PHASE_WRITE:
-            bump_versions([*c.params, *c.grads, *c.s1, *c.s2, *c.s3, *c.steps])
-        return out
-    return library.run_optim_step(a, c.be.NAME)
+    return library.optim_step(a, c.be)
 
 
 def _steps_distinct(calls: Sequence[_Call]) -> bool:

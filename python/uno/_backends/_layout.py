@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from uno._abi import StepArgs, dtype_code, pair_ok
+from uno._abi import PAIRS, StepArgs, dtype_code
 
 
 def code(dtype: torch.dtype, what: str) -> int:
@@ -21,8 +21,8 @@ def code(dtype: torch.dtype, what: str) -> int:
 
 
 def check_pair(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
-    """TypeError unless (x, rows) is an allowed dtype pair (:func:`uno._abi.pair_ok`)."""
-    if not pair_ok(x_dtype, row_dtype):
+    """TypeError unless (x, rows) is an allowed dtype pair (:data:`uno._abi.PAIRS`)."""
+    if (x_dtype, row_dtype) not in PAIRS:
         raise TypeError(
             f"rows have dtype {row_dtype} but x has dtype {x_dtype}; expected the same dtype "
             "(or float32 rows for float16/bfloat16 x)"

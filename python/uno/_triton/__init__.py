@@ -22,7 +22,7 @@ from typing import ContextManager, Dict
 
 import torch
 
-from uno._abi import FLOAT_DTYPES, pair_ok
+from uno._abi import FLOAT_DTYPES, PAIRS
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -94,13 +94,13 @@ def max_programs(device: torch.device) -> int:
 
 
 def check_dtypes(x_dtype: torch.dtype, row_dtype: torch.dtype) -> None:
-    """Raise ``TypeError`` for a dtype pair the kernels do not support (:func:`uno._abi.pair_ok`)."""
+    """Raise ``TypeError`` for a dtype pair the kernels do not support (:data:`uno._abi.PAIRS`)."""
     if x_dtype not in FLOAT_DTYPES or row_dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"triton backend: expected float32/float64/float16/bfloat16 tensors, "
             f"got x {x_dtype} and rows {row_dtype}"
         )
-    if not pair_ok(x_dtype, row_dtype):
+    if (x_dtype, row_dtype) not in PAIRS:
         raise TypeError(
             f"triton backend: x and rows must share a dtype, or x float16/bfloat16 with rows "
             f"float32; got x {x_dtype} and rows {row_dtype}"

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -45,7 +45,18 @@ from torch import Tensor
 from uno._abi import wide_dtype
 from uno._backends._layout import Pieces, RowBlocks
 from uno.ops import _small
-from uno.ops._checks import check_no_overlap, check_no_overlap_span
+
+MAX_PASSES = 4  # classical Gram-Schmidt passes of one call at most (twice is enough; margin)
+
+
+def pass_tol(dtype: torch.dtype, k: int) -> float:
+    """When ``‖Q x‖ <= pass_tol·‖x‖`` x counts as orthogonal to the basis and no further pass runs.
+
+    A float x that is exactly orthogonal before rounding to ``dtype`` shows ``|<q_j, x>| <= eps/2·‖x‖``
+    per direction, so ``‖Q x‖ <= sqrt(k)·eps/2·‖x‖``; the factor 2 above that leaves room for the
+    float64 reductions' own rounding.
+    """
+    return 2.0 * float(torch.finfo(dtype).eps) * math.sqrt(max(k, 1))
 
 
 def kernel_rows(rows: Sequence[Tensor]) -> List[Tensor]:
@@ -90,7 +101,7 @@ def _run_passes(
     passes = 0
     while True:
         cq = c if m is None else m @ c  # coefficients in an orthonormal basis of the span
-        if float(cq.norm()) <= tol * math.sqrt(max(n, 0.0)) or passes == _small.MAX_PASSES:
+        if float(cq.norm()) <= tol * math.sqrt(max(n, 0.0)) or passes == MAX_PASSES:
             return
         y = cq if m is None else m.T @ cq
         out = be.project(xs, rows, y.to(device=rows[0].device))
@@ -123,7 +134,7 @@ def project_rows_(
     k = rows[0].shape[0]
     if k == 0:
         return
-    tol = _small.pass_tol(grad[0].dtype, k)
+    tol = pass_tol(grad[0].dtype, k)
 
     out = be.inner(xs, rows, not orthonormal).cpu()
     c, n = out[:k], float(out[k])
@@ -189,7 +200,7 @@ def orthonormalize_rows(
         be.combine(q, rows, m.to(device))
         g2 = _small.unpack_gram(be.inner(None, q, True)[r + 1 :], r)
         err = float((g2 - torch.eye(r, dtype=torch.float64)).abs().max())
-        if err <= _small.pass_tol(dtype, r):
+        if err <= pass_tol(dtype, r):
             # Q₁ is already orthonormal to working precision: step 4 would not improve it
             return buf
         if err < 0.1:
@@ -237,8 +248,8 @@ def orthogonalize_new_row(
         out = be.inner(new, rows, False)
         c, n0 = out[:k], float(out[k])
         n = n0
-        tol = _small.pass_tol(new[0].dtype, k)
-        for _ in range(_small.MAX_PASSES):
+        tol = pass_tol(new[0].dtype, k)
+        for _ in range(MAX_PASSES):
             if not math.isfinite(n) or float(c.norm()) <= tol * math.sqrt(n):
                 break
             out = be.project(new, rows, c)
@@ -250,3 +261,80 @@ def orthogonalize_new_row(
     scale = torch.tensor([[1.0 / math.sqrt(n)]], dtype=torch.float64, device=new[0].device)
     be.combine(as_rows, as_rows, scale)
     return True
+
+
+# -- data-level checks (before any write: inputs stay untouched on error) ----------------------------
+def _span(t: Tensor) -> Tuple[int, int, int]:
+    """(storage base address, first byte, one past the last byte) that ``t`` can touch."""
+    n = t.numel()
+    if n == 0:
+        return (0, 0, 0)
+    esz = t.element_size()
+    lo = t.data_ptr()
+    if t.is_contiguous():
+        hi = lo + n * esz
+    else:
+        hi = lo + esz * (1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0))
+    # The storage's base address without materialising the storage object (a per-piece cost).
+    return (lo - int(t.storage_offset()) * esz, lo, hi)
+
+
+def check_no_overlap(grad: Sequence[Tensor], others: Sequence[Tensor], other_name: str) -> None:
+    """Raise ValueError when a grad piece overlaps another grad piece or any of ``others``.
+
+    A sweep over byte intervals sorted by start: O((T + T') log(T + T')), cheap enough per step.
+    """
+    spans: List[Tuple[int, int, int, str]] = []
+    for i, g in enumerate(grad):
+        sid, lo, hi = _span(g)
+        if hi > lo:
+            spans.append((sid, lo, hi, f"grad[{i}]"))
+    for i, o in enumerate(others):
+        sid, lo, hi = _span(o)
+        if hi > lo:
+            spans.append((sid, lo, hi, f"{other_name}[{i}]"))
+    spans.sort()
+    sid_prev = None
+    end_any, name_any = 0, ""  # furthest end of any interval so far in this storage
+    end_grad, name_grad = 0, ""  # furthest end of a grad interval so far in this storage
+    for sid, lo, hi, name in spans:
+        if sid != sid_prev:
+            sid_prev, end_any, end_grad = sid, 0, 0
+        is_grad = name.startswith("grad")
+        clash = name_any if (is_grad and lo < end_any) else name_grad if lo < end_grad else ""
+        if clash:
+            raise ValueError(
+                f"{clash} and {name} overlap in memory; project_ writes grad in place, so grad must "
+                f"not alias itself or the {other_name} (pass a clone)"
+            )
+        if hi > end_any:
+            end_any, name_any = hi, name
+        if is_grad and hi > end_grad:
+            end_grad, name_grad = hi, name
+
+
+def check_no_overlap_span(
+    ptrs: Sequence[int], ns: Sequence[int], esz: int, span: Tuple[int, int], other_name: str
+) -> None:
+    """:func:`check_no_overlap` for contiguous grad pieces (data pointers ``ptrs``, ``ns`` elements of
+    ``esz`` bytes) against ONE byte range (a Basis buffer).
+
+    Address intervals alone decide: live allocations never share addresses, so no storage grouping is
+    needed (and memory shared by two storages, e.g. ``torch.from_numpy`` twice, is still caught).
+    """
+    spans: List[Tuple[int, int, str]] = []
+    for i, (lo, n) in enumerate(zip(ptrs, ns)):
+        if n:
+            spans.append((lo, lo + n * esz, f"grad[{i}]"))
+    if span[1] > span[0]:
+        spans.append((span[0], span[1], other_name))
+    spans.sort()
+    end, name_end = 0, ""
+    for lo, hi, name in spans:
+        if lo < end:
+            raise ValueError(
+                f"{name_end} and {name} overlap in memory; project_ writes grad in place, so grad "
+                f"must not alias itself or the {other_name} (pass a clone)"
+            )
+        if hi > end:
+            end, name_end = hi, name

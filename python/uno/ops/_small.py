@@ -28,7 +28,6 @@ from torch import Tensor
 GRAM_SAFE = 1e-10
 # A Gram-space "drop" is only trusted when rtol² is far above the Gram's own rounding noise.
 GRAM_NOISE = 1e-13
-MAX_PASSES = 4
 
 
 def eps(dtype: torch.dtype) -> float:
@@ -46,16 +45,6 @@ def check_rtol(rtol: Optional[float], dtype: torch.dtype) -> float:
     if not isinstance(rtol, (int, float)) or not math.isfinite(rtol) or not 0.0 <= rtol < 1.0:
         raise ValueError(f"rtol must be a finite number in [0, 1), got {rtol!r}")
     return float(rtol)
-
-
-def pass_tol(dtype: torch.dtype, k: int) -> float:
-    """When ``‖Q x‖ <= pass_tol·‖x‖`` x counts as orthogonal to the basis and no further pass runs.
-
-    A float x that is exactly orthogonal before rounding to ``dtype`` shows ``|<q_j, x>| <= eps/2·‖x‖``
-    per direction, so ``‖Q x‖ <= sqrt(k)·eps/2·‖x‖``; the factor 2 above that leaves room for the
-    float64 reductions' own rounding.
-    """
-    return 2.0 * eps(dtype) * math.sqrt(max(k, 1))
 
 
 def unpack_gram(packed: Tensor, k: int) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Any, List, Sequence, Union
 import torch
 from torch import Tensor
 
-from uno._abi import FLOAT_DTYPES, FLOAT_NAMES, pair_ok
+from uno._abi import FLOAT_DTYPES, FLOAT_NAMES, PAIRS
 
 VectorLike = Union[Tensor, Sequence[Tensor]]
 
@@ -54,7 +54,7 @@ def as_pieces(v: object, name: str) -> List[Tensor]:
 
 def check_row_dtype(x_dtype: torch.dtype, row_dtype: torch.dtype, what: str) -> None:
     """Rows must have x's dtype, or be float32 when x is float16/bfloat16."""
-    if pair_ok(x_dtype, row_dtype):
+    if (x_dtype, row_dtype) in PAIRS:
         return
     raise TypeError(
         f"{what} has dtype {row_dtype} but grad has dtype {x_dtype}; expected the same dtype "

@@ -69,7 +69,7 @@ def orthonormalize(
     tol = _small.check_rtol(rtol, src_dtype)
     if torch.is_grad_enabled() and any(r.requires_grad for r in rows):
         rows = [r.detach() for r in rows]
-    buf = library.orthonormalize(rows, tol, dt, backend or "")
+    buf = library.orthonormalize_op(rows, tol, dt, backend or "")
     r = buf.shape[0]
     if capacity is not None and capacity > r:
         full = torch.zeros(capacity, buf.shape[1], dtype=dt, device=buf.device)

@@ -11,10 +11,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from uno import _backends
 from uno.ops import _small, library
-from uno.ops._eager import bump_versions, direct_ok
-from uno.ops._rows import project_rows_
 from uno.ops._vectors import VectorLike, as_pieces, check_basis_for, rows_for
 from uno.ops.basis import Basis
 
@@ -54,8 +51,4 @@ def project_(
     else:
         rows, orthonormal = rows_for(basis, pieces, "basis")
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
-    if direct_ok(pieces, rows):  # plain eager call: skip the dispatcher's per-tensor layers
-        project_rows_(_backends.get(backend, pieces[0].device), pieces, rows, orthonormal, tol)
-        bump_versions(pieces)
-        return
-    library.project_(pieces, list(rows), orthonormal, tol, backend or "")  # plain lists for the op
+    library.project_(pieces, rows, orthonormal, tol, backend)

@@ -12,19 +12,9 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from uno import _backends
-from uno.ops import _rows, library
-from uno.ops._eager import direct_ok
+from uno.ops import library
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
 from uno.ops.basis import Basis
-
-
-def _inner(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: Optional[str]) -> Tensor:
-    """The ``uno::inner`` op, or its body directly on a plain eager call (no tracing, modes,
-    subclasses or autograd: see :mod:`uno.ops._eager`), which saves the dispatcher's ~15 µs per piece."""
-    if direct_ok(x, rows):
-        return _rows.inner(_backends.get(backend, rows[0].device), x, rows, with_gram)
-    return library.inner(x, rows, with_gram, backend or "")
 
 
 def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
@@ -57,7 +47,7 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
         0-d float64 tensor on the vectors' device (accumulated in float64).
     """
     pa, pb = _pair(a, b)
-    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend)
+    out = library.inner(pa, [p.reshape(1, -1) for p in pb], False, backend)
     return out[0]
 
 
@@ -94,7 +84,7 @@ def gram(
         )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
-    out = _inner([], rows, True, backend)
+    out = library.inner([], rows, True, backend)
     tri = out[k + 1 :]
     iu = torch.triu_indices(k, k, device=tri.device)
     g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
@@ -114,6 +104,6 @@ def cos2(
         0-d float64 tensor.
     """
     pa, pb = _pair(a, b)
-    out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend)
+    out = library.inner(pa, [p.reshape(1, -1) for p in pb], True, backend)
     ab, aa, bb = out[0], out[1], out[2]
     return ab * ab / (aa * bb + eps)

@@ -68,7 +68,7 @@ def ghost_gram(
         if not _has_kernel(name):
             triton_ok = a.device.type == "cuda" and "cuda" in _backends.info("triton").devices
             name = "triton" if triton_ok else "reference"
-    return library.ghost_gram(a, g, a2, g2, diag, name)
+    return library.ghost_gram_op(a, g, a2, g2, diag, name)
 
 
 def _has_kernel(name: str) -> bool:
