@@ -33,21 +33,16 @@ void export_abi(pybind11::module_& m) {
   }
   abi.attr("DTYPE_CODES") = codes;
   abi.attr("PAIRS") = pairs;
+  // clang-format off
   const std::pair<const char*, int> values[] = {
-      {"KIND_SGD", step::kSgd},
-      {"KIND_ADAM", step::kAdam},
-      {"PHASE_WRITE", step::kWrite},
-      {"PHASE_GRAD_COEF", step::kGradCoef},
+      {"KIND_SGD", step::kSgd}, {"KIND_ADAM", step::kAdam},
+      {"PHASE_WRITE", step::kWrite}, {"PHASE_GRAD_COEF", step::kGradCoef},
       {"PHASE_UPDATE_COEF", step::kUpdateCoef},
-      {"FLAG_MAXIMIZE", step::kMaximize},
-      {"FLAG_NESTEROV", step::kNesterov},
-      {"FLAG_FIRST", step::kFirst},
-      {"FLAG_WRITE_GRAD", step::kWriteGrad},
-      {"FLAG_PROJECT_UPDATE", step::kProjectUpdate},
-      {"FLAG_AMSGRAD", step::kAmsgrad},
-      {"FLAG_DECOUPLED", step::kDecoupled},
-      {"FLAG_STEPS_PENDING", step::kStepsPending},
-  };
+      {"FLAG_MAXIMIZE", step::kMaximize}, {"FLAG_NESTEROV", step::kNesterov},
+      {"FLAG_FIRST", step::kFirst}, {"FLAG_WRITE_GRAD", step::kWriteGrad},
+      {"FLAG_PROJECT_UPDATE", step::kProjectUpdate}, {"FLAG_AMSGRAD", step::kAmsgrad},
+      {"FLAG_DECOUPLED", step::kDecoupled}, {"FLAG_STEPS_PENDING", step::kStepsPending}};
+  // clang-format on
   for (const auto& [name, value] : values) abi.attr(name) = value;
 }
 

@@ -280,20 +280,10 @@ void ghost_gram_cpu(int64_t a_ptr, const std::vector<int64_t>& a_strides, int64_
     throw std::invalid_argument(w + ": null input pointer");
   }
   py::gil_scoped_release release;
-  auto run = [&](auto s) {
+  dispatch_one(dtype, w.c_str(), [&](auto s) {
     using S = decltype(s);
     ghost_kernel<S>(a, g, a2, g2, b1, t1, b2, t2, d, p, diag, symmetric, out, num_threads);
-  };
-  switch (dtype) {
-    case kF32:
-      return run(float{});
-    case kF64:
-      return run(double{});
-    case kF16:
-      return run(half_t{});
-    default:
-      return run(bf16_t{});
-  }
+  });
 }
 
 void register_ghost_gram_cpu(py::module_& m) {

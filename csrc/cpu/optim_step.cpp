@@ -103,63 +103,63 @@ inline Out<C> elem_math(const Consts<C> k, const C p, const C g, const C v1, con
   return o;
 }
 
+// Element i of the parameter and its states, in the compute type C (zeros for absent states).
+#define UNO_OPTIM_LOADS                                                                  \
+  const C p = static_cast<C>(Elem<P>::load(pb[i]));                                      \
+  const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0); \
+  const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);              \
+  const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);
+
+// The new states o.n1..n3 of element i back to their storage.
+#define UNO_OPTIM_STORE_STATES                                                               \
+  if constexpr (KIND == kAdam || has_mom) b1[i] = Elem<S>::store(static_cast<double>(o.n1)); \
+  if constexpr (KIND == kAdam) b2[i] = Elem<S>::store(static_cast<double>(o.n2));            \
+  if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));
+
 // The element loops of one block of one piece (the hot part): the gradient the optimizer sees, then
 // the optimizer maths and the stores (or, ucoef, the updates into ub). Defined twice from one body:
 // for the baseline ISA and, on x86-64 GCC/Clang, for AVX2+FMA (picked at run time), because the
 // build targets baseline x86-64 and the Adam maths (sqrt, div) is compute-bound at SSE2 width.
-#define UNO_OPTIM_BLOCK_BODY                                                                     \
-  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;                        \
-  constexpr bool has_mom = KIND == kSgd && EXTRA;                                                \
-  constexpr bool AMS = KIND == kAdam && EXTRA;                                                   \
-  if (proj_grad) {                                                                               \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
-      const double gd = static_cast<double>(Elem<P>::load(gb[i])) - sb[i];                       \
-      gc[i] = static_cast<C>(Elem<P>::load(Elem<P>::store(gd)));                                 \
-    }                                                                                            \
-  } else {                                                                                       \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] =                                  \
-        static_cast<C>(Elem<P>::load(gb[i]));                                                    \
-  }                                                                                              \
-  if (has_scale) {                                                                               \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] = gc[i] / scale;                   \
-  }                                                                                              \
-  if (write_grad) {                                                                              \
-    for (int64_t i = 0; i < n; ++i) gb[i] = Elem<P>::store(static_cast<double>(gc[i]));          \
-  }                                                                                              \
-  if (ucoef) {                                                                                   \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
-      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
-      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
-      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
-      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
-      ub[i] = static_cast<double>(elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3).u);           \
-    }                                                                                            \
-    return;                                                                                      \
-  }                                                                                              \
-  if (proj_upd) {                                                                                \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
-      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
-      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
-      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
-      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
-      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                         \
-      pb[i] = Elem<P>::store(static_cast<double>(p) + static_cast<double>(o.u) - sb[i]);         \
-      if constexpr (KIND == kAdam || has_mom) b1[i] = Elem<S>::store(static_cast<double>(o.n1)); \
-      if constexpr (KIND == kAdam) b2[i] = Elem<S>::store(static_cast<double>(o.n2));            \
-      if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));                      \
-    }                                                                                            \
-  } else {                                                                                       \
-    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                        \
-      const C p = static_cast<C>(Elem<P>::load(pb[i]));                                          \
-      const C v1 = (KIND == kAdam || has_mom) ? static_cast<C>(Elem<S>::load(b1[i])) : C(0);     \
-      const C v2 = KIND == kAdam ? static_cast<C>(Elem<S>::load(b2[i])) : C(0);                  \
-      const C v3 = AMS ? static_cast<C>(Elem<S>::load(b3[i])) : C(0);                            \
-      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                         \
-      pb[i] = Elem<P>::store(static_cast<double>(o.pnew));                                       \
-      if constexpr (KIND == kAdam || has_mom) b1[i] = Elem<S>::store(static_cast<double>(o.n1)); \
-      if constexpr (KIND == kAdam) b2[i] = Elem<S>::store(static_cast<double>(o.n2));            \
-      if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));                      \
-    }                                                                                            \
+#define UNO_OPTIM_BLOCK_BODY                                                             \
+  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;                \
+  constexpr bool has_mom = KIND == kSgd && EXTRA;                                        \
+  constexpr bool AMS = KIND == kAdam && EXTRA;                                           \
+  if (proj_grad) {                                                                       \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                \
+      const double gd = static_cast<double>(Elem<P>::load(gb[i])) - sb[i];               \
+      gc[i] = static_cast<C>(Elem<P>::load(Elem<P>::store(gd)));                         \
+    }                                                                                    \
+  } else {                                                                               \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] =                          \
+        static_cast<C>(Elem<P>::load(gb[i]));                                            \
+  }                                                                                      \
+  if (has_scale) {                                                                       \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) gc[i] = gc[i] / scale;           \
+  }                                                                                      \
+  if (write_grad) {                                                                      \
+    for (int64_t i = 0; i < n; ++i) gb[i] = Elem<P>::store(static_cast<double>(gc[i]));  \
+  }                                                                                      \
+  if (ucoef) {                                                                           \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                \
+      UNO_OPTIM_LOADS                                                                    \
+      ub[i] = static_cast<double>(elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3).u);   \
+    }                                                                                    \
+    return;                                                                              \
+  }                                                                                      \
+  if (proj_upd) {                                                                        \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                \
+      UNO_OPTIM_LOADS                                                                    \
+      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                 \
+      pb[i] = Elem<P>::store(static_cast<double>(p) + static_cast<double>(o.u) - sb[i]); \
+      UNO_OPTIM_STORE_STATES                                                             \
+    }                                                                                    \
+  } else {                                                                               \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                                \
+      UNO_OPTIM_LOADS                                                                    \
+      const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gc[i], v1, v2, v3);                 \
+      pb[i] = Elem<P>::store(static_cast<double>(o.pnew));                               \
+      UNO_OPTIM_STORE_STATES                                                             \
+    }                                                                                    \
   }
 
 #define UNO_OPTIM_BLOCK_ARGS                                                               \
@@ -373,6 +373,11 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
     throw std::invalid_argument(w + ": kind must be 0 (SGD) or 1 (Adam)");
   if (phase < kWrite || phase > kUpdateCoef)
     throw std::invalid_argument(w + ": phase must be 0, 1 or 2");
+  if (flags & kStepsPending) {
+    throw std::invalid_argument(w + ": FLAG_STEPS_PENDING (" + std::to_string(kStepsPending) +
+                                ") is a cuda-backend flag; the cpu backend reads steps as already "
+                                "incremented");
+  }
   const size_t T = ns.size();
   check_vector(w.c_str(), "params", p_ptrs, ns);
   check_vector(w.c_str(), "grads", g_ptrs, ns);

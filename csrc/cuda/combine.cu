@@ -43,22 +43,14 @@ __global__ void __launch_bounds__(kThreads)
   const double* mm = m_in_smem ? msh : m;
 
   for (int64_t c = blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     const int64_t ldr = tab.ldb[t];
     const int64_t ldo = tab.lda[t];
     const T* rows = static_cast<const T*>(tab.b[t]);  // may alias out: no __restrict__
     T* out = static_cast<T*>(tab.a[t]);
     for (int64_t p = p0 + threadIdx.x; p < p1; p += int64_t{U} * kThreads) {
       double v[U][KT];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t q = p + int64_t{u} * kThreads;
-#pragma unroll
-        for (int j = 0; j < KT; ++j)
-          v[u][j] = (q < p1 && j < k) ? load_f64(rows + j * ldr + q) : 0.0;
-      }
+      load_rows<U, KT>(rows, ldr, k, p, p1, v);
       // All k inputs of these columns are in registers: storing now is safe even when out == rows.
       for (int i = 0; i < r; ++i) {
         double mi[KT];

@@ -50,25 +50,15 @@ __global__ void __launch_bounds__(kThreads) dot_kernel(
   for (int v = 0; v <= KT; ++v) acc[v] = 0.0;
 
   for (int64_t c = blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     const int64_t ld = tab.ldb[t];
     const TX* __restrict__ x = static_cast<const TX*>(tab.a[t]);
     const TR* __restrict__ r = static_cast<const TR*>(tab.b[t]) + static_cast<int64_t>(j0) * ld;
     for (int64_t p = p0 + threadIdx.x; p < p1; p += int64_t{U} * kThreads) {
       double xv[U];
       double rv[U][KT];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t q = p + int64_t{u} * kThreads;
-        const bool ok = q < p1;
-        xv[u] = ok ? load_f64(x + q) : 0.0;
-#pragma unroll
-        for (int jj = 0; jj < KT; ++jj) {
-          rv[u][jj] = (ok && jj < nt) ? load_f64(r + jj * ld + q) : 0.0;
-        }
-      }
+      load_cols<U>(x, true, p, p1, xv);
+      load_rows<U, KT>(r, ld, nt, p, p1, rv);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -122,9 +112,7 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(
   for (int v = 0; v < V; ++v) acc[v] = 0.0;
 
   for (int64_t c = blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     const int64_t ld = tab.ldb[t];
     const TR* __restrict__ ra = static_cast<const TR*>(tab.b[t]) + static_cast<int64_t>(ia) * ld;
     const TR* __restrict__ rb = static_cast<const TR*>(tab.b[t]) + static_cast<int64_t>(ib) * ld;
@@ -133,16 +121,8 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(
       for (int64_t p = p0 + threadIdx.x; p < p1; p += int64_t{U} * kThreads) {
         double va[U][GT];
         double xv[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int64_t q = p + int64_t{u} * kThreads;
-          const bool ok = q < p1;
-          xv[u] = (ok && do_x) ? load_f64(x + q) : 0.0;
-#pragma unroll
-          for (int ii = 0; ii < GT; ++ii) {
-            va[u][ii] = (ok && ii < na) ? load_f64(ra + ii * ld + q) : 0.0;
-          }
-        }
+        load_cols<U>(x, do_x, p, p1, xv);
+        load_rows<U, GT>(ra, ld, na, p, p1, va);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -160,16 +140,8 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(
       for (int64_t p = p0 + threadIdx.x; p < p1; p += int64_t{U} * kThreads) {
         double va[U][GT];
         double vb[U][GT];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int64_t q = p + int64_t{u} * kThreads;
-          const bool ok = q < p1;
-#pragma unroll
-          for (int ii = 0; ii < GT; ++ii) {
-            va[u][ii] = (ok && ii < na) ? load_f64(ra + ii * ld + q) : 0.0;
-            vb[u][ii] = (ok && ii < nb) ? load_f64(rb + ii * ld + q) : 0.0;
-          }
-        }
+        load_rows<U, GT>(ra, ld, na, p, p1, va);
+        load_rows<U, GT>(rb, ld, nb, p, p1, vb);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll

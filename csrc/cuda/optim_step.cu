@@ -134,9 +134,7 @@ __global__ void __launch_bounds__(kThreads)
   const C decay = static_cast<C>(1.0 - h.lr * h.wd), neg_lr_wd = static_cast<C>(-(h.lr * h.wd));
 
   for (int64_t c = skip ? tab.total_chunks : blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     P* __restrict__ pp = static_cast<P*>(tab.p[t]);
     P* __restrict__ gp = static_cast<P*>(tab.g[t]);
     S* __restrict__ b1 = static_cast<S*>(tab.s1[t]);

@@ -44,9 +44,7 @@ __global__ void __launch_bounds__(kThreads) project_kernel(
   for (int v = 0; v <= KT; ++v) acc[v] = 0.0;
 
   for (int64_t c = blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     const int64_t ld = tab.ldb[t];
     // x is only reached through this pointer (the ops layer rejects x aliasing the rows).
     TX* __restrict__ x = static_cast<TX*>(tab.a[t]);
@@ -54,16 +52,8 @@ __global__ void __launch_bounds__(kThreads) project_kernel(
     for (int64_t p = p0 + threadIdx.x; p < p1; p += int64_t{U} * kThreads) {
       double xv[U];
       double rv[U][KT];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t q = p + int64_t{u} * kThreads;
-        const bool ok = q < p1;
-        xv[u] = ok ? load_f64(x + q) : 0.0;
-#pragma unroll
-        for (int jj = 0; jj < KT; ++jj) {
-          rv[u][jj] = (ok && jj < k) ? load_f64(r + jj * ld + q) : 0.0;
-        }
-      }
+      load_cols<U>(x, true, p, p1, xv);
+      load_rows<U, KT>(r, ld, k, p, p1, rv);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int64_t q = p + int64_t{u} * kThreads;
@@ -93,9 +83,7 @@ __global__ void __launch_bounds__(kThreads) subtract_kernel(
     int k,                              // rows per piece
     const double* __restrict__ y) {     // (k,) float64 coefficients
   for (int64_t c = blockIdx.x; c < tab.total_chunks; c += gridDim.x) {
-    const int t = find_piece(tab, c);
-    const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
-    const int64_t p1 = min(p0 + tab.chunk, tab.n[t]);
+    const auto [t, p0, p1] = chunk_span(tab, c);
     const int64_t ld = tab.ldb[t];
     TX* __restrict__ x = static_cast<TX*>(tab.a[t]);
     const TR* __restrict__ r = static_cast<const TR*>(tab.b[t]);

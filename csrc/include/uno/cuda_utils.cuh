@@ -142,6 +142,44 @@ __device__ __forceinline__ int find_piece(const Tab& tab, int64_t c) {
   return lo;
 }
 
+// The columns [p0, p1) of piece t that global chunk c covers.
+struct ChunkSpan {
+  int t;
+  int64_t p0, p1;
+};
+
+template <typename Tab>
+__device__ __forceinline__ ChunkSpan chunk_span(const Tab& tab, int64_t c) {
+  const int t = find_piece(tab, c);
+  const int64_t p0 = (c - tab.chunk_begin[t]) * tab.chunk;
+  return ChunkSpan{t, p0, min(p0 + tab.chunk, tab.n[t])};
+}
+
+// Register loads of the streaming kernels: U columns q = p + u * kThreads (u < U) of a vector, or
+// of the first `rows` of KT rows (row j at r + j * ld), widened to float64; zeros past p1 (and past
+// `rows`, or everywhere when `on` is false) so that the fixed-size loops after them stay
+// branch-free.
+template <int U, typename T>
+__device__ __forceinline__ void load_cols(const T* x, bool on, int64_t p, int64_t p1,
+                                          double (&v)[U]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = p + int64_t{u} * kThreads;
+    v[u] = (on && q < p1) ? load_f64(x + q) : 0.0;
+  }
+}
+
+template <int U, int KT, typename T>
+__device__ __forceinline__ void load_rows(const T* r, int64_t ld, int rows, int64_t p, int64_t p1,
+                                          double (&v)[U][KT]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = p + int64_t{u} * kThreads;
+#pragma unroll
+    for (int j = 0; j < KT; ++j) v[u][j] = (q < p1 && j < rows) ? load_f64(r + j * ld + q) : 0.0;
+  }
+}
+
 // One piece as the host sees it (pointers are device addresses from tensor.data_ptr()).
 struct Piece {
   void* a;        // x / out (may be nullptr: x is None)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from uno._abi import PHASE_WRITE, StepArgs, check_no_pending
+from uno._abi import PHASE_WRITE, StepArgs
 from uno._backends._layout import (
     check_combine,
     check_pair,
@@ -100,7 +100,6 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
 
 def optim_step(a: StepArgs) -> Tensor:
     """One phase of the fused optimizer step (csrc/cpu/optim_step.cpp)."""
-    check_no_pending(a.flags, NAME)
     fn = _kernel("optim_step_cpu")
     out = torch.zeros(a.k if a.phase != PHASE_WRITE else 0, dtype=torch.float64)
     kwargs, keep = step_kwargs(a, _CPU)

@@ -27,6 +27,7 @@ from uno._backends._layout import (
     ghost_out,
     ptr,
     row_layout,
+    row_ptrs,
     step_kwargs,
     vector_ptrs,
 )
@@ -86,18 +87,10 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     partials = torch.empty(max_blocks, width, dtype=torch.float64, device=device)
     with _device_guard(device):
         used = _lib().inner_cuda(
-            x_ptrs,
-            [int(r.data_ptr()) for r in rows],
-            lds,
-            ns,
-            k,
-            bool(with_gram),
-            x_code,
-            row_code,
-            torch.cuda.current_stream(device).cuda_stream,
-            int(partials.data_ptr()),
+            x_ptrs, row_ptrs(rows), lds, ns, k, bool(with_gram), x_code,
+            row_code, torch.cuda.current_stream(device).cuda_stream, int(partials.data_ptr()),
             max_blocks,
-        )
+        )  # fmt: skip
     return partials[:used].sum(0)
 
 
@@ -116,18 +109,10 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     partials = torch.empty(max_blocks, k + 1, dtype=torch.float64, device=device)
     with _device_guard(device):
         used = _lib().project_cuda(
-            x_ptrs,
-            [int(r.data_ptr()) for r in rows],
-            lds,
-            ns,
-            k,
-            int(y64.data_ptr()),
-            code(x[0].dtype, "x"),
-            code(rows[0].dtype, "rows"),
-            torch.cuda.current_stream(device).cuda_stream,
-            int(partials.data_ptr()),
-            max_blocks,
-        )
+            x_ptrs, row_ptrs(rows), lds, ns, k, int(y64.data_ptr()),
+            code(x[0].dtype, "x"), code(rows[0].dtype, "rows"),
+            torch.cuda.current_stream(device).cuda_stream, int(partials.data_ptr()), max_blocks,
+        )  # fmt: skip
     return partials[:used].sum(0)
 
 
@@ -139,19 +124,12 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
     max_blocks = _max_blocks(device, 1, len(rows))
     with _device_guard(device):
         _lib().combine_cuda(
-            [int(o.data_ptr()) for o in out],
-            out_lds,
-            [int(rr.data_ptr()) for rr in rows],
-            lds,
-            ns,
-            k,
-            r,
-            int(m64.data_ptr()),
-            code(rows[0].dtype, "rows"),
+            [int(o.data_ptr()) for o in out], out_lds, row_ptrs(rows), lds,
+            ns, k, r, int(m64.data_ptr()), code(rows[0].dtype, "rows"),
             torch.cuda.current_stream(device).cuda_stream,
             0,  # partials_ptr: combine reduces nothing
             max_blocks,
-        )
+        )  # fmt: skip
 
 
 # Completion counters of the coefficient reduction (and of the step-count store), one per

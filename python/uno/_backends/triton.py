@@ -2,7 +2,8 @@
 
 Each launch adds its programs' float64 partial sums to the rows of one ``[max_programs, W]`` scratch
 buffer (launches of a call run in stream order); the result is ``scratch.sum(0)``: no atomics, a
-fixed partition and a fixed order, hence deterministic. Nothing proportional to the vector length is
+fixed partition and a fixed order, hence deterministic (``optim_step`` and ``ghost_gram`` are the
+kernels' own entry points). Nothing proportional to the vector length is
 allocated and no piece is copied or concatenated. Arguments and results are those of the spec,
 :mod:`uno.reference`.
 """
@@ -15,15 +16,16 @@ import torch
 from torch import Tensor
 
 from uno import _triton as cfg
-from uno._abi import StepArgs, check_no_pending
 from uno._backends._layout import check_combine, row_layout, vector_ptrs
-from uno._triton import ghost_gram as _ghost_gram
-from uno._triton import optim_step as _optim_step
 from uno._triton.combine import combine_piece
+from uno._triton.ghost_gram import ghost_gram
 from uno._triton.inner import inner_piece
+from uno._triton.optim_step import optim_step
 from uno._triton.project import project_piece
 
 NAME = "triton"
+
+__all__ = ["NAME", "combine", "ghost_gram", "inner", "optim_step", "project"]
 
 
 def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
@@ -71,16 +73,3 @@ def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
     with cfg.device_guard(device):
         for o, r in zip(out, rows):
             combine_piece(o, r, m64, n_programs)
-
-
-def optim_step(a: StepArgs) -> Tensor:
-    """One phase of the fused optimizer step (:mod:`uno._triton.optim_step`)."""
-    check_no_pending(a.flags, NAME)
-    return _optim_step.optim_step(a)
-
-
-def ghost_gram(
-    a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool
-) -> Tensor:
-    """The ghost Gram matrix of one factored layer (:mod:`uno._triton.ghost_gram`)."""
-    return _ghost_gram.ghost_gram(a, g, a2, g2, diag)

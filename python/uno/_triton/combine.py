@@ -7,6 +7,7 @@ import triton.language as tl
 from torch import Tensor
 
 from uno import _triton as cfg
+from uno._triton._tiles import load_tile, tile_layout
 
 
 @triton.jit
@@ -26,11 +27,7 @@ def _combine_kernel(
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
-    row_off = kk.to(tl.int64)[:, None] * ld
-    # int64 columns: with an int32 block index b * BLOCK_SIZE < n_elements cannot overflow.
-    cols = tl.arange(0, BLOCK_SIZE).to(tl.int64)
+    kk, kmask, row_off, cols = tile_layout(ld, K, K_PAD, BLOCK_SIZE)
     if USE_DOT:
         rr = tl.arange(0, R_PAD)
         rmask = rr < R
@@ -42,9 +39,7 @@ def _combine_kernel(
     for b in range(pid, n_blocks, nprog):
         offs = b * BLOCK_SIZE + cols
         cmask = offs < n_elements
-        tile = tl.load(
-            row_ptr + row_off + offs[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
-        ).to(tl.float64)
+        tile = load_tile(row_ptr, row_off, offs, kmask, cmask)
         # Every thread of the program has its k values of these columns before anyone stores:
         # out may alias rows, and the column owners of the stores need not be the loaders.
         tl.debug_barrier()

@@ -21,6 +21,32 @@ from uno import _triton as cfg
 
 
 @triton.jit
+def _block_gram(
+    x_ptr, sx_t, sx_k, y_ptr, sy_t, sy_k, os_, ms, ot, mt, n_k,
+    CDT: tl.constexpr, BS: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    """The (BS x BT) block ``X[os_] @ Y[ot]ᵀ`` over the n_k features, in the compute dtype (tl.dot,
+    IEEE precision): X and Y are (positions, features) views with strides (s_t, s_k)."""
+    acc = tl.zeros([BS, BT], dtype=CDT)
+    rk = tl.arange(0, BK)
+    for k0 in range(0, n_k, BK):
+        ok = k0 + rk
+        mk = ok < n_k
+        x = tl.load(
+            x_ptr + os_[:, None] * sx_t + ok[None, :] * sx_k,
+            mask=ms[:, None] & mk[None, :],
+            other=0.0,
+        ).to(CDT)
+        y = tl.load(
+            y_ptr + ok[:, None] * sy_k + ot[None, :] * sy_t,
+            mask=mk[:, None] & mt[None, :],
+            other=0.0,
+        ).to(CDT)
+        acc += tl.dot(x, y, input_precision="ieee", out_dtype=CDT)
+    return acc
+
+
+@triton.jit
 def _ghost_gram_kernel(
     a_ptr,  # (B1, T1, D) strided
     g_ptr,  # (B1, T1, P) strided
@@ -64,43 +90,14 @@ def _ghost_gram_kernel(
         acc = tl.zeros([BS, BT], dtype=tl.float64)
         rs = tl.arange(0, BS)
         rt = tl.arange(0, BT)
-        rk = tl.arange(0, BK)
         for s0 in range(0, T1, BS):
             os_ = s0 + rs
             ms = os_ < T1
             for t0 in range(0, T2, BT):
                 ot = t0 + rt
                 mt = ot < T2
-                sa = tl.zeros([BS, BT], dtype=CDT)
-                for k0 in range(0, D, BK):
-                    ok = k0 + rk
-                    mk = ok < D
-                    x = tl.load(
-                        ab + os_[:, None] * sat + ok[None, :] * sad,
-                        mask=ms[:, None] & mk[None, :],
-                        other=0.0,
-                    ).to(CDT)
-                    y = tl.load(
-                        a2b + ok[:, None] * s2ad + ot[None, :] * s2at,
-                        mask=mk[:, None] & mt[None, :],
-                        other=0.0,
-                    ).to(CDT)
-                    sa += tl.dot(x, y, input_precision="ieee", out_dtype=CDT)
-                sg = tl.zeros([BS, BT], dtype=CDT)
-                for k0 in range(0, P, BK):
-                    ok = k0 + rk
-                    mk = ok < P
-                    x = tl.load(
-                        gb + os_[:, None] * sgt + ok[None, :] * sgp,
-                        mask=ms[:, None] & mk[None, :],
-                        other=0.0,
-                    ).to(CDT)
-                    y = tl.load(
-                        g2b + ok[:, None] * s2gp + ot[None, :] * s2gt,
-                        mask=mk[:, None] & mt[None, :],
-                        other=0.0,
-                    ).to(CDT)
-                    sg += tl.dot(x, y, input_precision="ieee", out_dtype=CDT)
+                sa = _block_gram(ab, sat, sad, a2b, s2at, s2ad, os_, ms, ot, mt, D, CDT, BS, BT, BK)
+                sg = _block_gram(gb, sgt, sgp, g2b, s2gt, s2gp, os_, ms, ot, mt, P, CDT, BS, BT, BK)
                 acc += sa.to(tl.float64) * sg.to(tl.float64)
         total = tl.sum(tl.sum(acc, axis=1), axis=0)
         if DIAG:

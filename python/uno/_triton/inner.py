@@ -9,6 +9,7 @@ import triton.language as tl
 from torch import Tensor
 
 from uno import _triton as cfg
+from uno._triton._tiles import load_tile, tile_layout
 
 
 @triton.jit
@@ -28,11 +29,7 @@ def _inner_kernel(
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
-    row_off = kk.to(tl.int64)[:, None] * ld  # int64: K * ld may exceed 2^31 in a Basis buffer
-    # int64 columns: with an int32 block index b * BLOCK_SIZE < n_elements cannot overflow.
-    cols = tl.arange(0, BLOCK_SIZE).to(tl.int64)
+    kk, kmask, row_off, cols = tile_layout(ld, K, K_PAD, BLOCK_SIZE)
     # Elementwise float64 accumulators: one cross-thread reduction at the end, not one per block.
     acc_c = tl.zeros([K_PAD, BLOCK_SIZE], dtype=tl.float64)
     acc_n = tl.zeros([BLOCK_SIZE], dtype=tl.float64)
@@ -41,11 +38,7 @@ def _inner_kernel(
     for b in range(pid, n_blocks, nprog):
         offs = b * BLOCK_SIZE + cols
         cmask = offs < n_elements
-        # Native dtype in, float64 for arithmetic: a product of two float32 (or half) values is
-        # exact in float64, so only the sums round.
-        tile = tl.load(
-            row_ptr + row_off + offs[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
-        ).to(tl.float64)
+        tile = load_tile(row_ptr, row_off, offs, kmask, cmask)
         if HAS_X:
             xv = tl.load(x_ptr + offs, mask=cmask, other=0.0).to(tl.float64)
             acc_c += tile * xv[None, :]

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from uno import _abi as abi
 from uno import _triton as cfg
+from uno._triton._tiles import load_tile, tile_layout
 
 
 @triton.jit
@@ -65,10 +66,7 @@ def _optim_step_kernel(
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
-    row_off = kk.to(tl.int64)[:, None] * ld
-    cols = tl.arange(0, BLOCK_SIZE).to(tl.int64)
+    kk, kmask, row_off, cols = tile_layout(ld, K, K_PAD, BLOCK_SIZE)
     ok = cols >= 0
     if HAS_FI:
         ok = tl.load(fi_ptr + cols * 0) == 0  # every lane reads the one flag
@@ -92,9 +90,7 @@ def _optim_step_kernel(
         m = (offs < n_elements) & ok
         tile = tl.zeros([K_PAD, BLOCK_SIZE], dtype=tl.float64)
         if USE_ROWS:
-            tile = tl.load(
-                row_ptr + row_off + offs[None, :], mask=kmask[:, None] & m[None, :], other=0.0
-            ).to(tl.float64)
+            tile = load_tile(row_ptr, row_off, offs, kmask, m)
         graw = tl.load(g_ptr + offs, mask=m, other=0.0)
         if PHASE == 1:
             acc += tile * graw.to(tl.float64)[None, :]
@@ -172,6 +168,7 @@ def _check(params: Sequence[Tensor], s1: Sequence[Tensor], rows: Sequence[Tensor
 
 def optim_step(a: abi.StepArgs) -> Tensor:
     """The Triton kernels, one launch per piece (same arguments and result as the spec)."""
+    abi.check_no_pending(a.flags, "triton")
     params, grads, state1, state2, state3 = a.params, a.grads, a.state1, a.state2, a.state3
     steps, rows, coef, phase, flags = a.steps, a.rows, a.coef, a.phase, a.flags
     _check(params, state1, rows)

@@ -7,6 +7,7 @@ import triton.language as tl
 from torch import Tensor
 
 from uno import _triton as cfg
+from uno._triton._tiles import load_tile, tile_layout
 
 
 @triton.jit
@@ -23,11 +24,7 @@ def _project_kernel(
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
-    row_off = kk.to(tl.int64)[:, None] * ld
-    # int64 columns: with an int32 block index b * BLOCK_SIZE < n_elements cannot overflow.
-    cols = tl.arange(0, BLOCK_SIZE).to(tl.int64)
+    kk, kmask, row_off, cols = tile_layout(ld, K, K_PAD, BLOCK_SIZE)
     y = tl.load(y_ptr + kk, mask=kmask, other=0.0).to(tl.float64)
     acc_c = tl.zeros([K_PAD, BLOCK_SIZE], dtype=tl.float64)
     acc_n = tl.zeros([BLOCK_SIZE], dtype=tl.float64)
@@ -35,9 +32,7 @@ def _project_kernel(
     for b in range(pid, n_blocks, nprog):
         offs = b * BLOCK_SIZE + cols
         cmask = offs < n_elements
-        tile = tl.load(
-            row_ptr + row_off + offs[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
-        ).to(tl.float64)
+        tile = load_tile(row_ptr, row_off, offs, kmask, cmask)
         xv = tl.load(x_ptr + offs, mask=cmask, other=0.0).to(tl.float64)
         # The update in float64 (at least the contract's float32 on GPU), rounded once on store.
         xs = (xv - tl.sum(tile * y[:, None], axis=0)).to(x_ptr.dtype.element_ty)
