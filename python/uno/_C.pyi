@@ -1,11 +1,21 @@
-# Type stub for the compiled core (csrc/). Kernel functions are registered by the files in csrc/cpu and
-# csrc/cuda (see docs/kernels.md for their arguments); they are looked up dynamically by the adapters.
+# Type stub for the compiled core (csrc/). Kernel functions `<primitive>_<backend>` are registered by
+# the files in csrc/cpu and csrc/cuda (UNO_REGISTER; see docs/kernels.md for their arguments); the
+# backend modules python/uno/_backends/{cpu,cuda}.py call them.
 from typing import Any
 
 __version__: str
 with_cuda: bool
 cuda_archs: str
 registered: list[str]
+
+class _Abi:
+    """_C.abi: the values of csrc/include/uno/abi.h (python/uno/_abi.py repeats them)."""
+
+    DTYPE_CODES: dict[str, int]
+    PAIRS: list[tuple[int, int]]
+    def __getattr__(self, name: str) -> int: ...  # KIND_*, PHASE_*, FLAG_*
+
+abi: _Abi
 
 def hardware_concurrency() -> int: ...
 def __getattr__(name: str) -> Any: ...
