@@ -1,4 +1,7 @@
-"""Triton kernels of the three primitives (``inner``, ``project``, ``combine``; see docs/kernels.md).
+"""Triton kernels of the primitives (see docs/kernels.md), and their launch configuration.
+
+The three row primitives (``inner``, ``project``, ``combine``) work as follows; ``optim_step`` and
+``ghost_gram`` say in their own modules how they differ.
 
 Every kernel works on one piece (``x[t]``, ``rows[t]``) per launch: the CPU interpreter
 (``TRITON_INTERPRET=1``, set before ``import triton``) cannot load through pointer tables, so piece

@@ -1,5 +1,5 @@
-"""The public ops: thin Python wrappers over `torch.library` custom ops (``uno::project_``,
-``uno::orthonormalize``, ``uno::inner``) that dispatch to one backend's kernel primitives."""
+"""The public ops: Python wrappers that validate their arguments and call the ``uno::`` custom ops of
+:mod:`uno.ops.library` (the one op table), which run one backend's kernel primitives."""
 
 from uno.ops.basis import Basis
 from uno.ops.orthonormalize import orthonormalize

@@ -76,7 +76,7 @@ def flat(x: Sequence[Tensor]) -> List[Tensor]:
     return [p.reshape(-1) if p.is_contiguous() else p.contiguous().reshape(-1) for p in x]
 
 
-def inner(be: ModuleType, x: List[Tensor], rows: List[Tensor], with_gram: bool) -> Tensor:
+def inner(be: ModuleType, x: List[Tensor], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
     """The ``inner`` primitive on the ops' inputs (x: any-shaped pieces or empty; rows: row blocks)."""
     return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
 
