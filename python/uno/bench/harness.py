@@ -5,7 +5,8 @@ Every benchmark module (``project``, ``optim``, ``per_sample``, ``combine``) des
 and returns its rows, and the :class:`Column` list of its printed table. :func:`main` does the rest the
 same way for all of them: the options (``--device``, ``--quick``, ``--threads``, ``--reps``, ``--csv``),
 the header lines (machine, versions, threads, backends), the table, and the CSV rows (each stamped with
-date, machine, versions, device and threads by :func:`meta`).
+date, machine, versions, device and threads by :func:`meta`). The CSV and table helpers live in
+:mod:`uno.bench.records` and are re-exported here.
 
 Timing rules (why they are what they are):
 
@@ -21,13 +22,9 @@ Timing rules (why they are what they are):
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +34,41 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+
+from uno.bench.records import (
+    Column,
+    append_csv,
+    columns,
+    csv_cell,
+    format_row,
+    header_lines,
+    machine,
+    meta,
+)
+
+__all__ = [
+    "Bench",
+    "Column",
+    "Context",
+    "append_csv",
+    "chain",
+    "columns",
+    "copy_seconds",
+    "csv_cell",
+    "dtype_name",
+    "elem_size",
+    "format_row",
+    "gbps",
+    "header_lines",
+    "interleaved",
+    "machine",
+    "main",
+    "meta",
+    "parser",
+    "ratio",
+    "sync",
+    "timeit",
+]
 
 #: Where the rows go when neither ``--csv`` nor the calling script names a file: the current
 #: directory, never the installed package.
@@ -150,113 +182,6 @@ def elem_size(dtype: torch.dtype) -> int:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def machine() -> str:
-    """Host, architecture, core count and torch version, in one CSV cell."""
-    return (
-        f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}"
-    )
-
-
-def meta(device: torch.device, threads: int) -> Dict[str, Any]:
-    """The columns every CSV row starts with: when, where, which versions, how many threads."""
-    import uno
-
-    return dict(
-        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        machine=machine(),
-        version=uno.__version__,
-        torch=torch.__version__,
-        device=str(device),
-        threads=threads,
-    )
-
-
-def append_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append ``rows`` to the CSV at ``path`` (created with a header if absent).
-
-    A file written by an older version of a bench may lack some of the new rows' columns: it is then
-    rewritten once with its header extended (old rows get empty cells), so that every row of one file
-    is read back under the right column names.
-    """
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old: List[Dict[str, str]] = []
-    header: List[str] = []
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            if any(k not in header for k in fields):
-                old = list(reader)
-    missing = [k for k in fields if k not in header]
-    if header and not missing:
-        with open(path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=header, extrasaction="ignore").writerows(rows)
-        return
-    header = header + missing
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows(old)
-        w.writerows(rows)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of a printed table: the row key, its title, its width and its format.
-
-    ``fmt`` is a format spec for numbers (``".3f"``); ``scale`` multiplies the value first (a fraction
-    printed as a percentage). Missing values and NaN print as blanks.
-    """
-
-    key: str
-    title: str
-    width: int
-    fmt: str = ""
-    scale: float = 1.0
-
-    def cell(self, row: Mapping[str, Any]) -> str:
-        v = row.get(self.key)
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return " " * self.width
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = v * self.scale if self.scale != 1.0 else v  # keeps ints ints for the "d" format
-            return f"{v:>{self.width}{self.fmt}}"
-        return f"{v!s:<{self.width}}"
-
-
-def columns(spec: str) -> List[Column]:
-    """Columns from a compact spec: ``"key:title:width[:fmt[:scale]]"`` entries separated by ``;``.
-
-    >>> [c.title for c in columns("ms:ms:9:.3f; frac_copy:%copy:6:.1f:100")]
-    ['ms', '%copy']
-    """
-    out = []
-    for entry in filter(None, (e.strip() for e in spec.split(";"))):
-        parts = entry.split(":")
-        if not 3 <= len(parts) <= 5:
-            raise ValueError(f"column spec must be key:title:width[:fmt[:scale]], got {entry!r}")
-        key, title, width = parts[:3]
-        fmt = parts[3] if len(parts) > 3 else ""
-        scale = float(parts[4]) if len(parts) > 4 else 1.0
-        out.append(Column(key, title, int(width), fmt, scale))
-    return out
-
-
-def header_lines(columns: Sequence[Column]) -> List[str]:
-    """The title line and the rule under it."""
-    titles = " ".join(
-        f"{c.title:<{c.width}}" if not c.fmt else f"{c.title:>{c.width}}" for c in columns
-    )
-    return [titles, "-" * len(titles)]
-
-
-def format_row(columns: Sequence[Column], row: Mapping[str, Any]) -> str:
-    return " ".join(c.cell(row) for c in columns).rstrip()
 
 
 @dataclass(frozen=True)
@@ -426,15 +351,8 @@ def main(
         got = _measure_in_child(bench, cfg, argv) if bench.isolate else bench.measure(cfg, ctx)
         for row in got:
             print(format_row(bench.columns, row), flush=True)
-            rows.append({**stamp, **{k: _csv_cell(v) for k, v in row.items()}})
+            rows.append({**stamp, **{k: csv_cell(v) for k, v in row.items()}})
     if not args.no_csv:
         append_csv(args.csv, rows)
         print(f"# appended {len(rows)} rows to {args.csv}")
     return 0
-
-
-def _csv_cell(v: Any) -> Any:
-    """Floats to 6 significant digits (the CSV stays readable); NaN as an empty cell."""
-    if isinstance(v, float):
-        return "" if not math.isfinite(v) else float(f"{v:.6g}")
-    return v

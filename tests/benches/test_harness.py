@@ -21,7 +21,6 @@ import uno
 from uno import _backends
 from uno.bench import harness as h
 
-REPO = Path(__file__).resolve().parents[1]
 CPU_KERNELS = "cpu" in _backends.info("cpu").devices
 
 
