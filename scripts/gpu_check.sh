@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a lent machine, one short prepared run: build uno with the CUDA kernels, run the tests
-# marked gpu (tests/kernels/test_cuda_primitives.py, tests/optim/test_optim_cuda.py and the cuda/triton
-# parameters of every backend-parametrized test), then the quick microbenchmarks and the uno step-cost
+# marked gpu (tests/kernels/test_cuda_primitives.py and tests/optim/test_optim_cuda.py first, then the
+# cuda/triton parameters of every backend-parametrized test), then the quick microbenchmarks and the uno step-cost
 # experiment on the device. Every step has its own time cap and all of them share one budget
 # (GPU_CHECK_BUDGET_S, default 470 s, i.e. under 8 minutes with the machine probe); a step that the
 # budget no longer covers is skipped and reported. Run from the repo root:
@@ -79,9 +79,20 @@ tail -5 "$OUT"/build*.log
 "$PY" -c "import uno, uno._C as C; print('with_cuda', C.with_cuda, 'archs', C.cuda_archs); \
 print(C.registered); print(uno.backends())" 2>&1 | tee -a "$OUT/summary.txt"
 
-step "pytest -m gpu"
-bounded 180 pytest.log "$PY" -m pytest tests -m gpu -q --no-header -p no:cacheprovider \
-  --junitxml "$OUT/pytest.xml" -o junit_family=xunit2
+# The device-only tests first (the CUDA primitives and the optimizer step), then every other gpu-marked
+# test (the cuda and triton parameters of the backend-parametrized tests, Triton compiles included).
+CUDA_TESTS=(tests/kernels/test_cuda_primitives.py tests/optim/test_optim_cuda.py)
+step "pytest -m gpu: ${CUDA_TESTS[*]}"
+bounded 90 pytest_cuda.log "$PY" -m pytest "${CUDA_TESTS[@]}" -m gpu -q --no-header \
+  -p no:cacheprovider --durations=5 --junitxml "$OUT/pytest_cuda.xml"
+result "pytest cuda tests" $?
+tail -15 "$OUT/pytest_cuda.log"
+
+step "pytest -m gpu: the rest"
+deselect=()
+for f in "${CUDA_TESTS[@]}"; do deselect+=(--ignore "$f"); done
+bounded 150 pytest.log "$PY" -m pytest tests "${deselect[@]}" -m gpu -q --no-header \
+  -p no:cacheprovider --durations=10 --junitxml "$OUT/pytest.xml"
 result "pytest -m gpu" $?
 tail -15 "$OUT/pytest.log"
 

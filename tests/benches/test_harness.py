@@ -259,3 +259,15 @@ def test_entry_points_dispatch(capsys):
         cli.main(["bench", "project", "--help"])
     assert e.value.code == 0
     assert "uno bench project" in capsys.readouterr().out
+
+
+def test_bad_specs_are_refused():
+    from uno.bench.shapes import numel, scaled_shapes
+
+    with pytest.raises(ValueError, match="key:title:width"):
+        h.columns("ms:ms")
+    with pytest.raises(ValueError, match="model must be one of"):
+        scaled_shapes("resnet", 1000)
+    with pytest.raises(ValueError, match="numel must be >= 1"):
+        scaled_shapes("convvae", 0)
+    assert abs(numel(scaled_shapes("transformer", 10**6)) - 10**6) < 10**4
