@@ -268,3 +268,35 @@ def test_non_finite_grad_element_stays_local(backend, device, opt, project, bad)
     assert torch.equal(~torch.isfinite(m_uno[0].weight), bad_mask)
     for p in list(m_uno.parameters())[1:]:
         assert bool(torch.isfinite(p).all())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Expanded (stride-0) gradients, as autograd leaves them for the sum() of a broadcast.
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend,device", CPU_BACKENDS)
+@pytest.mark.parametrize("cls", [ProjectedSGD, ProjectedAdam])
+@pytest.mark.parametrize("project", ["grad", "update"])
+def test_expanded_grad_is_read_and_refused_for_write_grad(backend, device, cls, project):
+    def run(expanded: bool, write_grad: bool = False) -> Tuple[List[torch.Tensor], Any]:
+        model = small_model()
+        backward(model, seed=0)
+        params = list(model.parameters())
+        b = params[3]
+        g = torch.full((1,), 0.25).expand(b.shape)
+        b.grad = g if expanded else g.contiguous()
+        opt = cls(params, lr=1e-2, basis=random_basis(params, 2), project=project,
+                  write_grad=write_grad, backend=backend)  # fmt: skip
+        return params, opt
+
+    ref, o_ref = run(expanded=False)
+    got, o_got = run(expanded=True)
+    o_ref.step()
+    o_got.step()
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    params, opt = run(expanded=True, write_grad=True)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=r"grad 3 .*expanded/overlapping memory cannot be written"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(params, before))
+    assert len(opt.state) == 0

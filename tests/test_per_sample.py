@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -340,3 +342,41 @@ def test_foreign_parameter_is_a_clear_error():
     # Without the foreign tensor, the model's own parameters are fine.
     got = ps.grads(m, loss, torch.randn(4, 3), params=[m.weight])
     assert got[0].shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "fn", ["grads", "gram", "norms", "cross_gram", "coefficients", "weighted_sum"]
+)
+@pytest.mark.parametrize("bad", ["bogus", None, "Frozen"])
+def test_bad_batchnorm_option_is_named_first(fn, bad):
+    """batchnorm='bogus' named the BatchNorm training-mode error (or passed silently without a
+    BatchNorm layer): now the bad value and the valid ones, before any forward pass."""
+    torch.manual_seed(0)
+    calls = []
+
+    def loss(model, x):
+        calls.append(1)
+        return model(x).pow(2).sum(1)
+
+    for m in (nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()):
+        x = torch.randn(5, 4)
+        args: Any = ((x,), (x,)) if fn == "cross_gram" else (x,)
+        kw: Dict[str, Any] = {"batchnorm": bad}
+        if fn == "coefficients":
+            kw["basis"] = torch.randn(2, sum(p.numel() for p in m.parameters()))
+        if fn == "weighted_sum":
+            kw["weights"] = torch.ones(5)
+        with pytest.raises(ValueError, match=r"batchnorm must be one of 'error', 'frozen', got"):
+            getattr(ps, fn)(m, loss, *args, **kw)
+    assert not calls
+
+
+def test_expanded_batch_is_read():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+    x = torch.randn(1, 4).expand(6, 4)
+
+    def loss(model, x):
+        return model(x).pow(2).sum(1)
+
+    torch.testing.assert_close(ps.gram(m, loss, x), ps.gram(m, loss, x.contiguous()))
