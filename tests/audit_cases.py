@@ -116,6 +116,19 @@ def _ctor(cls: Any, **kw: Any) -> Callable[[], Tuple[Callable[[], Any], List[tor
     return setup
 
 
+def _stepper(cls: Any, act: Callable[[Any, List[torch.Tensor]], Any]):
+    """``act(optimizer, params)`` on an optimizer over a model that has gradients."""
+
+    def setup():
+        m = _model()
+        _backward(m)
+        params = list(m.parameters())
+        opt = cls(params, lr=0.1)
+        return (lambda: act(opt, params)), params + [p.grad for p in params]
+
+    return setup
+
+
 def _group_change(cls: Any, key: str, value: Any, **kw: Any):
     """A scheduler-style change of one param_groups entry after construction, then a step."""
 
@@ -267,24 +280,21 @@ def _optim_cases() -> List[Case]:
 
         add(Case("dtype", f"{n}: int64 parameter", int_param, words=("dtype",)))
 
-        # torch refuses to assign a grad of another dtype; .data swaps bypass it
-        def swapped_grad_dtype(cls=cls):
-            m = _model()
-            _backward(m)
-            params = list(m.parameters())
-            opt = cls(params, lr=0.1)
-            w = params[0]
-            w.grad.data = w.grad.data.double()
-            return opt.step, params
+        def swap_dtype(opt: Any, params: List[torch.Tensor]) -> Any:
+            # torch refuses to assign a grad of another dtype; a .data swap bypasses it
+            params[0].grad.data = params[0].grad.data.double()
+            return opt.step()
 
-        add(
-            Case(
-                "dtype",
-                f"{n}: grad dtype differs from its parameter",
-                swapped_grad_dtype,
-                words=("dtype",),
-            )
-        )
+        stepped = [
+            ("dtype", "grad dtype differs from its parameter", swap_dtype, ("dtype",)),
+            ("args", "grad_scale a float", lambda o, ps: o.step(grad_scale=2.0), ("grad_scale",)),
+            ("args", "found_inf of 2 elements", lambda o, ps: o.step(found_inf=torch.zeros(2)),
+             ("found_inf",)),
+            ("args", "step(basis=over other shapes)", lambda o, ps: o.step(basis=_basis(ps[:1])),
+             ("shapes",)),
+        ]  # fmt: skip
+        for group, what, act, words in stepped:
+            add(Case(group, f"{n}: {what}", _stepper(cls, act), words=words))
 
         for mode in ("grad", "update"):
 
@@ -384,33 +394,6 @@ def _optim_cases() -> List[Case]:
             return (lambda: (opt.step(), len(opt.state))[1]), params
 
         add(Case("none", f"{n}: every grad None", all_none, expect=lambda n_state: n_state == 0))
-
-        def nan_grad_scale(cls=cls):
-            m = _model()
-            _backward(m)
-            params = list(m.parameters())
-            opt = cls(params, lr=0.1)
-            return (lambda: opt.step(grad_scale=2.0)), params  # type: ignore[arg-type]
-
-        add(Case("args", f"{n}: grad_scale a float", nan_grad_scale, words=("grad_scale",)))
-
-        def bad_found_inf(cls=cls):
-            m = _model()
-            _backward(m)
-            params = list(m.parameters())
-            opt = cls(params, lr=0.1)
-            return (lambda: opt.step(found_inf=torch.zeros(2))), params
-
-        add(Case("args", f"{n}: found_inf of 2 elements", bad_found_inf, words=("found_inf",)))
-
-        def step_bad_basis(cls=cls):
-            m = _model()
-            _backward(m)
-            params = list(m.parameters())
-            opt = cls(params, lr=0.1)
-            return (lambda: opt.step(basis=_basis(params[:1]))), params
-
-        add(Case("args", f"{n}: step(basis=over other shapes)", step_bad_basis, words=("shapes",)))
 
         def set_basis_keeps_old(cls=cls):
             m = _model()
@@ -576,193 +559,62 @@ def _optim_cases() -> List[Case]:
             if isinstance(v, list) and v:
                 a[key] = [v[0], v[0] if key == "params" else v[0].clone(), *v[2:]]
 
+    def expanded_like(key: str, i: int, fill: float) -> Callable[[dict], None]:
+        return item(key, i, lambda a: torch.full((1,), fill).expand(a["params"][i].shape))
+
+    empty_all = lambda a: a.update({k: [] for k in a})  # noqa: E731
+    bare = lambda a: a.update(params=a["params"][1], grads=a["grads"][1])  # noqa: E731
+    grad_is_param = item("grads", 1, lambda a: a["params"][1])
+    # (group, what, mutate the arguments, keyword arguments, expected words; None: the step runs)
+    both: List[Tuple[str, str, Callable[[dict], None], dict, Any]] = [
+        ("empty", "empty lists", empty_all, {}, ("empty",)),
+        ("none", "a None grad", item("grads", 1, lambda a: None), {}, ("grads[1]",)),
+        ("args", "params a Tensor, not a list", bare, {}, ("params", "Tensor")),
+        ("args", "grads one short", put("grads", lambda a: a["grads"][:-1]), {}, ("grads",)),
+        ("aliasing", "params[0] twice", _twice, {}, ("overlap", "params")),
+        ("aliasing", "grad is its parameter", grad_is_param, {"write_grad": True}, ("overlap",)),
+        ("expanded", "an expanded grad (read only)", expanded_like("grads", 1, 1.0), {}, None),
+        ("expanded", "an expanded grad, write_grad=True", expanded_like("grads", 1, 1.0),
+         {"write_grad": True}, ("expanded", "grad 1")),
+        ("hyper", "lr=nan", same, {"lr": NAN}, ("learning rate",)),
+        ("hyper", "lr=inf", same, {"lr": INF}, ("learning rate",)),
+    ]  # fmt: skip
+    adam_only = [
+        ("aliasing", "exp_avgs[0] is exp_avg_sqs[0]",
+         item("exp_avgs", 0, lambda a: a["exp_avg_sqs"][0]), {}, ("overlap",)),
+        ("hyper", "beta1=nan", same, {"beta1": NAN}, ("beta",)),
+        ("hyper", "eps=inf", same, {"eps": INF}, ("eps",)),
+        ("args", "state_steps one short", put("state_steps", lambda a: a["state_steps"][:-1]), {},
+         ("state_steps",)),
+        ("expanded", "an expanded exp_avg", expanded_like("exp_avgs", 1, 0.0), {}, ("exp_avgs[1]",)),
+        ("dtype", "an int64 state_step",
+         item("state_steps", 0, lambda a: torch.zeros((), dtype=torch.int64)), {},
+         ("state_steps[0]",)),
+    ]  # fmt: skip
+    sgd_only = [
+        ("aliasing", "momentum_buffers[0] is params[0]",
+         item("momentum_buffers", 0, lambda a: a["params"][0]), {}, ("overlap",)),
+        ("hyper", "momentum=nan", same, {"momentum": NAN}, ("momentum",)),
+        ("hyper", "weight_decay=inf", same, {"weight_decay": INF}, ("weight_decay",)),
+        ("args", "a momentum buffer of the wrong shape",
+         item("momentum_buffers", 0, lambda a: torch.zeros(3)), {}, ("momentum_buffers[0]",)),
+        ("dtype", "a float64 momentum buffer",
+         item("momentum_buffers", 0, lambda a: a["params"][0].double()), {},
+         ("momentum_buffers[0]",)),
+        ("expanded", "an expanded momentum buffer", expanded_like("momentum_buffers", 1, 0.0), {},
+         ("momentum_buffers[1]",)),
+        ("args", "momentum_buffers a tuple with None",
+         put("momentum_buffers", lambda a: tuple(None for _ in a["params"])), {},
+         ("momentum_buffers", "list")),
+    ]  # fmt: skip
     for adam in (False, True):
         n = "project_adam_" if adam else "project_sgd_"
-        add(
-            Case(
-                "empty",
-                f"{n}: empty lists",
-                fn_setup(adam, lambda a: a.update({k: [] for k in a})),
-                words=("empty",),
-            )
-        )
-        add(
-            Case(
-                "none",
-                f"{n}: a None grad",
-                fn_setup(adam, item("grads", 1, lambda a: None)),
-                words=("grads[1]",),
-            )
-        )
-        add(
-            Case(
-                "args",
-                f"{n}: params a Tensor, not a list",
-                fn_setup(adam, lambda a: a.update(params=a["params"][1], grads=a["grads"][1])),
-                words=("params", "Tensor"),
-            )
-        )
-        add(
-            Case(
-                "args",
-                f"{n}: grads one short",
-                fn_setup(adam, put("grads", lambda a: a["grads"][:-1])),
-                words=("grads",),
-            )
-        )
-        add(
-            Case(
-                "aliasing",
-                f"{n}: params[0] twice",
-                fn_setup(adam, _twice),
-                words=("overlap", "params"),
-            )
-        )
-        add(
-            Case(
-                "aliasing",
-                f"{n}: grad is its parameter",
-                fn_setup(adam, item("grads", 1, lambda a: a["params"][1]), write_grad=True),
-                words=("overlap",),
-            )
-        )
-        add(
-            Case(
-                "expanded",
-                f"{n}: an expanded grad (read only)",
-                fn_setup(
-                    adam, item("grads", 1, lambda a: torch.ones(1).expand(a["params"][1].shape))
-                ),
-                expect=lambda _: True,
-            )
-        )
-        add(
-            Case(
-                "expanded",
-                f"{n}: an expanded grad, write_grad=True",
-                fn_setup(
-                    adam,
-                    item("grads", 1, lambda a: torch.ones(1).expand(a["params"][1].shape)),
-                    write_grad=True,
-                ),
-                words=("expanded", "grad 1"),
-            )
-        )
-        add(Case("hyper", f"{n}: lr=nan", fn_setup(adam, same, lr=NAN), words=("learning rate",)))
-        add(Case("hyper", f"{n}: lr=inf", fn_setup(adam, same, lr=INF), words=("learning rate",)))
-        if adam:
-            add(
-                Case(
-                    "aliasing",
-                    f"{n}: exp_avgs[0] is exp_avg_sqs[0]",
-                    fn_setup(adam, item("exp_avgs", 0, lambda a: a["exp_avg_sqs"][0])),
-                    words=("overlap",),
-                )
-            )
-            add(Case("hyper", f"{n}: beta1=nan", fn_setup(adam, same, beta1=NAN), words=("beta",)))
-            add(Case("hyper", f"{n}: eps=inf", fn_setup(adam, same, eps=INF), words=("eps",)))
-            add(
-                Case(
-                    "args",
-                    f"{n}: state_steps one short",
-                    fn_setup(adam, put("state_steps", lambda a: a["state_steps"][:-1])),
-                    words=("state_steps",),
-                )
-            )
-            add(
-                Case(
-                    "expanded",
-                    f"{n}: an expanded exp_avg",
-                    fn_setup(
-                        adam,
-                        item("exp_avgs", 1, lambda a: torch.zeros(1).expand(a["params"][1].shape)),
-                    ),
-                    words=("exp_avgs[1]",),
-                )
-            )
-            add(
-                Case(
-                    "dtype",
-                    f"{n}: an int64 state_step",
-                    fn_setup(
-                        adam, item("state_steps", 0, lambda a: torch.zeros((), dtype=torch.int64))
-                    ),
-                    words=("state_steps[0]",),
-                )
-            )
-        else:
-            add(
-                Case(
-                    "aliasing",
-                    f"{n}: momentum_buffers[0] is params[0]",
-                    fn_setup(adam, item("momentum_buffers", 0, lambda a: a["params"][0])),
-                    words=("overlap",),
-                )
-            )
-            add(
-                Case(
-                    "hyper",
-                    f"{n}: momentum=nan",
-                    fn_setup(adam, same, momentum=NAN),
-                    words=("momentum",),
-                )
-            )
-            add(
-                Case(
-                    "hyper",
-                    f"{n}: weight_decay=inf",
-                    fn_setup(adam, same, weight_decay=INF),
-                    words=("weight_decay",),
-                )
-            )
-            add(
-                Case(
-                    "args",
-                    f"{n}: a momentum buffer of the wrong shape",
-                    fn_setup(adam, item("momentum_buffers", 0, lambda a: torch.zeros(3))),
-                    words=("momentum_buffers[0]",),
-                )
-            )
-            add(
-                Case(
-                    "dtype",
-                    f"{n}: a float64 momentum buffer",
-                    fn_setup(
-                        adam,
-                        item(
-                            "momentum_buffers",
-                            0,
-                            lambda a: torch.zeros_like(a["params"][0], dtype=torch.float64),
-                        ),
-                    ),
-                    words=("momentum_buffers[0]",),
-                )
-            )
-            add(
-                Case(
-                    "expanded",
-                    f"{n}: an expanded momentum buffer",
-                    fn_setup(
-                        adam,
-                        item(
-                            "momentum_buffers",
-                            1,
-                            lambda a: torch.zeros(1).expand(a["params"][1].shape),
-                        ),
-                    ),
-                    words=("momentum_buffers[1]",),
-                )
-            )
-            add(
-                Case(
-                    "args",
-                    f"{n}: momentum_buffers a tuple with None",
-                    fn_setup(
-                        adam, put("momentum_buffers", lambda a: tuple(None for _ in a["params"]))
-                    ),
-                    words=("momentum_buffers", "list"),
-                )
-            )
+        for group, what, mutate, kw, words in both + (adam_only if adam else sgd_only):
+            setup = fn_setup(adam, mutate, **kw)
+            if words is None:
+                add(Case(group, f"{n}: {what}", setup, expect=lambda _: True))
+            else:
+                add(Case(group, f"{n}: {what}", setup, words=words))
     return cases
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 import torch
@@ -169,16 +169,16 @@ def test_mixing_loss_and_scalar_loss_error():
         ps.gram(m, lambda mm, x, e: vae_loss(mm, x, e).mean(), x, e)
 
 
+def _conv_strategies(k_max: int, s_max: int, groups: List[int], b_max: int) -> Dict[str, Any]:
+    """Hypothesis strategies of a convolution's kernel, stride, padding, dilation, groups, batch."""
+    ranges = {"k": (1, k_max), "s": (1, s_max), "pad": (0, 1), "dil": (1, 2), "b": (1, b_max)}
+    out: Dict[str, Any] = {name: st.integers(lo, hi) for name, (lo, hi) in ranges.items()}
+    out["groups"] = st.sampled_from(groups)
+    return out
+
+
 @settings(max_examples=8, deadline=None)
-@given(
-    k=st.integers(1, 3),
-    s=st.integers(1, 2),
-    pad=st.integers(0, 1),
-    dil=st.integers(1, 2),
-    groups=st.sampled_from([1, 2]),
-    b=st.integers(1, 5),
-    n=st.integers(5, 8),
-)
+@given(**_conv_strategies(3, 2, [1, 2], 5), n=st.integers(5, 8))
 def test_conv2d_hyperparameters(k, s, pad, dil, groups, b, n):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(2, 4, k, s, pad, dil, groups=groups))
@@ -202,15 +202,7 @@ def test_linear_sequence(t, b):
 
 
 @settings(max_examples=8, deadline=None)
-@given(
-    k=st.integers(1, 4),
-    s=st.integers(1, 3),
-    pad=st.integers(0, 1),
-    dil=st.integers(1, 2),
-    op=st.integers(0, 2),
-    groups=st.sampled_from([1, 2, 4]),
-    b=st.integers(1, 4),
-)
+@given(**_conv_strategies(4, 3, [1, 2, 4], 4), op=st.integers(0, 2))
 def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, groups, b):
     if op >= max(s, dil):
         op = 0

@@ -447,6 +447,8 @@ def test_expanded_tensors_read_or_clear_error(backend, device):
     assert b3.append_(e) and b3.k == 2
     keep = q.clone()
     for grad, basis in ((e, [q]), ([keep, e], [q, q])):
-        with pytest.raises(ValueError, match="grad.*expanded/overlapping memory cannot be written"):
+        with pytest.raises(
+            ValueError, match=r"grad.*expanded/overlapping memory cannot be written"
+        ):
             uno.project_(grad, basis, backend=backend)
     assert torch.equal(keep, q)

@@ -41,10 +41,35 @@ the first step of SGD with momentum, where creating the momentum buffers or not 
 reads it once on the host).
 
 Projected gradients are not written back into ``p.grad`` unless ``write_grad=True`` (then ``p.grad``
-holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled).
+holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled). An expanded
+(stride-0) ``p.grad`` is read through a contiguous copy; with ``write_grad=True`` it is a ValueError
+(expanded/overlapping memory cannot be written in place), raised before anything moves.
+
+Parameters without a gradient (``p.grad is None``, e.g. an unused head after ``zero_grad()``) are not
+updated and keep their state, as in ``torch.optim``. The projection then runs within the parameters
+that are updated: the basis is restricted to them and re-orthonormalised there (:func:`uno.orthonormalize`
+of the restricted rows; the rank rule drops directions that vanish on them), so the step's change,
+zero on the skipped parameters, is still orthogonal to every vector of the full basis. The restricted
+basis is cached while the set of updated parameters and the basis stay the same. A restricted basis of
+rank 0 gives an unprojected step; no gradient at all, no step.
+
+Non-finite gradients: when the projection coefficients of a step are not finite (an inf/nan gradient
+element; in ``"update"`` mode an inf/nan update element), the step does not project, in every
+backend (decided on the device, no host synchronisation): ``"grad"`` mode is then exactly
+``uno.project_`` (which leaves a non-finite gradient untouched) followed by the stock optimizer, and
+``"update"`` mode the stock step. Only the non-finite elements become non-finite, as in
+``torch.optim``; a nan is never broadcast into every parameter. (With AMP, ``found_inf`` skips the
+step before that.)
+
+Hyperparameters (``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``betas``, ``eps``) must be
+finite real numbers in torch's ranges; they are checked at construction and again at every step (a
+scheduler may change ``param_groups``), before anything is written.
 
 The functional forms :func:`project_sgd_` and :func:`project_adam_` take parameter, gradient and
-state tensor lists, for users with their own optimizer loops.
+state tensor lists, for users with their own optimizer loops. They update every parameter they are
+given with the basis as it is (there is no None gradient there): to leave parameters out, pass the
+subset and a basis over that subset. The tensors they write (parameters, states, and gradients with
+``write_grad=True``) must not overlap one another, the gradients or the basis (ValueError).
 """
 
 from __future__ import annotations
