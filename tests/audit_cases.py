@@ -584,6 +584,8 @@ def _optim_cases() -> List[Case]:
          item("exp_avgs", 0, lambda a: a["exp_avg_sqs"][0]), {}, ("overlap",)),
         ("hyper", "beta1=nan", same, {"beta1": NAN}, ("beta",)),
         ("hyper", "eps=inf", same, {"eps": INF}, ("eps",)),
+        ("aliasing", "one state_step shared by two parameters",
+         item("state_steps", 1, lambda a: a["state_steps"][0]), {}, ("overlap", "state_steps")),
         ("args", "state_steps one short", put("state_steps", lambda a: a["state_steps"][:-1]), {},
          ("state_steps",)),
         ("expanded", "an expanded exp_avg", expanded_like("exp_avgs", 1, 0.0), {}, ("exp_avgs[1]",)),

@@ -752,6 +752,7 @@ class _Projected(torch.optim.Optimizer):
         if b is not None:  # the parameters are written in place: they must not be the basis
             _check_basis_apart(b, [(f"parameter {i}", p) for i, p in enumerate(self._params())])
         self._basis = b
+        self._restricted = None  # drop the old basis's restricted copy (and its reference)
 
     @property
     def basis(self) -> Any:
