@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import torch
 from torch import Tensor
 
 
@@ -23,37 +24,42 @@ def _span(t: Tensor) -> Tuple[int, int, int]:
 
 
 def check_no_overlap(grad: Sequence[Tensor], others: Sequence[Tensor], other_name: str) -> None:
-    """Raise ValueError when a grad piece overlaps another grad piece or any of ``others``.
+    """Raise ValueError when a grad piece overlaps another grad piece or any of ``others``."""
+    check_disjoint(
+        [(f"grad[{i}]", g) for i, g in enumerate(grad)],
+        [(f"{other_name}[{i}]", o) for i, o in enumerate(others)],
+        f"project_ writes grad in place, so grad must not alias itself or the {other_name}",
+    )
+
+
+def check_disjoint(
+    written: Sequence[Tuple[str, Tensor]], read: Sequence[Tuple[str, Tensor]], why: str
+) -> None:
+    """Raise ValueError when a ``written`` tensor overlaps another written one or a ``read`` one
+    (read tensors may overlap each other). Entries are ``(name, tensor)``; ``why`` ends the message.
 
     A sweep over byte intervals sorted by start: O((T + T') log(T + T')), cheap enough per step.
     """
-    spans: List[Tuple[int, int, int, str]] = []
-    for i, g in enumerate(grad):
-        sid, lo, hi = _span(g)
-        if hi > lo:
-            spans.append((sid, lo, hi, f"grad[{i}]"))
-    for i, o in enumerate(others):
-        sid, lo, hi = _span(o)
-        if hi > lo:
-            spans.append((sid, lo, hi, f"{other_name}[{i}]"))
+    spans: List[Tuple[int, int, int, bool, str]] = []
+    for is_written, named in ((True, written), (False, read)):
+        for name, t in named:
+            sid, lo, hi = _span(t)
+            if hi > lo:
+                spans.append((sid, lo, hi, is_written, name))
     spans.sort()
     sid_prev = None
     end_any, name_any = 0, ""  # furthest end of any interval so far in this storage
-    end_grad, name_grad = 0, ""  # furthest end of a grad interval so far in this storage
-    for sid, lo, hi, name in spans:
+    end_w, name_w = 0, ""  # furthest end of a written interval so far in this storage
+    for sid, lo, hi, is_written, name in spans:
         if sid != sid_prev:
-            sid_prev, end_any, end_grad = sid, 0, 0
-        is_grad = name.startswith("grad")
-        clash = name_any if (is_grad and lo < end_any) else name_grad if lo < end_grad else ""
+            sid_prev, end_any, end_w = sid, 0, 0
+        clash = name_any if (is_written and lo < end_any) else name_w if lo < end_w else ""
         if clash:
-            raise ValueError(
-                f"{clash} and {name} overlap in memory; project_ writes grad in place, so grad must "
-                f"not alias itself or the {other_name} (pass a clone)"
-            )
+            raise ValueError(f"{clash} and {name} overlap in memory; {why} (pass a clone)")
         if hi > end_any:
             end_any, name_any = hi, name
-        if is_grad and hi > end_grad:
-            end_grad, name_grad = hi, name
+        if is_written and hi > end_w:
+            end_w, name_w = hi, name
 
 
 def check_no_overlap_span(
@@ -81,3 +87,18 @@ def check_no_overlap_span(
             )
         if hi > end:
             end, name_end = hi, name
+
+
+def check_writable(t: Tensor, name: str) -> None:
+    """Raise ValueError when ``t`` (written in place) has internal overlap, e.g. an expanded
+    (stride-0) tensor such as ``torch.ones(1).expand(64)`` or the ``p.grad`` autograd leaves for the
+    ``sum()`` of a broadcast. Contiguous tensors never overlap, so the usual case costs one flag read.
+    """
+    if t.is_contiguous() or t.numel() <= 1:
+        return
+    if torch._debug_has_internal_overlap(t) == 1:  # 1: overlap for sure (2: too hard to tell)
+        raise ValueError(
+            f"{name} (shape {tuple(t.shape)}, strides {tuple(t.stride())}) is an expanded or "
+            "self-overlapping view: expanded/overlapping memory cannot be written in place; pass a "
+            "contiguous copy (e.g. .contiguous())"
+        )

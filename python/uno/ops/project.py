@@ -27,7 +27,7 @@ from torch import Tensor
 from uno import _backends
 from uno._backends._layout import Pieces, RowBlocks
 from uno.ops import _small
-from uno.ops._checks import check_no_overlap, check_no_overlap_span
+from uno.ops._checks import check_no_overlap, check_no_overlap_span, check_writable
 from uno.ops._eager import bump_versions, direct_ok
 from uno.ops._vectors import HALF_DTYPES, VectorLike, as_pieces, check_basis_for, rows_for
 from uno.ops.basis import Basis
@@ -77,6 +77,8 @@ def project_rows_(
         check_no_overlap_span(pieces.ptrs, pieces.ns, pieces.esz, basis_span, "basis")
         xs = pieces  # the kernels take pointers and sizes: no 1-D views needed
     else:
+        for i, g in enumerate(grad):
+            check_writable(g, f"grad[{i}]")
         check_no_overlap(grad, rows, "basis")
         # 1-D views of the grad pieces; non-contiguous pieces go through a copy written back after.
         xs = [g.view(-1) if g.is_contiguous() else g.contiguous().view(-1) for g in grad]
