@@ -193,6 +193,14 @@ struct AdamPiece {
   double step_size, bc2_sqrt;
 };
 
+// True when every one of the n values is finite.
+inline bool all_finite(const double* v, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    if (!std::isfinite(v[j])) return false;
+  }
+  return true;
+}
+
 // P: parameter/grad storage, R: row storage, S: state storage. C: compute type.
 template <typename P, typename R, typename S, int KIND, bool HAS_STATE3>
 void step_kernel(const Args& a, double* out, int num_threads) {
@@ -201,7 +209,10 @@ void step_kernel(const Args& a, double* out, int num_threads) {
   using PV = typename Elem<P>::V;
   const int64_t k = a.k;
   const int phase = a.phase;
-  const bool use_rows = k > 0 && (phase != kWrite || a.coef != nullptr);
+  // A non-finite coefficient (a nan/inf gradient element) is not projected out: the write phase
+  // then runs the stock step, so only the non-finite elements become non-finite (the reference's
+  // rule).
+  const bool use_rows = k > 0 && (phase != kWrite || (a.coef != nullptr && all_finite(a.coef, k)));
   const bool proj_update = (a.flags & kProjectUpdate) != 0;
   const bool proj_grad = phase == kWrite && use_rows && !proj_update;
   const bool proj_upd_write = phase == kWrite && use_rows && proj_update;

@@ -126,8 +126,15 @@ __global__ void __launch_bounds__(kThreads)
   const bool proj_update = flags & kProjectUpdate;
   const bool ams = flags & kAmsgrad, decoupled = flags & kDecoupled;
   const bool pending = flags & kStepsPending;
-  const bool proj_grad = PHASE == 0 && h.use_rows && !proj_update;
-  const bool proj_upd_write = PHASE == 0 && h.use_rows && proj_update;
+  // A non-finite coefficient (a nan/inf gradient element) is not projected out: the write phase
+  // then runs the stock step (the reference's rule). Every thread reads the k coefficients here, on
+  // the device: no host synchronisation.
+  bool coef_ok = PHASE == 0 && h.use_rows;
+  if (coef_ok) {
+    for (int j = 0; j < k; ++j) coef_ok = coef_ok && isfinite(__ldg(coef + j));
+  }
+  const bool proj_grad = coef_ok && !proj_update;
+  const bool proj_upd_write = coef_ok && proj_update;
   const C scale = gscale != nullptr ? static_cast<C>(*gscale) : C(1);
   const C lr = static_cast<C>(h.lr), h1 = static_cast<C>(h.h1), h2 = static_cast<C>(h.h2);
   const C eps = static_cast<C>(h.h3), wd = static_cast<C>(h.wd);

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from typing import TYPE_CHECKING, Optional, Sequence
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from typing import Optional, Sequence
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,65 +98,28 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the unlearning methods")
 
+    from uno.bench import BENCHES
+
     b = sub.add_parser(
         "bench",
-        help="benchmarks from a source checkout (bench/): `uno bench table [options]`",
-        description="Run a benchmark script of the source checkout's bench/ folder; the options after "
-        "the benchmark's name go to it (`uno bench table --help`).",
+        help="microbenchmarks of the kernels and the unlearning table: `uno bench project --quick`",
+        description="Run a benchmark of the package (uno.bench); the options after the benchmark's "
+        "name go to it (`uno bench project --help`).",
     )
-    b.add_argument("bench", choices=sorted(_BENCHES), help="table: the comparison table (issue 6)")
+    b.add_argument(
+        "bench",
+        choices=sorted(BENCHES),
+        help="project, optim, per-sample, combine: kernel microbenchmarks; "
+        "table: the unlearning comparison table (issue 6)",
+    )
     b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
     return ap
 
 
-#: ``uno bench NAME`` → script in the source checkout's ``bench/`` folder.
-_BENCHES = {"table": "unlearning_table.py"}
-
-
-def _bench_dir() -> Optional[Path]:
-    """The ``bench/`` folder of a source checkout, or ``None``.
-
-    Looked up in this order: ``$UNO_BENCH_DIR``; the checkout this package runs from (``PYTHONPATH=python``);
-    ``./bench`` of the current directory (a clone in which the package was ``pip install``-ed).
-    """
-    from pathlib import Path
-
-    import uno
-
-    def ok(d: Path) -> bool:
-        return (d / _BENCHES["table"]).is_file()
-
-    env = os.environ.get("UNO_BENCH_DIR")
-    if env:
-        return Path(env) if ok(Path(env)) else None
-    root = Path(uno.__file__).resolve().parents[2]  # <root>/python/uno/__init__.py
-    if (root / "python" / "uno").is_dir() and ok(root / "bench"):
-        return root / "bench"
-    cwd = Path.cwd() / "bench"
-    return cwd if ok(cwd) else None
-
-
 def _bench(args: argparse.Namespace) -> int:
-    import importlib.util
+    from uno.bench import run
 
-    from uno.unlearn.errors import UnoUserError
-
-    d = _bench_dir()
-    if d is None:
-        raise UnoUserError(
-            "`uno bench` needs a source checkout: the bench/ folder is not part of the installed "
-            "package (run it from the root of a clone, set UNO_BENCH_DIR to a clone's bench/ folder, "
-            "or run `python bench/unlearning_table.py`)"
-        )
-    path = d / _BENCHES[args.bench]
-    if str(d) not in sys.path:
-        sys.path.insert(0, str(d))
-    spec = importlib.util.spec_from_file_location(f"uno_bench_{args.bench}", path)
-    if spec is None or spec.loader is None:  # pragma: no cover
-        raise UnoUserError(f"cannot load {path}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return int(mod.main(list(args.bench_args)) or 0)
+    return run(args.bench, args.bench_args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -41,14 +41,40 @@ the first step of SGD with momentum, where creating the momentum buffers or not 
 reads it once on the host).
 
 Projected gradients are not written back into ``p.grad`` unless ``write_grad=True`` (then ``p.grad``
-holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled).
+holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled). An expanded
+(stride-0) ``p.grad`` is read through a contiguous copy; with ``write_grad=True`` it is a ValueError
+(expanded/overlapping memory cannot be written in place), raised before anything moves.
+
+Parameters without a gradient (``p.grad is None``, e.g. an unused head after ``zero_grad()``) are not
+updated and keep their state, as in ``torch.optim``. The projection then runs within the parameters
+that are updated: the basis is restricted to them and re-orthonormalised there (:func:`uno.orthonormalize`
+of the restricted rows; the rank rule drops directions that vanish on them), so the step's change,
+zero on the skipped parameters, is still orthogonal to every vector of the full basis. The restricted
+basis is cached while the set of updated parameters and the basis stay the same. A restricted basis of
+rank 0 gives an unprojected step; no gradient at all, no step.
+
+Non-finite gradients: when the projection coefficients of a step are not finite (an inf/nan gradient
+element; in ``"update"`` mode an inf/nan update element), the step does not project, in every
+backend (decided on the device, no host synchronisation): ``"grad"`` mode is then exactly
+``uno.project_`` (which leaves a non-finite gradient untouched) followed by the stock optimizer, and
+``"update"`` mode the stock step. Only the non-finite elements become non-finite, as in
+``torch.optim``; a nan is never broadcast into every parameter. (With AMP, ``found_inf`` skips the
+step before that.)
+
+Hyperparameters (``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``betas``, ``eps``) must be
+finite real numbers in torch's ranges; they are checked at construction and again at every step (a
+scheduler may change ``param_groups``), before anything is written.
 
 The functional forms :func:`project_sgd_` and :func:`project_adam_` take parameter, gradient and
-state tensor lists, for users with their own optimizer loops.
+state tensor lists, for users with their own optimizer loops. They update every parameter they are
+given with the basis as it is (there is no None gradient there): to leave parameters out, pass the
+subset and a basis over that subset. The tensors they write (parameters, states, and gradients with
+``write_grad=True``) must not overlap one another, the gradients or the basis (ValueError).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -72,6 +98,7 @@ from uno._abi import (
     StepArgs,
 )
 from uno.ops import library
+from uno.ops._checks import check_disjoint, check_writable
 
 __all__ = ["ProjectedAdam", "ProjectedSGD", "project_adam_", "project_sgd_"]
 
@@ -90,7 +117,7 @@ def _check_project(project: str) -> str:
 _state_dtype = _abi.wide_dtype
 
 
-def _check_param(p: Tensor, g: Tensor, i: int) -> None:
+def _check_param(p: Tensor, g: Tensor, i: int, write_grad: bool = False) -> None:
     _abi.dtype_code(p.dtype, f"parameter {i}")
     if g.is_sparse or p.is_sparse:
         raise TypeError(f"parameter {i}: sparse gradients/parameters are not supported")
@@ -107,6 +134,8 @@ def _check_param(p: Tensor, g: Tensor, i: int) -> None:
             f"parameter {i} (shape {tuple(p.shape)}) is not contiguous; the fused step updates "
             "parameters in place through flat views"
         )
+    if write_grad:  # an expanded grad is only read otherwise (through a contiguous copy)
+        check_writable(g, f"grad {i} (write_grad=True)")
 
 
 def _basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> List[Tensor]:
@@ -327,8 +356,8 @@ def project_sgd_(
         write_grad: write the projected (unscaled) gradient into ``grads``.
         backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
     """
-    params, grads = list(params), list(grads)
-    _validate_lists(params, grads)
+    params, grads = _as_lists(params, grads)
+    _validate_lists(params, grads, write_grad)
     _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov)
     _check_project(project)
     _check_scalars(grad_scale, found_inf)
@@ -336,7 +365,16 @@ def project_sgd_(
         raise ValueError(
             f"momentum_buffers has {len(momentum_buffers)} entries for {len(params)} parameters"
         )
+    if momentum != 0:
+        _validate_states(momentum_buffers, params, "momentum_buffers", allow_none=True)
+        if not isinstance(momentum_buffers, list) and any(b is None for b in momentum_buffers):
+            raise TypeError(
+                "momentum_buffers must be a list when it has None entries (the new buffers are "
+                f"stored into it), got a {type(momentum_buffers).__name__}"
+            )
     rows = _resolve_rows(basis, params, backend)
+    bufs = momentum_buffers if momentum != 0 else []
+    _check_fn_aliasing(params, grads, [("momentum_buffers", bufs)], rows, write_grad)
     new_bufs = momentum != 0 and any(b is None for b in momentum_buffers)
     if _skip_on_host(found_inf, force=new_bufs):
         return
@@ -384,8 +422,8 @@ def project_adam_(
             ``decoupled_weight_decay=True`` is AdamW.
         basis, project, grad_scale, found_inf, write_grad, backend: as :func:`project_sgd_`.
     """
-    params, grads = list(params), list(grads)
-    _validate_lists(params, grads)
+    params, grads = _as_lists(params, grads)
+    _validate_lists(params, grads, write_grad)
     _check_adam_hyper(lr, (beta1, beta2), eps, weight_decay)
     _check_project(project)
     _check_scalars(grad_scale, found_inf)
@@ -406,6 +444,8 @@ def project_adam_(
                 "the step count on the parameters' device"
             )
     rows = _resolve_rows(basis, params, backend)
+    named = [(n, list(st)) for n, st in zip(names, states)] + [("state_steps", list(state_steps))]
+    _check_fn_aliasing(params, grads, named, rows, write_grad)
     if _skip_on_host(found_inf, force=False):
         return
     flags = _mode_flags(project, write_grad, maximize)
@@ -435,7 +475,39 @@ def _undo_increment(steps: List[Tensor], found_inf: Optional[Tensor]) -> None:
         torch._foreach_sub_(ss, [fi] * len(ss))
 
 
-def _validate_lists(params: List[Tensor], grads: List[Tensor]) -> None:
+def _as_lists(params: Any, grads: Any) -> Tuple[List[Tensor], List[Tensor]]:
+    """The functional forms' parameter and gradient lists (a bare Tensor is refused: iterating it
+    would step its rows as separate parameters)."""
+    for name, v in (("params", params), ("grads", grads)):
+        if isinstance(v, Tensor):
+            raise TypeError(
+                f"{name} must be a sequence of tensors (one per parameter), got a Tensor of shape "
+                f"{tuple(v.shape)}; wrap it in a list"
+            )
+    return list(params), list(grads)
+
+
+def _check_fn_aliasing(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[Tuple[str, Sequence[Optional[Tensor]]]],
+    rows: Sequence[Tensor],
+    write_grad: bool,
+) -> None:
+    """The functional forms write params and states (and grads with write_grad) in place: none of
+    them may overlap another tensor of the call; the gradients (read only) may overlap each other."""
+    written = [(f"params[{i}]", p) for i, p in enumerate(params)]
+    for name, st in states:
+        written += [(f"{name}[{i}]", s) for i, s in enumerate(st) if s is not None]
+    gs = [(f"grads[{i}]", g) for i, g in enumerate(grads)]
+    read = [(f"basis rows of parameter {i}", r) for i, r in enumerate(rows)]
+    why = "the step writes parameters and states in place" + (
+        " (and grads: write_grad=True)" if write_grad else ""
+    )
+    check_disjoint(written + gs if write_grad else written, read if write_grad else read + gs, why)
+
+
+def _validate_lists(params: List[Tensor], grads: List[Tensor], write_grad: bool = False) -> None:
     if not params:
         raise ValueError("params is empty; expected at least one tensor")
     if len(grads) != len(params):
@@ -443,13 +515,19 @@ def _validate_lists(params: List[Tensor], grads: List[Tensor]) -> None:
     for i, (p, g) in enumerate(zip(params, grads)):
         if not isinstance(p, Tensor) or not isinstance(g, Tensor):
             raise TypeError(f"params[{i}] and grads[{i}] must be tensors")
-        _check_param(p, g, i)
+        _check_param(p, g, i, write_grad)
 
 
-def _validate_states(st: Sequence[Tensor], params: Sequence[Tensor], name: str) -> None:
+def _validate_states(
+    st: Sequence[Optional[Tensor]], params: Sequence[Tensor], name: str, allow_none: bool = False
+) -> None:
     if len(st) != len(params):
         raise ValueError(f"{name} has {len(st)} tensors for {len(params)} parameters")
     for i, (s, p) in enumerate(zip(st, params)):
+        if s is None and allow_none:
+            continue
+        if not isinstance(s, Tensor):
+            raise TypeError(f"{name}[{i}] must be a tensor, got {type(s).__name__}")
         if s.shape != p.shape or s.device != p.device or not s.is_contiguous():
             raise ValueError(
                 f"{name}[{i}] must be a contiguous tensor of shape {tuple(p.shape)} on {p.device}, "
@@ -459,28 +537,38 @@ def _validate_states(st: Sequence[Tensor], params: Sequence[Tensor], name: str) 
             raise TypeError(f"{name}[{i}] has dtype {s.dtype}, its parameter {p.dtype}")
 
 
+def _real(name: str, value: Any, what: str, low: Optional[float] = 0.0) -> float:
+    """``value`` as a float: a real number (or one-element tensor), finite and ``>= low``."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        v = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+    else:
+        raise TypeError(f"Invalid {what}: {name} must be a real number, got {value!r}"[:200])
+    if not math.isfinite(v) or (low is not None and v < low):
+        bound = "a finite number" + ("" if low is None else f" >= {low:g}")
+        raise ValueError(f"Invalid {what}: {name}={v!r}; expected {bound}")
+    return v
+
+
 def _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov) -> None:
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if momentum < 0.0:
-        raise ValueError(f"Invalid momentum value: {momentum}")
-    if weight_decay < 0.0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    _real("lr", lr, "learning rate")
+    _real("momentum", momentum, "momentum value")
+    _real("dampening", dampening, "dampening value", low=None)
+    _real("weight_decay", weight_decay, "weight_decay value")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
 
 def _check_adam_hyper(lr, betas, eps, weight_decay) -> None:
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    _real("lr", lr, "learning rate")
+    _real("eps", eps, "epsilon value")
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise TypeError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}"[:200])
+    for i, b in enumerate(betas):
+        if _real(f"betas[{i}]", b, f"beta parameter at index {i}") >= 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: betas[{i}]={b!r}; expected < 1")
+    _real("weight_decay", weight_decay, "weight_decay value")
 
 
 def _group_key(p: Tensor, s: Optional[Tensor], extra: Any = None) -> Tuple[Any, ...]:
@@ -566,6 +654,8 @@ class _Projected(torch.optim.Optimizer):
         self.write_grad = bool(write_grad)
         self.backend = backend
         self._basis: Any = None
+        # (basis, key, restricted basis): see _rows_within
+        self._restricted: Optional[Tuple[Any, Tuple[Any, ...], Any]] = None
         if basis is not None:
             self.set_basis(basis)
 
@@ -581,17 +671,57 @@ class _Projected(torch.optim.Optimizer):
                 or raw vectors (a list of tensors shaped like the parameters, or a sequence of such
                 lists), orthonormalised once here.
         """
-        self._basis = _as_basis(basis, self._params(), self.backend)
+        b = _as_basis(basis, self._params(), self.backend)
+        if b is not None:  # the parameters are written in place: they must not be the basis
+            _check_basis_apart(b, [(f"parameter {i}", p) for i, p in enumerate(self._params())])
+        self._basis = b
+        self._restricted = None  # drop the old basis's restricted copy (and its reference)
 
     @property
     def basis(self) -> Any:
         return self._basis
 
-    def _step_basis_rows(self, basis: Any) -> List[Tensor]:
+    def _step_basis_rows(self, basis: Any) -> Tuple[Any, List[Tensor]]:
         b = self._basis if basis is None else _as_basis(basis, self._params(), self.backend)
         if b is None:
+            return None, []
+        return b, _basis_rows(b, self._params())
+
+    def _rows_within(
+        self, b: Any, rows_all: List[Tensor], updated: Tuple[int, ...]
+    ) -> List[Optional[Tensor]]:
+        """This step's rows when only the parameters ``updated`` (indices, ascending) have a gradient.
+
+        The basis restricted to those parameters and re-orthonormalised there (the rank rule drops
+        directions that vanish on them), so that a step that leaves the other parameters alone is
+        still orthogonal to every vector of the full basis. Entries of skipped parameters are None;
+        an empty list when the restricted rank is 0 (an unprojected step). The restricted basis is
+        cached while the basis (object, rank, buffer and its version counter) and ``updated`` stay.
+        """
+        if not rows_all or len(updated) == len(rows_all):
+            return list(rows_all)
+        if not updated:
             return []
-        return _basis_rows(b, self._params())
+        key = (updated, b.k, b.buffer.data_ptr(), _version(b.buffer))
+        cached = self._restricted
+        if cached is not None and cached[0] is b and cached[1] == key and key[-1] is not None:
+            sub = cached[2]
+        else:
+            from uno.ops.orthonormalize import orthonormalize
+
+            params = self._params()
+            vecs = [[rows_all[i][j].view(params[i].shape) for i in updated] for j in range(b.k)]
+            sub = orthonormalize(vecs, dtype=b.dtype, backend=self.backend)
+            self._restricted = (b, key, sub)
+        if sub.k == 0:
+            return []
+        out: List[Optional[Tensor]] = [None] * len(rows_all)
+        for i, r in zip(updated, sub.rows()):
+            out[i] = r
+        return out
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        """Raise TypeError/ValueError for a group's bad hyperparameters (per optimizer)."""
 
     def _amp(self, grad_scale: Optional[Tensor], found_inf: Optional[Tensor]):
         gs = grad_scale if grad_scale is not None else getattr(self, "grad_scale", None)
@@ -605,26 +735,31 @@ class _Projected(torch.optim.Optimizer):
         basis: Any,
         grad_scale: Optional[Tensor],
         found_inf: Optional[Tensor],
-    ) -> Tuple[
-        Any, List[Tensor], Any, Any, Dict[int, int], List[Tuple[Dict[str, Any], List[Tensor]]]
-    ]:
-        """The start every step() shares: the closure, this step's basis rows, the AMP scalars, and
-        the groups' parameters that have a gradient (checked against the basis layout)."""
+    ) -> Tuple[Any, List[Any], Any, Any, Dict[int, int], List[Tuple[Dict[str, Any], List[Tensor]]]]:
+        """The start every step() shares: the closure, this step's basis rows (restricted to the
+        parameters that have a gradient, see :meth:`_rows_within`), the AMP scalars, and the groups'
+        parameters that have a gradient (checked against the basis layout)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        rows_all = self._step_basis_rows(basis)
+        for group in self.param_groups:  # a scheduler may have changed them since __init__
+            self._check_group(group)
+        b, rows_all = self._step_basis_rows(basis)
         gs, fi = self._amp(grad_scale, found_inf)
         index = {id(p): i for i, p in enumerate(self._params())}
         groups = []
         for group in self.param_groups:
             ps = [p for p in group["params"] if p.grad is not None]
             for p in ps:
-                _check_param(p, p.grad, index[id(p)])
+                _check_param(p, p.grad, index[id(p)], self.write_grad)
             if ps:
                 groups.append((group, ps))
-        return loss, rows_all, gs, fi, index, groups
+        updated = tuple(sorted(index[id(p)] for _, ps in groups for p in ps))
+        if b is not None and self.write_grad:
+            grads = [(f"grad {index[id(p)]}", p.grad) for _, ps in groups for p in ps]
+            _check_basis_apart(b, [(n, g) for n, g in grads if g is not None])
+        return loss, self._rows_within(b, rows_all, updated), gs, fi, index, groups
 
 
 class ProjectedSGD(_Projected):
@@ -677,6 +812,12 @@ class ProjectedSGD(_Projected):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
 
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        _check_sgd_hyper(
+            group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+            group["nesterov"],
+        )  # fmt: skip
+
     @torch.no_grad()
     def step(  # type: ignore[override]
         self,
@@ -699,12 +840,14 @@ class ProjectedSGD(_Projected):
         )
         if _skip_on_host(fi, force=new_bufs):
             return loss
+        new_state: List[Tuple[Tensor, Tensor]] = []  # stored once every group is built
         for group, ps in groups:
             bufs: List[Optional[Tensor]] = []
             if group["momentum"] != 0:
                 for p in ps:
                     b = self.state[p].get("momentum_buffer")
-                    bufs.append(None if b is None else _fix_state(b, p))
+                    what = f"state of parameter {index[id(p)]}: momentum_buffer"
+                    bufs.append(None if b is None else _fix_state(b, p, what))
             rows = [rows_all[index[id(p)]] for p in ps] if rows_all else []
             flags = _mode_flags(self.project, self.write_grad, group["maximize"])
             calls += _sgd_calls(
@@ -713,9 +856,10 @@ class ProjectedSGD(_Projected):
                 bes,
             )  # fmt: skip
             if group["momentum"] != 0:
-                for p, b in zip(ps, bufs):
-                    self.state[p]["momentum_buffer"] = b
-        k = rows_all[0].shape[0] if rows_all else 0
+                new_state += [(p, b) for p, b in zip(ps, bufs) if b is not None]
+        for p, b in new_state:
+            self.state[p]["momentum_buffer"] = b
+        k = _rank(rows_all)
         _run(KIND_SGD, calls, k, self.project, gs, fi)
         return loss
 
@@ -773,6 +917,9 @@ class ProjectedAdam(_Projected):
             group.setdefault("maximize", False)
             group.setdefault("decoupled_weight_decay", False)
 
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        _check_adam_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"])
+
     @torch.no_grad()
     def step(  # type: ignore[override]
         self,
@@ -812,7 +959,7 @@ class ProjectedAdam(_Projected):
                     )
                 st["step"] = _fix_step(st["step"], p)
                 for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()):
-                    st[key] = _fix_state(st[key], p)
+                    st[key] = _fix_state(st[key], p, f"state of parameter {index[id(p)]}: {key}")
                 states[0].append(st["exp_avg"])
                 states[1].append(st["exp_avg_sq"])
                 if amsgrad:
@@ -828,13 +975,37 @@ class ProjectedAdam(_Projected):
             calls += _adam_calls(
                 ps, [p.grad for p in ps], states, steps, rows, hyper, flags, self.backend, bes,
             )  # fmt: skip
-        k = rows_all[0].shape[0] if rows_all else 0
+        k = _rank(rows_all)
         _run(KIND_ADAM, calls, k, self.project, gs, fi)  # increments the steps
         return loss
 
 
-def _fix_state(s: Tensor, p: Tensor) -> Tensor:
+def _check_basis_apart(b: Any, written: List[Tuple[str, Tensor]]) -> None:
+    """Raise ValueError when a tensor the step writes in place overlaps the basis buffer."""
+    if b.k > 0:
+        check_disjoint(written, [("the basis", b.buffer[: b.k])], "the step writes it in place")
+
+
+def _rank(rows: Sequence[Optional[Tensor]]) -> int:
+    """k of a step's rows (entries of parameters without a gradient are None)."""
+    return next((int(r.shape[0]) for r in rows if r is not None), 0)
+
+
+def _version(t: Tensor) -> Optional[int]:
+    """``t``'s version counter (bumped by every in-place write), None where it is not tracked."""
+    try:
+        return int(t._version)
+    except RuntimeError:  # an inference tensor
+        return None
+
+
+def _fix_state(s: Tensor, p: Tensor, what: str = "state") -> Tensor:
     """A loaded state in the kernels' layout: contiguous, on p's device, float32 for half params."""
+    if not isinstance(s, Tensor) or s.shape != p.shape:
+        raise ValueError(
+            f"{what} has shape {tuple(getattr(s, 'shape', ()))} ({type(s).__name__}), its parameter "
+            f"{tuple(p.shape)} (a state_dict of another model?)"
+        )
     want = _state_dtype(p.dtype)
     if s.dtype not in (p.dtype, want) or s.device != p.device or not s.is_contiguous():
         s = s.to(device=p.device, dtype=want if s.dtype not in (p.dtype, want) else s.dtype)
@@ -848,6 +1019,8 @@ def _fix_step(s: Any, p: Tensor) -> Tensor:
     """The step count as a float32 scalar tensor where the kernels read it (p's device)."""
     if not isinstance(s, Tensor):
         s = torch.tensor(float(s), dtype=torch.float32)
+    if s.numel() != 1:
+        raise ValueError(f"a loaded Adam step count has shape {tuple(s.shape)}; expected a scalar")
     if s.dtype != torch.float32 or s.device != p.device or s.dim() != 0:
         s = s.to(device=p.device, dtype=torch.float32).reshape(())
     return s

@@ -74,6 +74,9 @@ def _optim_step_kernel(
     y = tl.zeros([K_PAD], dtype=tl.float64)
     if USE_ROWS and PHASE == 0:
         y = tl.load(coef_ptr + kk, mask=kmask, other=0.0).to(tl.float64)
+    # A non-finite coefficient (y - y is nan for nan and inf) is not projected out: the write phase
+    # then stores the stock step (the reference's rule), decided here on the device.
+    coef_ok = tl.sum(((y - y) != 0.0).to(tl.int32), axis=0) == 0
     scale = 1.0
     if HAS_SCALE:
         scale = tl.load(gs_ptr).to(CDT)
@@ -98,6 +101,7 @@ def _optim_step_kernel(
             if PROJ_GRAD:
                 gp = graw.to(tl.float64) - tl.sum(tile * y[:, None], axis=0)
                 g = gp.to(g_ptr.dtype.element_ty).to(CDT)  # rounded once to the grad's dtype
+                g = tl.where(coef_ok, g, graw.to(CDT))
             else:
                 g = graw.to(CDT)
             if HAS_SCALE:
@@ -151,7 +155,10 @@ def _optim_step_kernel(
             else:
                 if PROJ_UPDATE:
                     pw = p.to(tl.float64) + u.to(tl.float64) - tl.sum(tile * y[:, None], axis=0)
-                    tl.store(p_ptr + offs, pw.to(p_ptr.dtype.element_ty), mask=m)
+                    pw = tl.where(
+                        coef_ok, pw.to(p_ptr.dtype.element_ty), pnew.to(p_ptr.dtype.element_ty)
+                    )
+                    tl.store(p_ptr + offs, pw, mask=m)
                 else:
                     tl.store(p_ptr + offs, pnew.to(p_ptr.dtype.element_ty), mask=m)
     if PHASE != 0:

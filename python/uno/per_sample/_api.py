@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from uno import _backends
 from uno.per_sample._core import Block, Direct, Factored, block_grad, capture, use_ghost
 from uno.per_sample._ghost_op import ghost_gram
 
@@ -31,7 +32,33 @@ def _merge(plist: List[Tensor], blocks: List[Block]) -> List[List[Block]]:
     return out
 
 
-def _run(model, loss_fn, batch, params, batchnorm, check):
+_BATCHNORM = ("error", "frozen")
+
+
+def _check_options(
+    model: Any, loss_fn: Any, batchnorm: Any, check: Any, backend: Any = None
+) -> None:
+    """The arguments every public function shares, checked before any forward pass."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(model, *batch), got {type(loss_fn).__name__}"
+        )
+    if not isinstance(batchnorm, str) or batchnorm not in _BATCHNORM:
+        raise ValueError(
+            f"batchnorm must be one of {', '.join(repr(v) for v in _BATCHNORM)}, got {batchnorm!r}"
+        )
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be a bool, got {check!r}")
+    if backend is not None and (not isinstance(backend, str) or backend not in _backends.NAMES):
+        raise ValueError(
+            f"unknown backend={backend!r}; expected None or one of {', '.join(_backends.NAMES)}"
+        )
+
+
+def _run(model, loss_fn, batch, params, batchnorm, check, backend=None):
+    _check_options(model, loss_fn, batchnorm, check, backend)
     plist, blocks, B = capture(model, loss_fn, batch, params, batchnorm, check)
     return plist, _merge(plist, blocks), B
 
@@ -132,7 +159,7 @@ def gram(
     backend: Optional[str] = None,
 ) -> Tensor:
     """(B, B) float64 Gram matrix of the per-sample gradients, layer by layer ghost or materialized."""
-    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check, backend)
     pairs = [(b, b, p.shape) for p, bs in zip(plist, groups) for b in bs]
     return _gram_of(pairs, B, B, plist[0].device, backend)
 
@@ -146,9 +173,18 @@ def cross_gram(
     batchnorm: str = "error",
     backend: Optional[str] = None,
 ) -> Tensor:
-    """(Ba, Bb) float64 inner products between the per-sample gradients of two batches."""
-    plist, ga, Ba = _run(model, loss_fn, batch_a, params, batchnorm, False)
-    _, gb, Bb = _run(model, loss_fn, batch_b, plist, batchnorm, False)
+    """(Ba, Bb) float64 inner products between the per-sample gradients of two batches.
+
+    ``batch_a`` and ``batch_b`` are tuples of ``loss_fn``'s batch arguments (``(x,)`` for one).
+    """
+    for name, b in (("batch_a", batch_a), ("batch_b", batch_b)):
+        if not isinstance(b, (tuple, list)):
+            raise TypeError(
+                f"{name} must be a tuple of loss_fn's batch arguments (e.g. (x,)), got "
+                f"{type(b).__name__}"
+            )
+    plist, ga, Ba = _run(model, loss_fn, batch_a, params, batchnorm, False, backend)
+    _, gb, Bb = _run(model, loss_fn, batch_b, plist, batchnorm, False, backend)
     pairs = [(x[0], y[0], p.shape) for p, x, y in zip(plist, ga, gb) if x and y]
     return _gram_of(pairs, Ba, Bb, plist[0].device, backend)
 
@@ -163,7 +199,7 @@ def norms(
     backend: Optional[str] = None,
 ) -> Tensor:
     """(B,) float64 per-sample gradient norms."""
-    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
+    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check, backend)
     sq = torch.zeros(B, dtype=torch.float64, device=plist[0].device)
     for p, bs in zip(plist, groups):
         for b in bs:
@@ -172,6 +208,18 @@ def norms(
             else:
                 sq += block_grad(b, p.shape).reshape(B, -1).double().pow(2).sum(1)
     return sq.sqrt()
+
+
+def _check_basis_kind(basis: Any) -> None:
+    if not (
+        hasattr(basis, "rows")
+        or isinstance(basis, Tensor)
+        or (isinstance(basis, (list, tuple)) and all(isinstance(r, Tensor) for r in basis))
+    ):
+        raise TypeError(
+            "basis must be a uno.Basis, a (k, P) tensor or a list of (k, *p.shape) tensors, got "
+            f"{type(basis).__name__}"
+        )
 
 
 def _basis_rows(basis: Any, plist: List[Tensor]) -> List[Tensor]:
@@ -206,6 +254,7 @@ def coefficients(
     ``basis``: a ``uno.Basis`` (``.rows()``: per-parameter (k, numel) views), a (k, P) tensor, or a
     list of (k, *p.shape) tensors, in parameter order.
     """
+    _check_basis_kind(basis)
     plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
     rows = _basis_rows(basis, plist)
     k = rows[0].shape[0]
@@ -226,6 +275,8 @@ def weighted_sum(
     check: bool = False,
 ) -> List[Tensor]:
     """sum_i w_i g_i as parameter-shaped tensors (one GEMM per factored layer)."""
+    if not isinstance(weights, Tensor):
+        raise TypeError(f"weights must be a (B,) tensor, got {type(weights).__name__}")
     plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
     if weights.shape != (B,):
         raise ValueError(f"expected weights of shape ({B},), got {tuple(weights.shape)}")

@@ -230,6 +230,8 @@ def _finish(
             "structure"
         )
     B = losses.shape[0]
+    if B == 0:
+        raise ValueError("the batch is empty: loss_fn returned 0 per-sample losses")
     for c in calls:
         if c.out.shape[0] != B:
             raise ValueError(

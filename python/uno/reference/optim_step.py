@@ -13,6 +13,11 @@ One call covers the pieces of one parameter group (``T`` parameters) and runs on
 * ``abi.PHASE_UPDATE_COEF`` (2): returns ``[<row_j, u>]_j`` where ``u`` is the parameter update this
   step would make (states are read, nothing is written): the coefficient pass of ``project="update"``.
 
+Non-finite coefficients (a nan/inf gradient element makes ``<row_j, g>`` non-finite): the write phase
+then counts every coefficient as zero, so the step is the stock optimizer's (only the non-finite
+elements become non-finite) instead of broadcasting a nan into every parameter. The cuda and triton
+kernels decide this on the device, from the coefficients they read (no host synchronisation).
+
 Arithmetic (the same in every backend): the element-wise optimizer maths runs in the parameter's
 "compute dtype" (float64 for float64 parameters, float32 otherwise, as torch's optimizers do); the
 projection ``g − Σ_j c_j row_j`` and the projected update ``p + u − Σ_j a_j row_j`` are formed in
@@ -64,6 +69,8 @@ def optim_step(a: StepArgs) -> Tensor:
     use_coef = coef is not None and k > 0 and phase == abi.PHASE_WRITE
     proj_update = bool(flags & abi.FLAG_PROJECT_UPDATE)
     c64 = coef.to(device=device, dtype=torch.float64) if use_coef and coef is not None else None
+    if c64 is not None and not bool(torch.isfinite(c64).all()):
+        c64 = None  # a non-finite gradient (or update): no projection, the stock step
     for t, (p, g) in enumerate(zip(params, grads)):
         cd = compute_dtype(p.dtype)
         r64 = rows[t].to(torch.float64) if k > 0 else None

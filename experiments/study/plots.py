@@ -1,8 +1,8 @@
 """Figures of the study from the saved results (no training, no unlearning: reads JSON/CSV only).
 
-    PYTHONPATH=python python bench/study/plots.py [--study study10]
+    PYTHONPATH=python python experiments/study/plots.py [--study study10]
 
-Writes under ``bench/results/`` (``--study`` names the sweep folder the study figures read and are written to,
+Writes under ``experiments/results/`` (``--study`` names the sweep folder the study figures read and are written to,
 ``study`` by default; ``study10`` holds the 10-seed sweeps):
   forgetting_all.png   forgetting curves of every method of the VAE tables (table, table_more, table_hat_more;
                        mean ± std over seeds), one figure
@@ -19,11 +19,18 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 RES = Path(__file__).resolve().parents[1] / "results"
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Lay the figure out, write it at the study's resolution and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -82,9 +89,7 @@ def table_curves(
         ax.legend(fontsize=7, ncol=2)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(f"{title}: forgetting curves, mean ± std over seeds")
-    fig.tight_layout()
-    fig.savefig(RES / out, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, RES / out)
 
 
 def _load(group: str, study: str = "study") -> list[dict]:
@@ -112,9 +117,7 @@ def hist_curves(study: str = "study") -> None:
         ax.axhline(0.02, color="k", ls=":", lw=0.8)
         ax.legend(fontsize=7)
         ax.set_xlabel("update step")
-    fig.tight_layout()
-    fig.savefig(RES / study / "hist_curves.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, RES / study / "hist_curves.png")
     # c² along the run
     fig, ax = plt.subplots(figsize=(7, 4))
     for lab, rs in by.items():
@@ -125,12 +128,9 @@ def hist_curves(study: str = "study") -> None:
             continue
         _band(ax, runs, lab)
     ax.set_yscale("log")
-    ax.set_xlabel("update step")
-    ax.set_ylabel("c² = cos²(g_f, g_r) of the step")
+    ax.set(xlabel="update step", ylabel="c² = cos²(g_f, g_r) of the step")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RES / study / "cos2.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, RES / study / "cos2.png")
 
 
 def fid_curves(study: str = "study") -> None:
@@ -154,13 +154,10 @@ def fid_curves(study: str = "study") -> None:
             ms=3,
         )
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("update step")
-    ax.set_ylabel("classifier FID (judge features, 2,000 images)")
+    ax.set(xlabel="update step", ylabel="classifier FID (judge features, 2,000 images)")
     ax.set_title("FID vs steps (BN frozen)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RES / study / "fid_vs_steps.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, RES / study / "fid_vs_steps.png")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -168,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="figures of the tables and the study (reads results only)"
     )
     ap.add_argument(
-        "--study", default="study", help="sweep folder under bench/results/ (study, study10)"
+        "--study", default="study", help="sweep folder under experiments/results/ (study, study10)"
     )
     a = ap.parse_args(argv)
     if not (RES / a.study).is_dir():

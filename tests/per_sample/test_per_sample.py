@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict, List
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -167,16 +169,16 @@ def test_mixing_loss_and_scalar_loss_error():
         ps.gram(m, lambda mm, x, e: vae_loss(mm, x, e).mean(), x, e)
 
 
+def _conv_strategies(k_max: int, s_max: int, groups: List[int], b_max: int) -> Dict[str, Any]:
+    """Hypothesis strategies of a convolution's kernel, stride, padding, dilation, groups, batch."""
+    ranges = {"k": (1, k_max), "s": (1, s_max), "pad": (0, 1), "dil": (1, 2), "b": (1, b_max)}
+    out: Dict[str, Any] = {name: st.integers(lo, hi) for name, (lo, hi) in ranges.items()}
+    out["groups"] = st.sampled_from(groups)
+    return out
+
+
 @settings(max_examples=8, deadline=None)
-@given(
-    k=st.integers(1, 3),
-    s=st.integers(1, 2),
-    pad=st.integers(0, 1),
-    dil=st.integers(1, 2),
-    groups=st.sampled_from([1, 2]),
-    b=st.integers(1, 5),
-    n=st.integers(5, 8),
-)
+@given(**_conv_strategies(3, 2, [1, 2], 5), n=st.integers(5, 8))
 def test_conv2d_hyperparameters(k, s, pad, dil, groups, b, n):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(2, 4, k, s, pad, dil, groups=groups))
@@ -200,15 +202,7 @@ def test_linear_sequence(t, b):
 
 
 @settings(max_examples=8, deadline=None)
-@given(
-    k=st.integers(1, 4),
-    s=st.integers(1, 3),
-    pad=st.integers(0, 1),
-    dil=st.integers(1, 2),
-    op=st.integers(0, 2),
-    groups=st.sampled_from([1, 2, 4]),
-    b=st.integers(1, 4),
-)
+@given(**_conv_strategies(4, 3, [1, 2, 4], 4), op=st.integers(0, 2))
 def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, groups, b):
     if op >= max(s, dil):
         op = 0
@@ -340,3 +334,41 @@ def test_foreign_parameter_is_a_clear_error():
     # Without the foreign tensor, the model's own parameters are fine.
     got = ps.grads(m, loss, torch.randn(4, 3), params=[m.weight])
     assert got[0].shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "fn", ["grads", "gram", "norms", "cross_gram", "coefficients", "weighted_sum"]
+)
+@pytest.mark.parametrize("bad", ["bogus", None, "Frozen"])
+def test_bad_batchnorm_option_is_named_first(fn, bad):
+    """batchnorm='bogus' named the BatchNorm training-mode error (or passed silently without a
+    BatchNorm layer): now the bad value and the valid ones, before any forward pass."""
+    torch.manual_seed(0)
+    calls = []
+
+    def loss(model, x):
+        calls.append(1)
+        return model(x).pow(2).sum(1)
+
+    for m in (nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()):
+        x = torch.randn(5, 4)
+        args: Any = ((x,), (x,)) if fn == "cross_gram" else (x,)
+        kw: Dict[str, Any] = {"batchnorm": bad}
+        if fn == "coefficients":
+            kw["basis"] = torch.randn(2, sum(p.numel() for p in m.parameters()))
+        if fn == "weighted_sum":
+            kw["weights"] = torch.ones(5)
+        with pytest.raises(ValueError, match=r"batchnorm must be one of 'error', 'frozen', got"):
+            getattr(ps, fn)(m, loss, *args, **kw)
+    assert not calls
+
+
+def test_expanded_batch_is_read():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+    x = torch.randn(1, 4).expand(6, 4)
+
+    def loss(model, x):
+        return model(x).pow(2).sum(1)
+
+    torch.testing.assert_close(ps.gram(m, loss, x), ps.gram(m, loss, x.contiguous()))

@@ -417,3 +417,38 @@ def test_basis_rows_cache_follows_growth():
     uno.project_(g, b)
     for j in range(2):
         assert abs(float(uno.dot(g, b.vector(j)))) < 1e-5
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_expanded_tensors_read_or_clear_error(backend, device):
+    """Expanded (stride-0) tensors: read wherever they are only read (raw basis vectors, the
+    reductions, orthonormalize, append_), a clear error where project_ would write one in place
+    (before the fix torch's raw RuntimeError came after the kernels ran)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(64, generator=gen, dtype=torch.float64).to(device)
+    e = torch.full((1,), 0.5, dtype=torch.float64, device=device).expand(64)
+    dense = e.contiguous()
+    g = q.clone()
+    uno.project_(g, [e], backend=backend)
+    want = q.clone()
+    uno.project_(want, [dense], backend=backend)
+    torch.testing.assert_close(g, want)
+    torch.testing.assert_close(uno.dot(e, q, backend=backend), uno.dot(dense, q, backend=backend))
+    torch.testing.assert_close(
+        uno.gram([e, q], backend=backend), uno.gram([dense, q], backend=backend)
+    )
+    torch.testing.assert_close(
+        uno.cos2(e, [q], backend=backend), uno.cos2(dense, [q], backend=backend)
+    )
+    b1 = uno.orthonormalize([e, q], backend=backend)
+    b2 = uno.orthonormalize([dense, q], backend=backend)
+    torch.testing.assert_close(b1.buffer[: b1.k], b2.buffer[: b2.k])
+    b3 = uno.orthonormalize([q], capacity=2, backend=backend)
+    assert b3.append_(e) and b3.k == 2
+    keep = q.clone()
+    for grad, basis in ((e, [q]), ([keep, e], [q, q])):
+        with pytest.raises(
+            ValueError, match=r"grad.*expanded/overlapping memory cannot be written"
+        ):
+            uno.project_(grad, basis, backend=backend)
+    assert torch.equal(keep, q)

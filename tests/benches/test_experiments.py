@@ -1,26 +1,34 @@
-"""Smoke tests of the bench scripts: the comparison table (bench/unlearning_table.py) on a reduced form,
-and the step-cost bench (bench/bench_uno_step.py) on fresh models.
+"""Smoke tests of the experiments: the comparison table (``uno bench table``, uno/bench/table.py) on a reduced
+form, and the step-cost experiment (experiments/step_cost.py) on fresh models.
 
 Two methods, one seed, a few steps, the quick pretraining budget, models cached in a temporary folder,
-run through the ``uno bench table`` subcommand (which loads bench/unlearning_table.py by path from the
-source checkout). The full table is a bench command, not part of CI.
+run through the ``uno bench table`` subcommand (part of the package: it loads nothing from the source
+checkout). The full table is an experiment, not part of CI.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+import uno
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = REPO / "experiments"
 
 
-def _load(name: str = "unlearning_table"):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+def _load(name: str):
+    """An experiments/ script as a module (tests may read the checkout; the installed command never does)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses resolve their annotations through sys.modules
@@ -30,7 +38,9 @@ def _load(name: str = "unlearning_table"):
 
 @pytest.fixture(scope="module")
 def table_mod():
-    return _load()
+    from uno.bench import table
+
+    return table
 
 
 def test_not_reached_flag(table_mod):
@@ -78,14 +88,34 @@ def test_not_reached_flag(table_mod):
     assert rows["b"]["FID at forget"] == "-"
 
 
-def test_bench_needs_source_checkout(monkeypatch, capsys):
-    """Outside a source checkout `uno bench table` exits non-zero with a clear message."""
-    from uno import cli
-
-    monkeypatch.setattr(cli, "_bench_dir", lambda: None)
-    assert cli.main(["bench", "table", "--seeds", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "source checkout" in err and "bench/" in err
+def test_table_runs_from_the_package_alone(tmp_path):
+    """`uno bench table --rebuild` from a folder outside the checkout loads no file of bench/ or
+    experiments/, and rewrites the committed table.md of experiments/results/table exactly."""
+    out = tmp_path / "table"
+    shutil.copytree(EXPERIMENTS / "results" / "table", out)
+    (out / "table.md").unlink()
+    code = (
+        "import json, sys\n"
+        "from uno import cli\n"
+        f"rc = cli.main(['bench', 'table', '--rebuild', '--out', {str(out)!r}])\n"
+        "files = [getattr(m, '__file__', None) or '' for m in list(sys.modules.values())]\n"
+        "print(json.dumps({'rc': rc, 'files': files}))\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=str(Path(uno.__file__).resolve().parents[1]), MPLBACKEND="Agg"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0
+    loaded = [f for f in res["files"] if f]
+    assert any(f.endswith(os.path.join("uno", "bench", "table.py")) for f in loaded)
+    for folder in (REPO / "bench", EXPERIMENTS):
+        assert not [f for f in loaded if f.startswith(str(folder))], folder
+    want = (EXPERIMENTS / "results" / "table" / "table.md").read_text()
+    assert (out / "table.md").read_text() == want
 
 
 def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
@@ -135,21 +165,10 @@ def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
     assert (out / "curves.png").stat().st_size > 0
 
 
-def test_bench_dir_lookup(tmp_path, monkeypatch):
-    """`uno bench` finds bench/ through UNO_BENCH_DIR (and rejects a folder without the scripts)."""
-    from uno import cli
-
-    (tmp_path / "bench").mkdir()
-    monkeypatch.setenv("UNO_BENCH_DIR", str(tmp_path / "bench"))
-    assert cli._bench_dir() is None  # no unlearning_table.py there
-    (tmp_path / "bench" / "unlearning_table.py").write_text("def main(argv):\n    return 0\n")
-    assert cli._bench_dir() == tmp_path / "bench"
-
-
 def test_step_cost_bench(tmp_path, monkeypatch):
-    """bench_uno_step times the three steps round-robin, checks fast vs paper-faithful, writes its CSV."""
+    """step_cost times the three steps round-robin, checks fast vs paper-faithful, writes its CSV."""
     monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))  # empty: fresh VAE and judge
-    mod = _load("bench_uno_step")
+    mod = _load("step_cost")
     out = tmp_path / "step_cost.csv"
     argv = ["--steps", "1", "--rounds", "1", "--no-memory", "--threads", "1", "--csv", str(out)]
     assert mod.main(argv) == 0
@@ -169,7 +188,7 @@ def test_step_cost_bench_gan(monkeypatch):
 
     from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, sample_images
 
-    mod = _load("bench_uno_step")
+    mod = _load("step_cost")
 
     def small_models(cfg):
         torch.manual_seed(0)
@@ -194,20 +213,15 @@ def test_step_cost_bench_gan(monkeypatch):
     assert mod.direction_difference(cfg) < 1e-3
 
 
-def test_combine_bench_quick(tmp_path):
-    """bench_combine --quick: every row measured, the kernel's result equals torch's float64 product."""
-    from uno import _backends
+def test_experiments_table_registers_the_paper_methods(tmp_path):
+    """experiments/unlearning_table.py runs the package's table with uno-paper registered and λ passed."""
+    from uno.unlearn import methods
 
-    if "cpu" not in _backends.info("cpu").devices:
-        pytest.skip(_backends.info("cpu").reason)
-    mod = _load("bench_combine")
-    out = tmp_path / "combine.csv"
-    assert mod.main(["--quick", "--csv", str(out)]) == 0
-    with open(out) as f:
-        rows = list(csv.DictReader(f))
-    assert {r["op"] for r in rows} == {"combine", "orthonormalize"}
-    assert len(rows) == 2 * 2 + 2
-    for r in rows:
-        assert float(r["uno_ms"]) > 0 and float(r["torch_ms"]) > 0
-        if r["op"] == "combine":
-            assert float(r["rel_err"]) < 1e-6
+    mod = _load("unlearning_table")
+    assert "uno-paper" in methods.names() and "uno-paper-nograph" in methods.names()
+    assert mod.PaperRunConfig(method="uno-paper", lam=5.0).method_kwargs()["lam"] == 5.0
+    out = tmp_path / "t"
+    shutil.copytree(EXPERIMENTS / "results" / "table_gan", out)
+    want = (out / "table.md").read_text()
+    assert mod.main(["--rebuild", "--out", str(out)]) == 0
+    assert (out / "table.md").read_text() == want

@@ -1,6 +1,6 @@
-"""Merge the per-seed results of several table runs into one markdown table (``bench/results/unlearning_table.md``).
+"""Merge the per-seed results of several table runs into one markdown table (``experiments/results/unlearning_table.md``).
 
-    PYTHONPATH=python python bench/study/combine.py bench/results/table bench/results/table_all3
+    PYTHONPATH=python python experiments/study/combine.py experiments/results/table experiments/results/table_all3
 
 Each method is taken from the first folder that has it; the seed count per method is shown.
 """
@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import unlearning_table as ut
+from uno.bench import table as ut
 
 RES = Path(__file__).resolve().parents[1] / "results"
 

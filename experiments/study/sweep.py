@@ -1,12 +1,12 @@
 """Sweeps of the "when does UNO forget in a few steps" study (issue 6). Each group writes
-``bench/results/study/<group>.json`` (every run's per-step rows and summary) and ``<group>.md``.
+``experiments/results/study/<group>.json`` (every run's per-step rows and summary) and ``<group>.md``.
 
 Every method in a group gets the same grid (same search budget); seeds 0..N-1.
 
 Usage::
 
-    PYTHONPATH=python python bench/study/sweep.py hist lam lr pretrain [--seeds 3 --steps 100]
-    PYTHONPATH=python python bench/study/sweep.py --list
+    PYTHONPATH=python python experiments/study/sweep.py hist lam lr pretrain [--seeds 3 --steps 100]
+    PYTHONPATH=python python experiments/study/sweep.py --list
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import paper_uno_step  # noqa: F401  (registers uno-paper)
 from common import StudyConfig, run
 
-import paper_uno_step  # noqa: F401  (registers uno-paper)
 from uno.unlearn.data import load_mnist
 from uno.unlearn.metrics import ClassifierFID
 from uno.unlearn.train import get_or_train

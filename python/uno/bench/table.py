@@ -8,12 +8,13 @@ forget fraction f after each update (and at step 0), steps to forget = first ste
 (monitoring excluded alike, device synchronised), FID on the judge's features after the same fixed budget
 for every method (and at each method's own forgetting step), retain ELBO, cos², peak extra memory.
 
-Usage (from the repository root)::
+Usage (from an install; the source checkout's ``experiments/unlearning_table.py`` runs the same table
+with the paper-faithful ``uno-paper`` methods registered and ``experiments/results/table`` as default)::
 
-    PYTHONPATH=python python bench/unlearning_table.py --seeds 10 --steps 100 --out bench/results/table
-    PYTHONPATH=python python bench/unlearning_table.py --methods uno surgery --seeds 2 --steps 5 --quick
-    PYTHONPATH=python python bench/unlearning_table.py --model gan --gan-steps 500 --seeds 3 --steps 50 \
-        --out bench/results/table_gan
+    uno bench table --seeds 10 --steps 100 --out uno-table
+    uno bench table --methods uno surgery --seeds 2 --steps 5 --quick
+    uno bench table --model gan --gan-steps 500 --seeds 3 --steps 50 --out uno-table-gan
+    uno bench table --rebuild --out uno-table     # rewrite table.md and curves.png from the CSVs
 
 ``--model gan`` runs the same table on the drivers' WGAN-GP generator (docs/unlearning.md, "GAN"): forget
 the latents whose original output the judge calls a 1; FID on the judge's features against the real retain
@@ -24,8 +25,8 @@ Outputs under ``--out``: ``table.md`` (mean ± std per method), ``runs.csv`` (on
 methods in one figure), ``samples.png`` (a sample grid per method after the budget, seed 0) and
 ``meta.json`` (machine, date, versions, configuration).
 
-``main(argv)`` is the entry point meant for ``uno bench table`` (the CLI owner can call
-``bench.unlearning_table.main(argv)`` or load this file by path).
+This module is part of the package so that ``uno bench table`` runs from an installed wheel; it needs
+the ``unlearn`` extra (matplotlib, scipy, safetensors, tqdm).
 """
 
 from __future__ import annotations
@@ -42,21 +43,18 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Type, Union
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (paper_uno_step)
-
-import paper_uno_step
 from uno.unlearn import plots
 from uno.unlearn.data import load_mnist
 from uno.unlearn.models import sample_images
 from uno.unlearn.run import Loaded, RunConfig, unlearn
 
-#: Every method of the drivers (METHOD.md §3) plus the paper-faithful uno step.
+#: Every method of the drivers (METHOD.md §3); any other registered method can be named in ``--methods``.
 ALL_METHODS = (
     "uno",
     "surgery",
@@ -93,14 +91,8 @@ COLUMNS = (
 )
 
 
-@dataclass
-class _Cfg(RunConfig):
-    """``RunConfig`` that also passes λ to the bench's ``uno-paper`` methods."""
-
-    def method_kwargs(self) -> dict[str, Any]:
-        kw = super().method_kwargs()
-        kw.update(paper_uno_step.method_kwargs(self.method, self.lam))
-        return kw
+#: Where the table goes when ``--out`` is not given (the current directory, never the package).
+DEFAULT_OUT = "uno-table"
 
 
 def _ms(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
@@ -174,7 +166,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="uno bench table", description="comparison table of the unlearning methods (MNIST VAE)"
     )
@@ -204,7 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--quick", action="store_true", help="tiny budget (tests): VAE 3 ep, judge 2 ep"
     )
-    ap.add_argument("--out", default="bench/results/table")
+    ap.add_argument(
+        "--out", default=str(default_out), help=f"output folder (default: {default_out})"
+    )
     ap.add_argument("--title", default=None)
     ap.add_argument(
         "--rebuild",
@@ -215,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_cell(v: str) -> Any:
-    """A cell of runs.csv back to None, bool, float or str (shared with bench/study/combine.py)."""
+    """A cell of runs.csv back to None, bool, float or str (shared with experiments/study/combine.py)."""
     if v in ("", "None"):
         return None
     if v in ("True", "False"):
@@ -252,8 +246,12 @@ def rebuild(out: Path) -> list[dict[str, str]]:
     return rows
 
 
-def run_table(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every (method, seed) and write the outputs; returns ``{"runs", "rows", "curves"}``."""
+def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> dict[str, Any]:
+    """Run every (method, seed) and write the outputs; returns ``{"runs", "rows", "curves"}``.
+
+    ``config_cls`` builds each run's configuration (a ``RunConfig`` subclass can pass more keyword
+    arguments to methods registered outside the package, e.g. the experiments' ``uno-paper``).
+    """
     from uno.unlearn.train import get_or_train
 
     if args.threads:
@@ -276,7 +274,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     judge, jpath = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    known = {f.name for f in fields(_Cfg)}
+    known = {f.name for f in fields(config_cls)}
     runs: list[dict[str, Any]] = []
     curves: dict[str, list[list[float]]] = {}
     samples: dict[str, torch.Tensor] = {}
@@ -288,7 +286,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             curves[m] = []
             for s in range(args.seeds):
                 kw = {k: v for k, v in vars(args).items() if k in known}
-                cfg = _Cfg(
+                cfg = config_cls(
                     **kw,
                     method=m,
                     forget=["1"],
@@ -303,8 +301,8 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 summ = unlearn(
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
                 )
-                rows = json.loads((run_dir / "log.json").read_text())["rows"]
-                curves[m].append([r["f"] for r in rows])
+                log_rows = json.loads((run_dir / "log.json").read_text())["rows"]
+                curves[m].append([r["f"] for r in log_rows])
                 if s == 0:
                     samples[m] = sample_images(
                         loaded.model,
@@ -359,7 +357,7 @@ def write_outputs(
         for m, cs in curves.items():
             for s, c in enumerate(cs):
                 w2.writerows([m, s, i, x] for i, x in enumerate(c))
-    plots.save_curves(out / "curves.png", curves, args.tau, title=title)
+    plots.save_curves(out / "curves.png", dict(curves.items()), args.tau, title=title)
     if samples:
         grid = torch.cat([samples[m] for m in samples])
         plots.save_grid(out / "samples.png", grid, nrow=16)
@@ -370,13 +368,23 @@ def write_outputs(
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point (``uno bench table [options]``)."""
-    args = _parser().parse_args(argv)
+def main(
+    argv: Optional[Sequence[str]] = None,
+    default_out: Union[str, Path] = DEFAULT_OUT,
+    config_cls: Type[RunConfig] = RunConfig,
+) -> int:
+    """Entry point (``uno bench table [options]``).
+
+    Args:
+        argv: the options (default: ``sys.argv[1:]``).
+        default_out: the output folder when ``--out`` is not given.
+        config_cls: see :func:`run_table`.
+    """
+    args = _parser(default_out).parse_args(argv)
     if args.rebuild:
         print(markdown(rebuild(Path(args.out))))
         return 0
-    res = run_table(args)
+    res = run_table(args, config_cls)
     print(markdown(res["rows"]))
     print(f"\nwritten to {args.out}/")
     return 0

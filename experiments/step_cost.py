@@ -25,13 +25,13 @@ memory than the paper-faithful step.
 
 Usage::
 
-    PYTHONPATH=python python bench/bench_uno_step.py [--device cpu|cuda] [--steps 20 --rounds 5]
+    PYTHONPATH=python python experiments/step_cost.py [--device cpu|cuda] [--steps 20 --rounds 5]
     # per-step time of any methods in one round-robin run (e.g. to turn step counts into times):
-    PYTHONPATH=python python bench/bench_uno_step.py --methods surgery uno-hat retain-hat surgery-hat
+    PYTHONPATH=python python experiments/step_cost.py --methods surgery uno-hat retain-hat surgery-hat
     # the same on the GAN generator (the cached default generator; trained first if absent, ~15 min on CPU):
-    PYTHONPATH=python python bench/bench_uno_step.py --model gan
+    PYTHONPATH=python python experiments/step_cost.py --model gan
 
-Appends rows to ``bench/results/step_cost.csv`` (``step_cost_gan.csv`` with ``--model gan``; machine, date,
+Appends rows to ``experiments/results/step_cost.csv`` (``step_cost_gan.csv`` with ``--model gan``; machine, date,
 torch version) and prints a table.
 """
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime
 import json
 import os
@@ -57,6 +56,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import paper_uno_step
+
+from uno.bench.harness import append_csv
 from uno.unlearn import methods
 from uno.unlearn.data import load_mnist
 from uno.unlearn.models import MLPJudge, MnistVAE
@@ -197,7 +198,7 @@ def peak_extra_subprocess(cfg: Config, name: str) -> list[float]:
     here = str(Path(__file__).resolve().parent)
     code = (
         f"import json,sys,torch; torch.set_num_threads({torch.get_num_threads()}); "
-        f"sys.path.insert(0, {here!r}); import bench_uno_step as b; "
+        f"sys.path.insert(0, {here!r}); import step_cost as b; "
         f"print(json.dumps(b.peak_extra(b.Config(**{cfg.__dict__!r}), {name!r})))"
     )
     r = subprocess.run(
@@ -230,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument(
         "--csv",
         default=None,
-        help="default: bench/results/step_cost.csv (step_cost_gan.csv for gan)",
+        help="default: experiments/results/step_cost.csv (step_cost_gan.csv for gan)",
     )
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument(
@@ -269,47 +270,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"paper / fast uno peak mem:   {mem_ratio:.2f}x  (target >= 1.5x)")
         print(f"fast vs paper direction rel. difference: {diff:.2e}")
     path = Path(a.csv or RESULTS / ("step_cost_gan.csv" if a.model == "gan" else "step_cost.csv"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(
-                [
-                    "date",
-                    "host",
-                    "device",
-                    "threads",
-                    "torch",
-                    "hat",
-                    "method",
-                    "ms_median",
-                    "peak_extra_mb",
-                    "uno_over_surgery",
-                    "paper_over_fast_time",
-                    "paper_over_fast_mem",
-                    "dir_rel_diff",
-                ]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    common = dict(date=now, host=platform.node(), device=a.device, threads=torch.get_num_threads())
+    common.update(torch=torch.__version__, hat=a.hat)
+    ratios = dict(
+        uno_over_surgery=f"{ratio_us:.3f}",
+        paper_over_fast_time=f"{speed:.3f}",
+        paper_over_fast_mem=f"{mem_ratio:.3f}",
+        dir_rel_diff=f"{diff:.2e}",
+    )
+    append_csv(
+        path,
+        [
+            dict(
+                common,
+                method=n,
+                ms_median=f"{med[n] * 1e3:.3f}",
+                peak_extra_mb=f"{mem.get(n, nan) / 1e6:.3f}",
+                **ratios,
             )
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        for n in names:
-            w.writerow(
-                [
-                    now,
-                    platform.node(),
-                    a.device,
-                    torch.get_num_threads(),
-                    torch.__version__,
-                    a.hat,
-                    n,
-                    f"{med[n] * 1e3:.3f}",
-                    f"{mem.get(n, nan) / 1e6:.3f}",
-                    f"{ratio_us:.3f}",
-                    f"{speed:.3f}",
-                    f"{mem_ratio:.3f}",
-                    f"{diff:.2e}",
-                ]
-            )
+            for n in names
+        ],
+    )
     return 0
 
 

@@ -6,10 +6,10 @@ cosine is formed from the flat vectors, and ``(ℓ(x_r) + λ·c²).backward()`` 
 whole double graph. That recomputes ``∇ℓ(x_r)`` (already equal to ``g_r``), keeps both first-order graphs
 alive until the end, and copies every gradient once more into the flat vectors.
 
-It is kept in ``bench/`` as
-  * the baseline of the step-cost bench (``bench/bench_uno_step.py``), and
+It is kept in ``experiments/`` as
+  * the baseline of the step-cost experiment (``experiments/step_cost.py``), and
   * a cross-check of the package's fast step (``uno.unlearn.methods.uno.uno_direction``):
-    ``python bench/paper_uno_step.py`` prints the relative difference of the two directions on one batch.
+    ``python experiments/paper_uno_step.py`` prints the relative difference of the two directions on one batch.
 
 Importing this module registers the method ``uno-paper`` (and ``uno-paper-hat``) in the drivers' registry
 at run time, so ``uno.unlearn.run.unlearn`` can run it like any other method. Nothing in ``python/uno``
@@ -29,8 +29,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from uno.unlearn.methods.base import Method, StepInfo
+from uno.unlearn.methods.base import StepInfo
 from uno.unlearn.methods.registry import _REGISTRY, register
+from uno.unlearn.methods.uno import Uno
 
 
 def paper_uno_direction(
@@ -78,12 +79,11 @@ def paper_uno_direction(
 if "uno-paper" not in _REGISTRY:
 
     @register("uno-paper")
-    class UnoPaper(Method):
-        """``uno`` computed the paper's way (same update as ``uno`` up to rounding; slower)."""
+    class UnoPaper(Uno):
+        """``uno`` computed the paper's way (same update as ``uno`` up to rounding; slower).
 
-        def __init__(self, hat: bool = False, lam: float = 1e3, **kw: Any) -> None:
-            super().__init__(hat=hat, lam=lam, **kw)
-            self.lam = lam
+        ``uno``'s hyperparameters (λ) and set-up, only the direction computed differently.
+        """
 
         def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
             return paper_uno_direction(task, self.lam)

@@ -1,6 +1,6 @@
 """Per-layer and per-step evidence for the study (reads the sweeps' JSON; no model is run).
 
-    python bench/study/analyze.py bench/results/study/hist.json bench/results/study/lam2.json
+    python experiments/study/analyze.py experiments/results/study/hist.json experiments/results/study/lam2.json
 
 Prints, for every ``uno``/``uno-hat`` configuration: the per-layer ratio ‖λ·∇c²‖/‖∇L_r‖ at the first step
 (mean over seeds; the diagnostics of ``common.uno_diagnostics``), the share of coordinates whose update sign

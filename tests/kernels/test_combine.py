@@ -1,0 +1,35 @@
+"""The `combine` primitive of every backend against float64 torch: out of place and in place.
+
+The ops tests exercise the primitives through `uno.project_` & co.; these tests pin the contract itself
+(docs/kernels.md): row strides (a Basis slice vs a user's (k, *shape) tensor), zero-size pieces,
+half-precision x with float32 rows, determinism, thread counts, and the errors of the adapters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TOL
+from kernels.cases import FAST, SHAPES, _rows_for
+from uno import _backends
+
+
+@pytest.mark.parametrize("backend,device", FAST)
+@pytest.mark.parametrize("ns", SHAPES, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("k,r", [(1, 1), (2, 1), (2, 2), (3, 2), (4, 4), (5, 3), (6, 6), (9, 5)])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
+def test_combine_matches_reference(backend, device, ns, k, r, inplace):
+    mod = _backends.module(backend)
+    gen = torch.Generator().manual_seed(200 + k * r + len(ns))
+    for dtype in (torch.float32, torch.float64):
+        rows = _rows_for(ns, k, dtype, device, strided=True, gen=gen)
+        m = torch.randn(r, k, generator=gen, dtype=torch.float64).to(device)
+        want = [(m @ rr.double()).to(dtype) for rr in rows]
+        if inplace:
+            out = [rr[:r] for rr in rows]  # the first r rows of the same memory
+        else:
+            out = [torch.empty(r, rr.shape[1], dtype=dtype, device=device) for rr in rows]
+        mod.combine(out, rows, m)
+        for o, w in zip(out, want):
+            assert torch.allclose(o.double(), w.double(), **TOL[dtype])
