@@ -338,7 +338,7 @@ def test_eager_fast_path_matches_the_op_and_bumps_versions():
     """Plain eager calls skip the dispatcher; results equal the registered op's, versions move."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from uno.ops._eager import direct_ok
+    from uno.ops.library import direct_ok
     from uno.ops.library import project_op as _project_op
 
     gen = torch.Generator().manual_seed(3)

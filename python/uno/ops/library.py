@@ -1,34 +1,45 @@
-"""Every ``uno::`` custom op: its schema (the signature below) and its fake, on one screen.
+"""Every ``uno::`` custom op: its schema (the body's signature), its fake, and its eager entry point.
 
-Each op body resolves ``backend`` (a name, or ``""`` for ``UNO_BACKEND`` / the device's default)
-with :func:`uno._backends.get`, once, and runs the primitives of that one backend module
-(docs/kernels.md) through :mod:`uno.ops._rows`. The public functions (``uno.project_``,
-``uno.dot``/``gram``/``cos2``, ``uno.orthonormalize``, ``uno.optim``, ``uno.per_sample.ghost_gram``)
-validate their arguments and call the entry points at the end of this module: the op, or on a plain
-eager call (:mod:`uno.ops._eager`) the same body without the dispatcher's per-tensor layers.
+An op is a plain function, its *body*: it resolves ``backend`` (a name, or ``""`` for
+``UNO_BACKEND`` / the device's default) once with :func:`uno._backends.get` and runs that backend
+module's primitives (docs/kernels.md), through :mod:`uno.ops._rows` for the algorithms. The
+``torch.library.custom_op`` made from the body is the op the dispatcher sees (``torch.compile``,
+``opcheck``, modes); the entry points at the end (``inner``, ``project_``, ``optim_step``) are what
+the public functions call: the body itself on a plain eager call, else the op.
+
+Why the eager path exists: a custom op call pays for the dispatcher's Python layers (autograd
+wrapper, ADInplaceOrView, the dynamo guard) on every tensor of its lists, about 15 µs per piece, which
+for a model's gradient of 50-150 pieces is milliseconds — more than the kernels below ~1e6
+parameters. In plain eager code none of that is needed: :func:`direct_ok` says when a call is in that
+situation (no tracing, no fake tensors, no autograd through the op, no tensor subclasses, no modes);
+after a direct call of a mutating op the entry point bumps the version counters of what it wrote, as
+the dispatcher would (autograd's in-place checks stay intact).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
 from uno import _backends
 from uno._abi import PHASE_WRITE, StepArgs
 from uno.ops import _rows
-from uno.ops._eager import bump_versions, direct_ok
 
 F64 = torch.float64
+_op = torch.library.custom_op
 
 
-# -- the op table -----------------------------------------------------------------------------------
-@torch.library.custom_op("uno::inner", mutates_args=())
-def inner_op(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
+# -- the op table: body, op, fake -------------------------------------------------------------------
+def _inner(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Tensor:
     """float64 ``[<row_j, x>..., ‖x‖², packed upper Gram of the rows]`` (x may be empty)."""
     return _rows.inner(_backends.get(backend or None, rows[0].device), x, rows, with_gram)
+
+
+inner_op = _op("uno::inner", _inner, mutates_args=())
 
 
 @inner_op.register_fake
@@ -37,8 +48,7 @@ def _(x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: str) -> Ten
     return rows[0].new_empty(k + 1 + (k * (k + 1) // 2 if with_gram else 0), dtype=F64)
 
 
-@torch.library.custom_op("uno::project_", mutates_args=("grad",))
-def project_op(
+def _project(
     grad: List[Tensor], rows: List[Tensor], orthonormal: bool, rtol: float, backend: str
 ) -> None:
     """In place ``grad ← grad − Π grad`` for the span of the row blocks (orthonormal or raw)."""
@@ -46,16 +56,21 @@ def project_op(
     _rows.project_rows_(be, grad, rows, orthonormal, rtol)
 
 
+project_op = _op("uno::project_", _project, mutates_args=("grad",))
+
+
 @project_op.register_fake
 def _(grad: List[Tensor], rows: List[Tensor], orthonormal: bool, rtol: float, backend: str) -> None:
     return None
 
 
-@torch.library.custom_op("uno::orthonormalize", mutates_args=())
-def orthonormalize_op(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tensor:
+def _orthonormalize(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tensor:
     """The ``[r, P]`` orthonormal buffer of the row blocks' span (r data-dependent)."""
     be = _backends.get(backend or None, rows[0].device)
     return _rows.orthonormalize_rows(be, rows, rtol, dtype)
+
+
+orthonormalize_op = _op("uno::orthonormalize", _orthonormalize, mutates_args=())
 
 
 @orthonormalize_op.register_fake
@@ -64,23 +79,27 @@ def _(rows: List[Tensor], rtol: float, dtype: torch.dtype, backend: str) -> Tens
     return rows[0].new_empty(r, sum(x.shape[1] for x in rows), dtype=dtype)
 
 
-# The fields of uno._abi.StepArgs, flat, then backend. steps: the cuda backend stores Adam's step
-# counts itself (FLAG_STEPS_PENDING).
-@torch.library.custom_op(
-    "uno::optim_step", mutates_args=("params", "grads", "state1", "state2", "state3", "steps")
-)
-def optim_step_op(
+def _optim_step(
     params: List[Tensor], grads: List[Tensor], state1: List[Tensor], state2: List[Tensor],
     state3: List[Tensor], steps: List[Tensor], rows: List[Tensor], coef: Optional[Tensor],
     grad_scale: Optional[Tensor], found_inf: Optional[Tensor], kind: int, phase: int,
     hyper: List[float], flags: int, backend: str,
 ) -> Tensor:  # fmt: skip
-    """One phase of the fused projected SGD/Adam step (:class:`uno._abi.StepArgs`)."""
+    """One phase of the fused projected SGD/Adam step: the fields of :class:`uno._abi.StepArgs`,
+    flat (torch.library needs flat arguments), then ``backend``."""
     a = StepArgs(
         params, grads, state1, state2, state3, steps, rows, coef, grad_scale, found_inf, kind,
         phase, hyper, flags,
     )  # fmt: skip
     return _backends.get(backend or None, params[0].device).optim_step(a)
+
+
+# steps: the cuda backend stores Adam's step counts itself (FLAG_STEPS_PENDING).
+optim_step_op = _op(
+    "uno::optim_step",
+    _optim_step,
+    mutates_args=("params", "grads", "state1", "state2", "state3", "steps"),
+)
 
 
 @optim_step_op.register_fake
@@ -89,12 +108,14 @@ def _(*args: object) -> Tensor:
     return a.params[0].new_empty((a.k if a.phase != PHASE_WRITE else 0,), dtype=F64)
 
 
-@torch.library.custom_op("uno::ghost_gram", mutates_args=())
-def ghost_gram_op(
+def _ghost_gram(
     a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bool, backend: str
 ) -> Tensor:
     """float64 (B1, B2) Gram (or its diagonal) of the per-sample gradients ``g_iᵀ a_i``."""
     return _backends.get(backend or None, a.device).ghost_gram(a, g, a2, g2, diag)
+
+
+ghost_gram_op = _op("uno::ghost_gram", _ghost_gram, mutates_args=())
 
 
 @ghost_gram_op.register_fake
@@ -103,13 +124,13 @@ def _(a: Tensor, g: Tensor, a2: Optional[Tensor], g2: Optional[Tensor], diag: bo
     return a.new_empty((a.shape[0],) if diag else (a.shape[0], b2), dtype=F64)
 
 
-# -- the entry points: the op, or its body on a plain eager call ------------------------------------
+# -- the entry points: the body on a plain eager call, else the op ---------------------------------
 def inner(
     x: List[Tensor], rows: Sequence[Tensor], with_gram: bool, backend: Optional[str]
 ) -> Tensor:
-    """``uno::inner`` (saves the dispatcher's ~15 µs per piece on a plain eager call)."""
+    """``uno::inner``."""
     if direct_ok(x, rows):
-        return _rows.inner(_backends.get(backend, rows[0].device), x, rows, with_gram)
+        return _inner(x, rows, with_gram, backend or "")  # type: ignore[arg-type]
     return inner_op(x, list(rows), with_gram, backend or "")
 
 
@@ -120,19 +141,17 @@ def project_(
     rtol: float,
     backend: Optional[str],
 ) -> None:
-    """``uno::project_``; eager calls keep a Basis' cached row layout (``RowBlocks``) and bump the
-    version counters of ``grad`` as the dispatcher would."""
+    """``uno::project_``; an eager call keeps a Basis' cached row layout (``RowBlocks``)."""
     if direct_ok(grad, rows):
-        be = _backends.get(backend, rows[0].device)
-        _rows.project_rows_(be, grad, rows, orthonormal, rtol)  # type: ignore[arg-type]
+        _project(grad, rows, orthonormal, rtol, backend or "")  # type: ignore[arg-type]
         bump_versions(grad)
     else:
         project_op(grad, list(rows), orthonormal, rtol, backend or "")  # the op takes plain lists
 
 
 def optim_step(a: StepArgs, be: ModuleType) -> Tensor:
-    """``uno::optim_step`` for the backend module ``be``; the write phase bumps the version counters
-    of what the op declares mutated (≈ 5 ms per step saved for a 150-tensor model on the CPU)."""
+    """``uno::optim_step`` on backend module ``be`` (≈ 5 ms per step saved for a 150-tensor model on
+    the CPU by the eager path)."""
     scalars = [t for t in (a.coef, a.grad_scale, a.found_inf) if t is not None]
     if direct_ok(a.params, a.grads, a.state1, a.state2, a.state3, a.steps, a.rows, scalars):
         out = be.optim_step(a)
@@ -140,3 +159,37 @@ def optim_step(a: StepArgs, be: ModuleType) -> Tensor:
             bump_versions([*a.params, *a.grads, *a.state1, *a.state2, *a.state3, *a.steps])
         return out
     return optim_step_op(*a, be.NAME)
+
+
+# -- when the dispatcher may be skipped ---------------------------------------------------------------
+_PLAIN = (Tensor, Parameter)
+
+
+def _no_modes() -> bool:
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+            return False
+        if _get_current_dispatch_mode() is not None:
+            return False
+        return torch._C._functorch.peek_interpreter_stack() is None
+    except AttributeError:  # an older/newer torch without these hooks: always use the dispatcher
+        return False
+
+
+def direct_ok(*tensor_lists: Iterable[Tensor]) -> bool:
+    """True when an op on these tensors may run its body without the dispatcher."""
+    if not _no_modes():
+        return False
+    grad_mode = torch.is_grad_enabled()
+    for ts in tensor_lists:
+        for t in ts:
+            if type(t) not in _PLAIN or (grad_mode and t.requires_grad):
+                return False
+    return True
+
+
+def bump_versions(tensors: Iterable[Tensor]) -> None:
+    """Mark ``tensors`` as modified in place (what the dispatcher does for a mutating op)."""
+    torch.autograd.graph.increment_version(list(tensors))
