@@ -9,7 +9,7 @@ hyperparameters it takes. :func:`run` is the driver the classes and the function
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -203,6 +203,17 @@ def rank_of(rows: Sequence[Optional[Tensor]]) -> int:
 NewState = List[Tuple[Tensor, str, Tensor]]
 
 
+class StepGroup(NamedTuple):
+    """One parameter group of a step, as :meth:`Projected._group_calls` sees it."""
+
+    group: Dict[str, Any]  # the param_group (its hyperparameters)
+    ps: List[Tensor]  # its parameters that have a gradient
+    rows: List[Tensor]  # their basis rows (empty without a basis)
+    flags: int  # the mode flags (uno._abi.FLAG_*)
+    position: Dict[int, int]  # id(parameter) -> position among all the optimizer's parameters
+    bes: Dict[torch.device, Any]  # the backend module per device, resolved once per step
+
+
 class Projected(torch.optim.Optimizer):
     """The base of the projected optimizers: the basis, the projection mode, the mixed-precision
     attributes and the one :meth:`step` body. A subclass sets :attr:`KIND` and
@@ -303,18 +314,9 @@ class Projected(torch.optim.Optimizer):
     def _check_group(self, group: Dict[str, Any]) -> None:
         """Raise TypeError/ValueError for a group's bad hyperparameters (per optimizer)."""
 
-    def _group_calls(
-        self,
-        group: Dict[str, Any],
-        ps: List[Tensor],
-        rows: List[Tensor],
-        flags: int,
-        index: Dict[int, int],
-        bes: Dict[torch.device, Any],
-    ) -> Tuple[List[Call], NewState]:
-        """The kernel calls of one group's parameters ``ps`` (those with a gradient; ``rows`` their
-        basis rows, ``flags`` the mode flags, ``index`` parameter positions, ``bes`` the backend per
-        device) and the state entries they create."""
+    def _group_calls(self, g: StepGroup) -> Tuple[List[Call], NewState]:
+        """The kernel calls of one group's parameters that have a gradient, and the state entries
+        they create."""
         raise NotImplementedError
 
     def _must_read_found_inf(self, groups: List[Tuple[Dict[str, Any], List[Tensor]]]) -> bool:
@@ -342,7 +344,9 @@ class Projected(torch.optim.Optimizer):
         for group, ps in groups:
             rows = [rows_all[index[id(p)]] for p in ps] if rows_all else []
             flags = mode_flags(self.project, self.write_grad, group["maximize"])
-            group_calls, group_state = self._group_calls(group, ps, rows, flags, index, bes)
+            group_calls, group_state = self._group_calls(
+                StepGroup(group, ps, rows, flags, index, bes)
+            )
             calls += group_calls
             new_state += group_state
         for p, key, t in new_state:

@@ -9,36 +9,13 @@ import torch
 from torch import Tensor
 
 from uno._abi import FLAG_AMSGRAD, FLAG_DECOUPLED, KIND_ADAM
-from uno.optim._checks import (
-    as_lists,
-    check_fn_aliasing,
-    check_project,
-    check_scalars,
-    fix_state,
-    real_number,
-    state_dtype,
-    validate_lists,
-    validate_states,
-)
-from uno.optim._step import (
-    Call,
-    NewState,
-    Projected,
-    add_piece,
-    backend_of,
-    flat_view,
-    group_key,
-    mode_flags,
-    needs_flat,
-    resolve_rows,
-    run,
-    skip_on_host,
-)
+from uno.optim import _checks as checks
+from uno.optim import _step as step
 
 __all__ = ["ProjectedAdam", "project_adam_"]
 
 
-class ProjectedAdam(Projected):
+class ProjectedAdam(step.Projected):
     """``torch.optim.Adam`` / ``AdamW`` whose step moves orthogonally to a basis (fused passes).
 
     Args:
@@ -94,15 +71,8 @@ class ProjectedAdam(Projected):
     def _check_group(self, group: Dict[str, Any]) -> None:
         _check_adam_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"])
 
-    def _group_calls(
-        self,
-        group: Dict[str, Any],
-        ps: List[Tensor],
-        rows: List[Tensor],
-        flags: int,
-        index: Dict[int, int],
-        bes: Dict[torch.device, Any],
-    ) -> Tuple[List[Call], NewState]:
+    def _group_calls(self, g: step.StepGroup) -> Tuple[List[step.Call], step.NewState]:
+        group, ps, rows, flags, index, bes = g
         amsgrad = bool(group["amsgrad"])
         states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
         steps = []
@@ -111,7 +81,7 @@ class ProjectedAdam(Projected):
             if len(st) == 0 or "exp_avg" not in st:
                 dev = p.device if p.device.type != "cpu" else torch.device("cpu")
                 st["step"] = torch.zeros((), dtype=torch.float32, device=dev)
-                sd = state_dtype(p.dtype)
+                sd = checks.state_dtype(p.dtype)
                 st["exp_avg"] = torch.zeros_like(p, dtype=sd, memory_format=torch.contiguous_format)
                 st["exp_avg_sq"] = torch.zeros_like(
                     p, dtype=sd, memory_format=torch.contiguous_format
@@ -122,7 +92,7 @@ class ProjectedAdam(Projected):
                 )
             st["step"] = _fix_step(st["step"], p)
             for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ()):
-                st[key] = fix_state(st[key], p, f"state of parameter {index[id(p)]}: {key}")
+                st[key] = checks.fix_state(st[key], p, f"state of parameter {index[id(p)]}: {key}")
             states[0].append(st["exp_avg"])
             states[1].append(st["exp_avg_sq"])
             if amsgrad:
@@ -176,15 +146,15 @@ def project_adam_(
             ``decoupled_weight_decay=True`` is AdamW.
         basis, project, grad_scale, found_inf, write_grad, backend: as :func:`project_sgd_`.
     """
-    params, grads = as_lists(params, grads)
-    validate_lists(params, grads, write_grad)
+    params, grads = checks.as_lists(params, grads)
+    checks.validate_lists(params, grads, write_grad)
     _check_adam_hyper(lr, (beta1, beta2), eps, weight_decay)
-    check_project(project)
-    check_scalars(grad_scale, found_inf)
+    checks.check_project(project)
+    checks.check_scalars(grad_scale, found_inf)
     states = [list(exp_avgs), list(exp_avg_sqs)] + ([list(max_exp_avg_sqs)] if amsgrad else [])
     names = ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"]
     for name, st in zip(names, states):
-        validate_states(st, params, name)
+        checks.validate_states(st, params, name)
     if len(state_steps) != len(params):
         raise ValueError(f"state_steps has {len(state_steps)} entries for {len(params)} parameters")
     for i, (s, p) in enumerate(zip(state_steps, params)):
@@ -197,45 +167,46 @@ def project_adam_(
                 f"state_steps[{i}] is on {s.device}, its parameter on {p.device}; the kernels read "
                 "the step count on the parameters' device"
             )
-    rows = resolve_rows(basis, params, backend)
+    rows = step.resolve_rows(basis, params, backend)
     named = [(n, list(st)) for n, st in zip(names, states)] + [("state_steps", list(state_steps))]
-    check_fn_aliasing(params, grads, named, rows, write_grad)
-    if skip_on_host(found_inf, force=False):
+    checks.check_fn_aliasing(params, grads, named, rows, write_grad)
+    if step.skip_on_host(found_inf, force=False):
         return
-    flags = mode_flags(project, write_grad, maximize)
+    flags = step.mode_flags(project, write_grad, maximize)
     flags |= (FLAG_AMSGRAD if amsgrad else 0) | (FLAG_DECOUPLED if decoupled_weight_decay else 0)
     steps = list(state_steps)
     calls = _adam_calls(
         params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags, backend,
         {},
     )  # fmt: skip
-    run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
+    step.run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def _check_adam_hyper(lr, betas, eps, weight_decay) -> None:
-    real_number("lr", lr, "learning rate")
-    real_number("eps", eps, "epsilon value")
+    checks.real_number("lr", lr, "learning rate")
+    checks.real_number("eps", eps, "epsilon value")
     if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
         raise TypeError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}"[:200])
     for i, b in enumerate(betas):
-        if real_number(f"betas[{i}]", b, f"beta parameter at index {i}") >= 1.0:
+        if checks.real_number(f"betas[{i}]", b, f"beta parameter at index {i}") >= 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: betas[{i}]={b!r}; expected < 1")
-    real_number("weight_decay", weight_decay, "weight_decay value")
+    checks.real_number("weight_decay", weight_decay, "weight_decay value")
 
 
-def _adam_calls(params, grads, states, steps, rows, hyper, flags, backend, bes) -> List[Call]:
-    calls: Dict[Tuple[Any, ...], Call] = {}
+def _adam_calls(params, grads, states, steps, rows, hyper, flags, backend, bes) -> List[step.Call]:
+    calls: Dict[Tuple[Any, ...], step.Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
-        be = backend_of(bes, backend, p.device)
-        flat = needs_flat(be)
+        be = step.backend_of(bes, backend, p.device)
+        flat = step.needs_flat(be)
         c = calls.setdefault(
-            group_key(p, states[0][i]), Call(hyper=[float(h) for h in hyper], flags=flags, be=be)
+            step.group_key(p, states[0][i]),
+            step.Call(hyper=[float(h) for h in hyper], flags=flags, be=be),
         )
-        add_piece(c, p, g, rows, i, flat)
-        c.s1.append(flat_view(states[0][i], flat))
-        c.s2.append(flat_view(states[1][i], flat))
+        step.add_piece(c, p, g, rows, i, flat)
+        c.s1.append(step.flat_view(states[0][i], flat))
+        c.s2.append(step.flat_view(states[1][i], flat))
         if len(states) > 2:
-            c.s3.append(flat_view(states[2][i], flat))
+            c.s3.append(step.flat_view(states[2][i], flat))
         c.steps.append(steps[i])
     return list(calls.values())
 

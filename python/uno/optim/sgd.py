@@ -8,36 +8,13 @@ import torch
 from torch import Tensor
 
 from uno._abi import FLAG_FIRST, FLAG_NESTEROV, KIND_SGD
-from uno.optim._checks import (
-    as_lists,
-    check_fn_aliasing,
-    check_project,
-    check_scalars,
-    fix_state,
-    real_number,
-    state_dtype,
-    validate_lists,
-    validate_states,
-)
-from uno.optim._step import (
-    Call,
-    NewState,
-    Projected,
-    add_piece,
-    backend_of,
-    flat_view,
-    group_key,
-    mode_flags,
-    needs_flat,
-    resolve_rows,
-    run,
-    skip_on_host,
-)
+from uno.optim import _checks as checks
+from uno.optim import _step as step
 
 __all__ = ["ProjectedSGD", "project_sgd_"]
 
 
-class ProjectedSGD(Projected):
+class ProjectedSGD(step.Projected):
     """``torch.optim.SGD`` whose step moves orthogonally to a basis (one fused pass per phase).
 
     Args:
@@ -98,26 +75,19 @@ class ProjectedSGD(Projected):
             for p in ps
         )
 
-    def _group_calls(
-        self,
-        group: Dict[str, Any],
-        ps: List[Tensor],
-        rows: List[Tensor],
-        flags: int,
-        index: Dict[int, int],
-        bes: Dict[torch.device, Any],
-    ) -> Tuple[List[Call], NewState]:
+    def _group_calls(self, g: step.StepGroup) -> Tuple[List[step.Call], step.NewState]:
+        group, ps, rows, flags, index, bes = g
         bufs: List[Optional[Tensor]] = []
         if group["momentum"] != 0:
             for p in ps:
                 b = self.state[p].get("momentum_buffer")
                 what = f"state of parameter {index[id(p)]}: momentum_buffer"
-                bufs.append(None if b is None else fix_state(b, p, what))
+                bufs.append(None if b is None else checks.fix_state(b, p, what))
         calls = _sgd_calls(
             ps, [p.grad for p in ps], bufs, rows, group["lr"], group["momentum"],
             group["dampening"], group["weight_decay"], group["nesterov"], flags, self.backend, bes,
         )  # fmt: skip
-        new: NewState = []
+        new: step.NewState = []
         if group["momentum"] != 0:
             new = [(p, "momentum_buffer", b) for p, b in zip(ps, bufs) if b is not None]
         return calls, new
@@ -156,68 +126,68 @@ def project_sgd_(
         write_grad: write the projected (unscaled) gradient into ``grads``.
         backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
     """
-    params, grads = as_lists(params, grads)
-    validate_lists(params, grads, write_grad)
+    params, grads = checks.as_lists(params, grads)
+    checks.validate_lists(params, grads, write_grad)
     _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov)
-    check_project(project)
-    check_scalars(grad_scale, found_inf)
+    checks.check_project(project)
+    checks.check_scalars(grad_scale, found_inf)
     if momentum != 0 and len(momentum_buffers) != len(params):
         raise ValueError(
             f"momentum_buffers has {len(momentum_buffers)} entries for {len(params)} parameters"
         )
     if momentum != 0:
-        validate_states(momentum_buffers, params, "momentum_buffers", allow_none=True)
+        checks.validate_states(momentum_buffers, params, "momentum_buffers", allow_none=True)
         if not isinstance(momentum_buffers, list) and any(b is None for b in momentum_buffers):
             raise TypeError(
                 "momentum_buffers must be a list when it has None entries (the new buffers are "
                 f"stored into it), got a {type(momentum_buffers).__name__}"
             )
-    rows = resolve_rows(basis, params, backend)
+    rows = step.resolve_rows(basis, params, backend)
     bufs = momentum_buffers if momentum != 0 else []
-    check_fn_aliasing(params, grads, [("momentum_buffers", bufs)], rows, write_grad)
+    checks.check_fn_aliasing(params, grads, [("momentum_buffers", bufs)], rows, write_grad)
     new_bufs = momentum != 0 and any(b is None for b in momentum_buffers)
-    if skip_on_host(found_inf, force=new_bufs):
+    if step.skip_on_host(found_inf, force=new_bufs):
         return
     calls = _sgd_calls(
         params, grads, momentum_buffers, rows, lr, momentum, dampening, weight_decay, nesterov,
-        mode_flags(project, write_grad, maximize), backend, {},
+        step.mode_flags(project, write_grad, maximize), backend, {},
     )  # fmt: skip
-    run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
+    step.run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov) -> None:
-    real_number("lr", lr, "learning rate")
-    real_number("momentum", momentum, "momentum value")
-    real_number("dampening", dampening, "dampening value", low=None)
-    real_number("weight_decay", weight_decay, "weight_decay value")
+    checks.real_number("lr", lr, "learning rate")
+    checks.real_number("momentum", momentum, "momentum value")
+    checks.real_number("dampening", dampening, "dampening value", low=None)
+    checks.real_number("weight_decay", weight_decay, "weight_decay value")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
 
 def _sgd_calls(
     params, grads, bufs, rows, lr, momentum, dampening, weight_decay, nesterov, flags, backend, bes
-) -> List[Call]:
+) -> List[step.Call]:
     hyper = [float(lr), float(momentum), float(dampening), float(weight_decay)]
     base = flags | (FLAG_NESTEROV if nesterov else 0)
-    calls: Dict[Tuple[Any, ...], Call] = {}
+    calls: Dict[Tuple[Any, ...], step.Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
-        be = backend_of(bes, backend, p.device)
-        flat = needs_flat(be)
+        be = step.backend_of(bes, backend, p.device)
+        flat = step.needs_flat(be)
         buf = None
         first = False
         if momentum != 0:
             buf = bufs[i]
             if buf is None:
                 buf = torch.empty_like(
-                    p, dtype=state_dtype(p.dtype), memory_format=torch.contiguous_format
+                    p, dtype=checks.state_dtype(p.dtype), memory_format=torch.contiguous_format
                 )
                 bufs[i] = buf
                 first = True
         c = calls.setdefault(
-            group_key(p, buf, first),
-            Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0), be=be),
+            step.group_key(p, buf, first),
+            step.Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0), be=be),
         )
-        add_piece(c, p, g, rows, i, flat)
+        step.add_piece(c, p, g, rows, i, flat)
         if buf is not None:
-            c.s1.append(flat_view(buf, flat))
+            c.s1.append(step.flat_view(buf, flat))
     return list(calls.values())
