@@ -49,7 +49,7 @@ What the script does, on the drivers' cached VAE and judge (``UNO_CACHE_DIR``):
      retain batch's, ``retain`` draws only the retain batch's, so the ``retain`` steps first run the forget
      batch's forward without a graph (value discarded), exactly as the paper's step runs it.
   2. Each configuration for ``--steps`` updates on ``--seeds`` seeds: f after every update by the drivers'
-     rule (METHOD.md §4: monitor decoded in eval mode, measured after each update; steps to forget = the
+     rule (docs/method.md §4: monitor decoded in eval mode, measured after each update; steps to forget = the
      first number of updates with f < τ) and by the paper's monitor (the same codes decoded with BatchNorm
      in train mode, logged before each update: the reference code's log row t holds f after t − 1 updates,
      and its steps to forget is that row number) and on 10,000 fixed fresh codes per seed that no loss
@@ -132,11 +132,14 @@ def drivers_terms(w: PaperWeights) -> dict[str, float]:
     """The drivers' hyperparameters of the paper's step with weights ``w``: ``{"lam": λ, "w_u": w_u}``.
 
     Raises:
+        TypeError: a weight is not a real number.
         ValueError: a weight is not finite or negative, ``w.kl`` is not the drivers' β = 1, or
             ``w.forget`` is not 0 (the drivers' ``uno`` step has no ℓ_f term).
     """
     for name in ("kl", "orthogonality", "uniformity", "forget"):
         v = getattr(w, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} weight must be a real number, got {type(v).__name__} {v!r}")
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} weight must be finite and >= 0, got {v!r}")
     if w.kl != 1.0:
@@ -301,7 +304,8 @@ def difference(
         num += float((dx * dx).sum())
         base = y.double() - ref[i].double() if ref is not None else y.double()
         den += float((base * base).sum())
-    return {"max_abs": mx, "rel": math.sqrt(num) / math.sqrt(den) if den > 0 else math.inf}
+    rel = math.sqrt(num) / math.sqrt(den) if den > 0 else (0.0 if num == 0 else math.inf)
+    return {"max_abs": mx, "rel": rel}
 
 
 #: (a, b): the pairs of one-step comparisons; the first must be equal, the others must differ

@@ -14,17 +14,26 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-
-import paper_bug as pb
-
 from uno.unlearn.data import load_mnist
 from uno.unlearn.models import MLPJudge, MnistVAE
+from uno.unlearn.tasks import VAETask
 from uno.unlearn.train import train_judge, train_vae
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 @pytest.fixture(scope="module")
-def models() -> pb.Models:
+def pb():
+    """experiments/paper_bug.py, imported when a test needs it: importing it registers the ``uno-paper``
+    methods, which must not change what other test files collect."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    import paper_bug
+
+    return paper_bug
+
+
+@pytest.fixture(scope="module")
+def models(pb):
     torch.set_num_threads(1)
     train = load_mnist()[0].subset(torch.arange(1000))
     # trained enough that the sampler still draws some 1s (f ≈ 0.1 at seed 0), about a second
@@ -33,7 +42,7 @@ def models() -> pb.Models:
     return pb.Models(vae, judge, train)
 
 
-def test_the_swap_in_drivers_terms():
+def test_the_swap_in_drivers_terms(pb):
     """The published vae-o weights as the buggy step reads them: λ = 0, w_u = 1e3; as meant: λ = 1e3, w_u = 0."""
     passed = pb.call_tuple(pb.PUBLISHED)
     assert passed == (1.0, 0.0, 1e3, 0.0)
@@ -55,23 +64,29 @@ def test_the_swap_in_drivers_terms():
 @pytest.mark.parametrize(
     "weights, match",
     [
-        (pb.PaperWeights(1.0, 1e3, 0.0, 0.5), "forget weight"),
-        (pb.PaperWeights(2.0, 1e3, 0.0, 0.0), "kl weight"),
-        (pb.PaperWeights(1.0, math.nan, 0.0, 0.0), "orthogonality weight"),
-        (pb.PaperWeights(1.0, 1e3, -1.0, 0.0), "uniformity weight"),
+        ((1.0, 1e3, 0.0, 0.5), "forget weight"),
+        ((2.0, 1e3, 0.0, 0.0), "kl weight"),
+        ((1.0, math.nan, 0.0, 0.0), "orthogonality weight"),
+        ((1.0, 1e3, -1.0, 0.0), "uniformity weight"),
     ],
 )
-def test_drivers_terms_rejects_what_the_drivers_cannot_run(weights, match):
+def test_drivers_terms_rejects_what_the_drivers_cannot_run(pb, weights, match):
+    """(kl, orthogonality, uniformity, forget) the drivers cannot run raise, naming the weight."""
     with pytest.raises(ValueError, match=match):
-        pb.drivers_terms(weights)
+        pb.drivers_terms(pb.PaperWeights(*weights))
 
 
-def test_as_read_by_step_needs_four_weights():
+def test_drivers_terms_rejects_non_numbers(pb):
+    with pytest.raises(TypeError, match="uniformity weight must be a real number, got str"):
+        pb.drivers_terms(pb.PaperWeights(1.0, 1e3, "0", 0.0))
+
+
+def test_as_read_by_step_needs_four_weights(pb):
     with pytest.raises(ValueError, match="passed: expected the 4 weights"):
         pb.as_read_by_step((1.0, 0.0, 1e3))
 
 
-def test_buggy_step_equals_retain_hat_and_corrected_does_not(models):
+def test_buggy_step_equals_retain_hat_and_corrected_does_not(pb, models):
     """Same state, batches and noise: the buggy-weights uno-paper step IS retain-hat; the corrected one is not."""
     rows = {(r["a"], r["b"]): r for r in pb.one_step_comparison(models, seed=3)}
     same = rows[("buggy", "retain-hat")]
@@ -85,7 +100,7 @@ def test_buggy_step_equals_retain_hat_and_corrected_does_not(models):
         assert r["dir_rel"] > 1e-2 and r["theta_rel"] > 1e-2, (pair, r)
 
 
-def test_the_equality_needs_the_papers_noise_order(models, monkeypatch):
+def test_the_equality_needs_the_papers_noise_order(pb, models, monkeypatch):
     """Without running the forget forward first, retain-hat's retain batch gets other noise: no equality.
 
     (Guards the comparison itself: an equality that held whatever the noise would prove nothing.)"""
@@ -94,7 +109,7 @@ def test_the_equality_needs_the_papers_noise_order(models, monkeypatch):
     assert not rows[0]["equal"] and rows[0]["dir_rel"] > 1e-3
 
 
-def test_run_seeds_and_results(models, tmp_path):
+def test_run_seeds_and_results(pb, models, tmp_path):
     curves = pb.run_seeds(models, [0, 1], 2)
     assert curves.seeds == [0, 1]
     keys = {"buggy", "corrected", "retain-hat", "retain"}
@@ -130,7 +145,7 @@ def test_run_seeds_and_results(models, tmp_path):
     )
 
 
-def test_first_below_paper_count_and_summary():
+def test_first_below_paper_count_and_summary(pb):
     assert pb.first_below([0.1, 0.05, 0.01, 0.0], 0.02) == 2
     assert pb.first_below([0.1, 0.05], 0.02) is None
     # the paper's row t holds f after t − 1 updates
@@ -149,19 +164,19 @@ def test_first_below_paper_count_and_summary():
 @pytest.mark.parametrize(
     "kw, match", [({"seeds": [], "steps": 2}, "seeds"), ({"seeds": [0], "steps": 0}, "steps")]
 )
-def test_run_seeds_rejects_bad_input(models, kw, match):
+def test_run_seeds_rejects_bad_input(pb, models, kw, match):
     with pytest.raises(ValueError, match=match):
         pb.run_seeds(models, **kw)
 
 
-def test_run_seeds_rejects_unknown_key(models):
+def test_run_seeds_rejects_unknown_key(pb, models):
     with pytest.raises(ValueError, match="keys: unknown configuration 'nope'"):
         pb.run_seeds(models, [0], 1, keys=("nope",))
 
 
-def test_fresh_codes_are_fixed_per_seed_and_not_the_monitor(models):
+def test_fresh_codes_are_fixed_per_seed_and_not_the_monitor(pb, models):
     a, b = pb.fresh_codes(0, 2), pb.fresh_codes(0, 2)
     assert a.shape == (pb.N_FRESH, 2) and torch.equal(a, b)
     assert not torch.equal(a, pb.fresh_codes(1, 2))
-    task = pb.VAETask(models.vae, models.judge, models.train, [1], seed=0)
+    task = VAETask(models.vae, models.judge, models.train, [1], seed=0)
     assert not torch.equal(task.z_monitor, a[: len(task.z_monitor)])
