@@ -62,6 +62,7 @@ Usage::
 
     UNO_CACHE_DIR=... PYTHONPATH=python python experiments/paper_bug.py --seeds 10 --steps 20 --threads 1
     PYTHONPATH=python python experiments/paper_bug.py --quick       # 2 seeds, 5 steps, a smoke run
+    PYTHONPATH=python python experiments/paper_bug.py --plot-only   # redraw curves.png from runs.csv
 """
 
 from __future__ import annotations
@@ -478,7 +479,7 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def save_figure(path: Path, curves: Curves, tau: float) -> None:
+def save_figure(path: Path, curves: Curves, tau: float, bn_train: bool = False) -> None:
     """f vs update step, mean ± std band over seeds; the paper's configurations solid, their twins dashed."""
     import matplotlib
 
@@ -493,7 +494,7 @@ def save_figure(path: Path, curves: Curves, tau: float) -> None:
         "retain-hat": dict(color="black", lw=1.2, ls="--"),
         "retain": dict(color="dimgray", lw=1.2, ls=":"),
     }
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
     for key, runs in curves.f.items():
         a = np.array(runs, dtype=float)
         m, s = a.mean(0), a.std(0)
@@ -509,12 +510,14 @@ def save_figure(path: Path, curves: Curves, tau: float) -> None:
     ax.set_ylabel("forget fraction f (after the update)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(
-        "The paper's vae-o weights as passed (buggy) and as meant (corrected); "
-        f"{len(curves.seeds)} seeds, mean ± std",
+        "The paper's vae-o weights as passed (buggy) and as meant (corrected)\n"
+        f"{len(curves.seeds)} seeds, mean ± std; BatchNorm {'in train mode' if bn_train else 'frozen'}"
+        " during the updates",
         fontsize=10,
     )
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8, loc="center right", bbox_to_anchor=(1.0, 0.42))
+    # below the axes: inside, it would cover a band in one of the two BatchNorm modes
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -573,8 +576,26 @@ def write_results(
                 )
     meta = {**meta, "seeds": curves.seeds, "max_f_gap_buggy_vs_retain_hat": gap}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    save_figure(out / "curves.png", curves, tau)
+    save_figure(out / "curves.png", curves, tau, bool(meta.get("bn_train", False)))
     return md
+
+
+def read_runs(path: Path) -> Curves:
+    """The curves of a ``runs.csv`` written by :func:`write_results` (to redraw the figure)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "config" not in rows[0]:
+        raise ValueError(
+            f"{path}: not a runs.csv of experiments/paper_bug.py (no rows or no 'config' column)"
+        )
+    n = sum(1 for k in rows[0] if k.startswith("f") and k[1:].isdigit())
+    out = Curves([], {}, {}, {})
+    for r in rows:
+        if int(r["seed"]) not in out.seeds:
+            out.seeds.append(int(r["seed"]))
+        for prefix, d in (("f", out.f), ("paper_f", out.f_paper), ("fresh_f", out.f_fresh)):
+            d.setdefault(r["config"], []).append([float(r[f"{prefix}{s}"]) for s in range(n)])
+    return out
 
 
 def load_models() -> Models:
@@ -598,7 +619,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true", help="2 seeds, 5 steps (a smoke run)")
+    ap.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw OUT/curves.png from OUT/runs.csv and OUT/meta.json (no runs)",
+    )
     a = ap.parse_args(argv)
+    if a.plot_only:
+        meta_path = a.out / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        tau = float(meta.get("tau", a.tau))
+        save_figure(
+            a.out / "curves.png", read_runs(a.out / "runs.csv"), tau, bool(meta.get("bn_train"))
+        )
+        return 0
     if a.quick:
         a.seeds, a.steps = 2, 5
     if a.seeds < 1 or a.steps < 1 or a.threads < 1:

@@ -143,6 +143,25 @@ def test_run_seeds_and_results(pb, models, tmp_path):
     assert [float(buggy1[f"fresh_f{s}"]) for s in range(3)] == pytest.approx(
         curves.f_fresh["buggy"][1], abs=1e-6
     )
+    back = pb.read_runs(tmp_path / "runs.csv")
+    assert back.seeds == [0, 1] and set(back.f) == set(curves.f)
+    for got, want in (
+        (back.f, curves.f),
+        (back.f_paper, curves.f_paper),
+        (back.f_fresh, curves.f_fresh),
+    ):
+        for k in want:
+            assert got[k] == [pytest.approx(f, abs=1e-6) for f in want[k]]
+    (tmp_path / "curves.png").unlink()
+    assert pb.main(["--plot-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_read_runs_rejects_other_csv(pb, tmp_path):
+    p = tmp_path / "runs.csv"
+    p.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"not a runs\.csv of experiments/paper_bug\.py"):
+        pb.read_runs(p)
 
 
 def test_first_below_paper_count_and_summary(pb):
