@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import BACKEND_DEVICES
+from backend_params import BACKEND_DEVICES
 
 FAST = [p for p in BACKEND_DEVICES if p.values[0] != "reference"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TOL
+from backend_params import TOL
 from kernels.cases import FAST, SHAPES, _rows_for
 from uno import _backends
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import dtypes_for
+from backend_params import dtypes_for
 from kernels.cases import FAST, SHAPES, _row_dtype, _rows_for, _x_for
 from uno import _backends
 from uno._backends import reference

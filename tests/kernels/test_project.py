@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from conftest import TOL, dtypes_for
+from backend_params import TOL, dtypes_for
 from kernels.cases import FAST, SHAPES, _row_dtype, _rows_for, _x_for
 from uno import _backends
 from uno._backends import reference

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
-from conftest import BACKEND_DEVICES, dtypes_for
+from backend_params import BACKEND_DEVICES, dtypes_for
 from helpers import flat64, oracle_project, rand_pieces
 
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
-from conftest import BACKEND_DEVICES, TOL, dtypes_for
+from backend_params import BACKEND_DEVICES, TOL, dtypes_for
 from helpers import flat64, max_abs_cos, oracle_project, rand_pieces
 
 SHAPES = [(7, 5), (13,), (1,), (0, 4), (3, 2, 2)]

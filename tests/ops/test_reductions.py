@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import uno
-from conftest import BACKEND_DEVICES, TOL, dtypes_for
+from backend_params import BACKEND_DEVICES, TOL, dtypes_for
 from helpers import flat64, rand_pieces
 
 

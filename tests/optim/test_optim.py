@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import uno
-from conftest import BACKEND_DEVICES
+from backend_params import BACKEND_DEVICES
 from uno.optim import ProjectedAdam, ProjectedSGD, project_adam_, project_sgd_
 
 # (name, uno class, torch class, uno kwargs, torch kwargs)

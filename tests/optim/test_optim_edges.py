@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import uno
-from conftest import BACKEND_DEVICES
+from backend_params import BACKEND_DEVICES
 from uno.optim import ProjectedAdam, ProjectedSGD
 
 CPU_BACKENDS = [p for p in BACKEND_DEVICES if p.values[1] == "cpu"]

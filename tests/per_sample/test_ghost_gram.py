@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import BACKEND_DEVICES
+from backend_params import BACKEND_DEVICES
 from uno.ops.library import ghost_gram_op as _ghost_gram_op
 from uno.per_sample import ghost_gram
 from uno.reference.ghost_gram import ghost_gram as ref
