@@ -7,6 +7,10 @@ Output folder (``out``):
     log.csv, log.json   one row per step; the summary (steps/time to forget, FID, ELBO, ...)
     before.png, after.png, curve.png
 Every file is written atomically (temp file + ``os.replace``): an interrupted run leaves no half file.
+Every option and the output folder are checked before any model or data is loaded (bad input raises
+:class:`~uno.unlearn.errors.UnoUserError` and writes nothing). ``log.json`` writes a value that was not
+measured (NaN) as ``null``; ``log.csv`` keeps Python's ``nan`` (what pandas and numpy read as NaN).
+Checkpoints carry a checksum, verified when a run resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from uno.unlearn import io, methods, metrics, plots
+from uno.unlearn import io, methods, metrics, plots, preflight
 from uno.unlearn.data import ImageData, load_celeba, load_mnist, resolve_targets
 from uno.unlearn.errors import CheckpointError, NonFiniteError, UnoUserError
 from uno.unlearn.models import sample_images
@@ -68,6 +72,53 @@ class RunConfig:
     judge_epochs: Optional[int] = None
     gan_steps: Optional[int] = None
     quiet: bool = False
+
+    def validate(self) -> None:
+        """Check every option (named by its ``uno unlearn`` flag) without loading anything.
+
+        Raises:
+            UnoUserError: the first bad option, with the value seen.
+        """
+        methods.create(self.method, **self.method_kwargs())  # unknown method: lists the known ones
+        if not isinstance(self.forget, (list, tuple)) or not self.forget:
+            raise UnoUserError(f"--forget needs at least one class, got {self.forget!r}")
+        ints: list[tuple[str, Any, int]] = [
+            ("--steps", self.steps, 0),
+            ("--batch", self.batch, 1),
+            ("--monitor", self.n_monitor, 1),
+            ("--ckpt-every", self.ckpt_every, 1),
+            ("--k", self.k, 1),
+        ]
+        for flag, v, low in ints:
+            preflight.int_at_least(flag, v, low)
+        optional: list[tuple[str, Any, int]] = [
+            ("--fid-n", self.fid_n, 2),  # a covariance needs two samples
+            ("vae_epochs", self.vae_epochs, 1),
+            ("judge_epochs", self.judge_epochs, 1),
+            ("gan_steps", self.gan_steps, 1),
+        ]
+        for flag, v, low in optional:
+            preflight.int_at_least(flag, v, low, optional=True)
+        preflight.seed("--seed", self.seed)
+        preflight.real("--tau", self.tau, low=0.0, high=1.0, low_open=True)
+        preflight.real("--lr", self.lr, low=0.0, low_open=True)
+        weights: list[tuple[str, Any]] = [
+            ("--lam", self.lam),
+            ("--w-u", self.w_u),
+            ("--w-c", self.w_c),
+            ("--w-j", self.w_j),
+        ]
+        for flag, w in weights:
+            preflight.real(flag, w, low=0.0)
+        if self.dataset not in ("mnist", "celeba"):
+            raise UnoUserError(f"unknown dataset {self.dataset!r}; choose mnist or celeba")
+        if self.model not in ("vae", "gan") and not Path(self.model).expanduser().is_file():
+            raise UnoUserError(
+                f"unknown model {self.model!r}: not 'vae', 'gan' or an existing file"
+            )
+        preflight.existing_file("--judge", self.judge)
+        preflight.existing_file("--critic", self.critic)
+        preflight.existing_path("--data", self.data)
 
     def method_kwargs(self) -> dict[str, Any]:
         base = self.method.removesuffix("-hat")
@@ -134,6 +185,76 @@ def load_data(cfg: RunConfig) -> tuple[ImageData, ImageData]:
     raise UnoUserError(f"unknown dataset {cfg.dataset!r}; choose mnist or celeba")
 
 
+@dataclass
+class SavedRun:
+    """A run folder's verified state, read before anything is loaded (see :func:`check_run_folder`)."""
+
+    tensors: dict[str, torch.Tensor]  # ckpt.safetensors
+    meta: dict[str, Any]  # its metadata: step, rows, summary0
+    original: dict[str, torch.Tensor]  # original.safetensors
+
+
+def check_run_folder(cfg: RunConfig, out: Optional[str], resume: bool) -> Optional[SavedRun]:
+    """Check the output folder before a run loads anything; for a resume, read and verify its state.
+
+    Raises:
+        UnoUserError: ``out`` is a file or not writable; it already holds a run (and not ``resume``); the
+            run to resume is missing, corrupt, made with another configuration, or already past
+            ``cfg.steps``.
+    """
+    preflight.out_dir("--out", out)
+    if out is None:
+        if resume:
+            raise CheckpointError("nothing to resume: no output folder given")
+        return None
+    out_dir = Path(out).expanduser()
+    ckpt = out_dir / "ckpt.safetensors"
+    if not resume:
+        if ckpt.exists():
+            raise UnoUserError(
+                f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return None
+    if not (out_dir / "config.json").is_file():
+        raise CheckpointError(f"nothing to resume in {out_dir}: no config.json")
+    try:
+        stored = json.loads((out_dir / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{out_dir}/config.json is malformed ({e})") from e
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{out_dir}/config.json is malformed (not a JSON object)")
+    _check_resume(stored, cfg)
+    if not ckpt.exists():
+        raise CheckpointError(
+            f"nothing to resume in {out_dir}: the run stopped before its first checkpoint; "
+            "start it again without --resume"
+        )
+    tensors, meta = io.load_tensors(ckpt, require_checksum=True)
+    if not all(k in meta for k in ("step", "rows", "summary0")):
+        raise CheckpointError(f"{ckpt}: not a run checkpoint (no step, rows or summary0)")
+    step = int(meta["step"])
+    if step > cfg.steps:
+        done = (out_dir / "log.json").is_file() and meta["rows"][-1]["step"] == step
+        state = (
+            f"finished at step {step} (its summary is in log.json)" if done else f"at step {step}"
+        )
+        raise UnoUserError(
+            f"nothing to do: the run in {out_dir} is already {state}, past --steps {cfg.steps}; "
+            f"pass --steps {step} or more to continue it"
+        )
+    if step == cfg.steps:
+        log.warning(
+            "the run in %s is already at step %d: nothing to do, summarizing it", out_dir, step
+        )
+    original, _ = io.load_tensors(out_dir / "original.safetensors", require_checksum=True)
+    return SavedRun(tensors, meta, original)
+
+
+def _nan_for_null(d: dict[str, Any]) -> dict[str, Any]:
+    """Undo :func:`io.strict_json` on a row or summary: ``None`` back to NaN (every value is a number)."""
+    return {k: float("nan") if v is None else v for k, v in d.items()}
+
+
 def _config_json(cfg: RunConfig) -> dict[str, Any]:
     return asdict(cfg)
 
@@ -186,32 +307,18 @@ def unlearn(
         UnoUserError: bad input (the CLI turns it into a message and a non-zero exit).
         NonFiniteError: NaN/Inf in a step; the last good checkpoint is kept.
     """
-    methods.create(cfg.method, **cfg.method_kwargs())  # fail early on an unknown method
-    if cfg.steps < 0 or cfg.batch < 1 or cfg.n_monitor < 1 or not (0 < cfg.tau <= 1):
-        raise UnoUserError("need steps >= 0, batch >= 1, n_monitor >= 1 and 0 < tau <= 1")
+    cfg.validate()
     out_dir = Path(out).expanduser() if out is not None else None
     ckpt_path = out_dir / "ckpt.safetensors" if out_dir is not None else None
-    if resume:
-        if out_dir is None or not (out_dir / "config.json").is_file():
-            raise CheckpointError(f"nothing to resume in {out_dir}: no config.json")
-        try:
-            stored = json.loads((out_dir / "config.json").read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{out_dir}/config.json is malformed ({e})") from e
-        _check_resume(stored, cfg)
-    elif out_dir is not None and (out_dir / "ckpt.safetensors").exists():
-        raise UnoUserError(
-            f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    saved = check_run_folder(cfg, out, resume)
 
     train, heldout = data if data is not None else load_data(cfg)
     targets = resolve_targets(train, cfg.forget)
     loaded = loaded if loaded is not None else load_models(cfg)
     model, judge = loaded.model, loaded.judge
-    if resume:
+    if saved is not None:
         assert out_dir is not None
-        orig_t, _ = io.load_tensors(out_dir / "original.safetensors")
-        io.load_state(model, orig_t, str(out_dir / "original.safetensors"))
+        io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
     original = copy.deepcopy(model).eval()
     for p in original.parameters():
         p.requires_grad_(False)
@@ -258,16 +365,16 @@ def unlearn(
     rows: list[dict[str, Any]] = []
     summary0: dict[str, Any]
     start = 0
-    if resume:
+    if saved is not None:
         assert ckpt_path is not None
-        tensors, meta = io.load_tensors(ckpt_path)
+        tensors, meta = saved.tensors, saved.meta
         io.load_state(
             model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(ckpt_path)
         )
         io.load_optimizer_tensors(opt, task.params, tensors)
         method.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("method.")})
-        rows = meta["rows"]
-        summary0 = meta["summary0"]
+        rows = [_nan_for_null(r) for r in meta["rows"]]
+        summary0 = _nan_for_null(meta["summary0"])
         start = int(meta["step"])
     else:
         summary0 = {"f0": task.forget_fraction(), "fid_before": fid(model), "elbo_before": elbo()}
@@ -282,6 +389,8 @@ def unlearn(
             if write_pngs:
                 plots.save_grid(out_dir / "before.png", sample_images(model, grid_z))
 
+    last_ckpt = [start if saved is not None else None]  # the step the checkpoint on disk holds
+
     def checkpoint(step: int) -> None:
         if ckpt_path is None:
             return
@@ -289,6 +398,7 @@ def unlearn(
         t.update(io.optimizer_tensors(opt, task.params))
         t.update({f"method.{k}": v for k, v in method.state_dict().items()})
         io.save_tensors(ckpt_path, t, {"step": step, "rows": rows, "summary0": summary0})
+        last_ckpt[0] = step
         io.write_text(ckpt_path.parent / "log.csv", _rows_csv(rows))
 
     if start == 0:
@@ -311,7 +421,7 @@ def unlearn(
             if not _finite(d) or not math.isfinite(
                 info.loss_r if not math.isnan(info.loss_r) else 0.0
             ):
-                _nonfinite(step, rows, out_dir)
+                _nonfinite(step, last_ckpt[0], out_dir)
             for p, g in zip(task.params, d):
                 p.grad = g
             opt.step()
@@ -322,7 +432,7 @@ def unlearn(
             p.grad = None
         # -- monitoring (not timed, the same for every method) --
         if not _finite(task.params):
-            _nonfinite(step, rows, out_dir)
+            _nonfinite(step, last_ckpt[0], out_dir)
         if not method.measures_cos2:
             task.begin_step(step)  # same batches as the step, for cos² only
             info.cos2 = _cos2_now(task)
@@ -391,12 +501,15 @@ def _cos2_now(task: Task) -> float:
     return forget_retain_grads(task)[2].cos2
 
 
-def _nonfinite(step: int, rows: list[dict[str, Any]], out_dir: Optional[Path]) -> None:
-    where = (
-        f"; the last good checkpoint is {out_dir / 'ckpt.safetensors'}"
-        if out_dir is not None
-        else ""
-    )
+def _nonfinite(step: int, last_ckpt: Optional[int], out_dir: Optional[Path]) -> None:
+    # Every checkpoint this run wrote was checked finite before and checksummed when written; a resumed
+    # one was verified against its checksum when loaded. Say which step it holds, never more.
+    where = ""
+    if out_dir is not None and last_ckpt is not None:
+        where = (
+            f"; the last checkpoint (step {last_ckpt}, finite and checksummed) is "
+            f"{out_dir / 'ckpt.safetensors'}"
+        )
     raise NonFiniteError(f"non-finite values (NaN/Inf) at step {step}: run stopped{where}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 from uno.unlearn.data import ImageData, load_mnist
 from uno.unlearn.io import load_model, save_model
 from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, MnistVAE
+
+log = logging.getLogger("uno.unlearn")
 
 
 def cache_dir() -> Path:
@@ -163,6 +166,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _announce(kind: str, budget: dict[str, Any], path: Path) -> None:
+    """One line, even with ``quiet`` (a first GAN takes minutes): what is trained and where it goes."""
+    what = ", ".join(f"{k} {v}" for k, v in budget.items())
+    log.warning(
+        "no cached %s for this data and budget: training one (%s), cached at %s", kind, what, path
+    )
+
+
 def _key(kind: str, data_id: str, budget: dict[str, Any], seed: int) -> str:
     blob = json.dumps(
         {"kind": kind, "data": data_id, "budget": budget, "seed": seed}, sort_keys=True
@@ -202,6 +213,7 @@ def get_or_train(
                 load_model(cpath, "dcgan_d")[0].eval(),
             ), path
         train, _ = load_mnist(data_root)
+        _announce(kind, b, path)
         torch.manual_seed(seed)
         gb = dict(b)
         width = int(gb.pop("width", 32))
@@ -219,6 +231,7 @@ def get_or_train(
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
     train, _ = load_mnist(data_root)
+    _announce(kind, b, path)
     n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
     if n_train is not None:
         train = train.random_subset(int(n_train))
