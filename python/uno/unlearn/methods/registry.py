@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from uno.unlearn.errors import UnoUserError
 
-_REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
+if TYPE_CHECKING:
+    from uno.unlearn.methods.base import Method
+
+_REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
 
 
-def register(name: str) -> Callable[[type], type]:
+def register(name: str) -> Callable[[Any], Any]:
     """Class decorator: register a method under ``name`` (and ``name-hat`` if ``cls.has_hat``)."""
 
-    def deco(cls: type) -> type:
+    def deco(cls: Any) -> Any:
         cls.name = name  # type: ignore[attr-defined]
         _REGISTRY[name] = (cls, {"hat": False})
         if getattr(cls, "has_hat", False):
@@ -37,3 +40,15 @@ def create(name: str, **hparams: Any) -> Any:
         raise UnoUserError(f"unknown method {name!r}; choose from {', '.join(names())}")
     cls, kw = _REGISTRY[name]
     return cls(**kw, **hparams)
+
+
+def from_config(cfg: Any) -> Any:
+    """The method ``cfg.method`` with the hyper-parameters ``cfg`` sets (see ``Method.options``).
+
+    Raises:
+        UnoUserError: unknown name (the message lists the known ones).
+    """
+    if cfg.method not in _REGISTRY:
+        create(cfg.method)  # raises the error that lists the known names
+    cls, _ = _REGISTRY[cfg.method]
+    return create(cfg.method, **cls.options(cfg))

@@ -14,7 +14,7 @@ and the result: g_f, g_r are summed with ∇U in place and then overwritten with
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from torch import Tensor
@@ -192,11 +192,10 @@ def uno_direction_naive(task: Any, lam: float) -> list[Tensor]:
 
 @register("uno")
 class Uno(Method):
-    """UNO (λ = 1e3 by default, the paper's value)."""
+    """UNO (λ = 1e3 by default, the paper's value; ``--lam``)."""
 
-    def __init__(self, hat: bool = False, lam: float = 1e3, **kw: Any) -> None:
-        super().__init__(hat=hat, lam=lam, **kw)
-        self.lam = lam
+    defaults: ClassVar[dict[str, Any]] = {"lam": 1e3}
+    lam: float
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         return uno_direction(task, self.lam)

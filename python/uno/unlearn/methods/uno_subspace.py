@@ -9,7 +9,7 @@ descending the retain loss. This generalises ``surgery-ascent`` (k = 1) from one
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -20,12 +20,11 @@ from uno.unlearn.methods.registry import register
 
 @register("uno-subspace")
 class UnoSubspace(Method):
-    def __init__(
-        self, hat: bool = False, k: int = 8, retain_weight: float = 1.0, **kw: Any
-    ) -> None:
-        super().__init__(hat=hat, k=k, retain_weight=retain_weight, **kw)
-        self.k = k
-        self.rho = retain_weight
+    """k retain micro-batches (``--k``), retain weight ρ (``retain_weight``)."""
+
+    defaults: ClassVar[dict[str, Any]] = {"k": 8, "retain_weight": 1.0}
+    k: int
+    retain_weight: float
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         params = task.params
@@ -48,4 +47,4 @@ class UnoSubspace(Method):
         d = [t.detach().clone() for t in g_f]
         if basis.k > 0:
             _ops.project_(d, basis)
-        return [self.rho * gr - df for gr, df in zip(g_r, d)], info
+        return [self.retain_weight * gr - df for gr, df in zip(g_r, d)], info
