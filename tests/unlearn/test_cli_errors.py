@@ -175,7 +175,7 @@ def test_log_json_and_stdout_are_strict_json(capsys, tmp_path, model_files):
     printed = strict_loads(capsys.readouterr().out)
     log = strict_loads((out / "log.json").read_text())
     assert isinstance(printed, dict) and isinstance(log, dict)
-    assert log["rows"][0]["fid"] is None  # not measured at step 0: null, not NaN
+    assert log["rows"][0]["loss_f"] is None  # not measured at step 0: null, not NaN
     assert strict_loads((out / "config.json").read_text())
     _, meta = io.load_tensors(out / "ckpt.safetensors")
     assert meta["rows"][0]["loss_f"] is None

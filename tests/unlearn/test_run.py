@@ -252,3 +252,30 @@ def test_resume_past_the_budget_says_so(vae_judge, small, tmp_path):
     _run(vae_judge, small, tmp_path / "r", method="surgery")
     with pytest.raises(UnoUserError, match=r"nothing to do.*finished at step 6.*--steps 6 or more"):
         _run(vae_judge, small, tmp_path / "r", method="surgery", steps=3, resume=True)
+
+
+def test_the_three_phases_are_unlearn(vae_judge, small, tmp_path):
+    """prepare → loop → summarize, called one by one, write what ``unlearn`` writes."""
+    from uno.unlearn.run import loop, prepare, summarize
+
+    vae, judge = vae_judge
+    cfg = _cfg(method="uno-hat")
+    run = prepare(cfg, str(tmp_path / "a"), loaded=Loaded(copy.deepcopy(vae), judge), data=small)
+    assert run.start == 0 and run.last_ckpt == 0 and len(run.rows) == 1
+    progress = loop(run)
+    assert progress.interrupted_at is None and len(run.rows) == cfg.steps + 1
+    s = summarize(run, progress)
+    full = _run(vae_judge, small, tmp_path / "b", method="uno-hat")
+    a, _ = io.load_tensors(tmp_path / "a" / "ckpt.safetensors")
+    b, _ = io.load_tensors(tmp_path / "b" / "ckpt.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+    assert {
+        k: v for k, v in s.items() if "time" not in k and "step_" not in k and "mem" not in k
+    } == {k: v for k, v in full.items() if "time" not in k and "step_" not in k and "mem" not in k}
+
+
+def test_fid_at_forget_when_the_original_already_forgets(vae_judge, small, tmp_path):
+    """f0 < tau: forgotten at step 0, so the FID at forget is the FID before (it was NaN)."""
+    s = _run(vae_judge, small, tmp_path / "r", method="surgery", tau=1.0)
+    assert s["steps_to_forget"] == 0
+    assert s["fid_at_forget"] == s["fid_before"] and math.isfinite(s["fid_before"])

@@ -24,9 +24,9 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,19 @@ from uno.unlearn.run_folder import (
 )
 from uno.unlearn.tasks import GANTask, Task, VAETask
 
-__all__ = ["Loaded", "Run", "RunConfig", "check_run_folder", "load_data", "load_models", "loop"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "Loaded",
+    "Run",
+    "RunConfig",
+    "RunInputs",
+    "check_run_folder",
+    "load_data",
+    "load_models",
+]
+__all__ += ["loop"]
 __all__ += ["prepare", "summarize", "unlearn"]
 
 
@@ -64,9 +76,10 @@ class Run:
     fid: Callable[[nn.Module], float]
     elbo: Callable[[], float]  # the held-out retain ELBO (NaN for a GAN)
     grid_z: Tensor  # the latents of the before/after grids
-    rows: list[dict[str, Any]]  # one per step done, from step 0
-    summary0: dict[str, Any]  # f0, fid_before, elbo_before
-    start: int  # the step the run starts after (0, or the checkpoint's)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per step done, from step 0
+    summary0: dict[str, Any] = field(default_factory=dict)  # f0, fid_before, elbo_before
+    start: int = 0  # the step the run starts after (0, or the checkpoint's)
+    write_pngs: bool = True
     last_ckpt: Optional[int] = None  # the step the checkpoint on disk holds
 
     def checkpoint(self, step: int) -> None:
@@ -90,15 +103,21 @@ class Progress:
     interrupted_at: Optional[int] = None  # set when ``stop_after`` stopped it
 
 
+class RunInputs(TypedDict, total=False):
+    """What a run is given besides its configuration (the keyword arguments of :func:`unlearn`)."""
+
+    resume: bool  # default False
+    loaded: Optional[Loaded]
+    data: Optional[tuple[ImageData, ImageData]]
+    write_pngs: bool  # default True
+
+
 def unlearn(
     cfg: RunConfig,
     out: Optional[str] = None,
     *,
-    resume: bool = False,
-    loaded: Optional[Loaded] = None,
-    data: Optional[tuple[ImageData, ImageData]] = None,
     stop_after: Optional[int] = None,
-    write_pngs: bool = True,
+    **inputs: Unpack[RunInputs],
 ) -> dict[str, Any]:
     """Run one method and return its summary (also written to ``out/log.json``).
 
@@ -115,22 +134,14 @@ def unlearn(
         UnoUserError: bad input (the CLI turns it into a message and a non-zero exit).
         NonFiniteError: NaN/Inf in a step; the checkpoint on disk is the last finite step's.
     """
-    run = prepare(cfg, out, resume=resume, loaded=loaded, data=data, write_pngs=write_pngs)
+    run = prepare(cfg, out, **inputs)
     progress = loop(run, stop_after=stop_after)
     if progress.interrupted_at is not None:
         return {"interrupted_at": progress.interrupted_at}
-    return summarize(run, progress, write_pngs=write_pngs)
+    return summarize(run, progress)
 
 
-def prepare(
-    cfg: RunConfig,
-    out: Optional[str] = None,
-    *,
-    resume: bool = False,
-    loaded: Optional[Loaded] = None,
-    data: Optional[tuple[ImageData, ImageData]] = None,
-    write_pngs: bool = True,
-) -> Run:
+def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInputs]) -> Run:
     """Check everything, load the data and models, build the task and method, restore or start the state.
 
     A fresh run writes ``config.json``, ``original.safetensors``, ``before.png`` and the step-0 checkpoint;
@@ -138,7 +149,8 @@ def prepare(
     """
     cfg.validate()
     out_dir = Path(out).expanduser() if out is not None else None
-    saved = check_run_folder(cfg, out, resume)
+    saved = check_run_folder(cfg, out, inputs.get("resume", False))
+    data, loaded = inputs.get("data"), inputs.get("loaded")
     train, heldout = data if data is not None else load_data(cfg)
     targets = resolve_targets(train, cfg.forget)
     loaded = loaded if loaded is not None else load_models(cfg)
@@ -147,7 +159,6 @@ def prepare(
         assert out_dir is not None
         io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
     task = _build_task(cfg, loaded, train, targets)
-    method = methods.from_config(cfg)
     retain_real = train.x[~train.forget_mask(targets)]
     elbo = (
         (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
@@ -157,24 +168,21 @@ def prepare(
         out_dir=out_dir,
         model=model,
         task=task,
-        method=method,
+        method=methods.from_config(cfg),
         opt=torch.optim.Adam(task.params, lr=cfg.lr),
         fid=metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
-        rows=[],
-        summary0={},
-        start=0,
+        write_pngs=inputs.get("write_pngs", True),
     )
-    task.begin_step(
-        0
-    )  # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
-    method.setup(task)
+    # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
+    task.begin_step(0)
+    run.method.setup(task)
     task.end_step()
     if saved is not None:
         _restore(run, saved)
     else:
-        _start(run, write_pngs)
+        _start(run)
         run.checkpoint(0)
     return run
 
@@ -214,14 +222,15 @@ def _restore(run: Run, saved: SavedRun) -> None:
     run.start = run.last_ckpt = int(saved.meta["step"])
 
 
-def _start(run: Run, write_pngs: bool) -> None:
+def _start(run: Run) -> None:
     """Measure step 0 and write a fresh run's first files."""
     f0 = run.task.forget_fraction()
     run.summary0 = {"f0": f0, "fid_before": run.fid(run.model), "elbo_before": run.elbo()}
     run.rows = [_row(0, f0, methods.StepInfo(), 0.0, float("nan"))]
+    run.rows[0]["fid"] = run.summary0["fid_before"]  # measured: the FID at forget when f0 < tau
     if run.out_dir is not None:
         write_start(run.out_dir, run.cfg, run.model)
-        if write_pngs:
+        if run.write_pngs:
             plots.save_grid(run.out_dir / "before.png", sample_images(run.model, run.grid_z))
 
 
@@ -291,7 +300,7 @@ def _step(run: Run, step: int) -> dict[str, Any]:
     return _row(step, task.forget_fraction(), info, dt, mem.value)
 
 
-def summarize(run: Run, progress: Progress, *, write_pngs: bool = True) -> dict[str, Any]:
+def summarize(run: Run, progress: Progress) -> dict[str, Any]:
     """The final checkpoint, the summary (returned, and in ``log.json``) and the after/curve figures."""
     cfg, rows = run.cfg, run.rows
     run.checkpoint(rows[-1]["step"])
@@ -303,7 +312,7 @@ def summarize(run: Run, progress: Progress, *, write_pngs: bool = True) -> dict[
         io.write_json(
             run.out_dir / "log.json", {"summary": summary, "config": config_json(cfg), "rows": rows}
         )
-        if write_pngs:
+        if run.write_pngs:
             plots.save_grid(run.out_dir / "after.png", sample_images(run.model, run.grid_z))
             plots.save_curves(
                 run.out_dir / "curve.png",

@@ -36,7 +36,8 @@ class Method:
     that the optimizer treats as the gradient (so ``-g_f`` means ascent on the forget loss).
     Adding a method = a subclass in its own file + ``@register("name")`` (see ``registry.py``).
 
-    Hyper-parameters: a method declares them with their defaults in :attr:`defaults`; the constructor
+    Hyper-parameters: a method declares them with their defaults in :attr:`defaults` (through
+    ``@register("name", lam=1e3)``); the constructor
     takes them as keyword arguments (``create("uno", lam=10.0)``) and sets each as an attribute, and
     :meth:`options` picks them from a run configuration (a ``RunConfig`` field of the same name: ``lam``
     of ``uno`` is ``--lam``). A method with its own constructor also gets its keyword parameters taken
@@ -78,6 +79,14 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         pass
+
+
+class OwnLossMethod(Method):
+    """A baseline with its own objective (``fu``, ``salun``) instead of ℓ_f and ℓ_r: no ``-hat``
+    variant, and cos²(g_f, g_r) is measured by the run loop (the step does not take g_f, g_r)."""
+
+    has_hat = False
+    measures_cos2 = False
 
 
 def grads(loss: Tensor, params: list[Tensor], **kw: Any) -> list[Tensor]:

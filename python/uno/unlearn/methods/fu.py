@@ -10,13 +10,13 @@ side for a GAN (``GANTask.z_forget``/``z_retain``); δ is the midpoint of the tw
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uno.unlearn.methods.base import Method, StepInfo, grads
+from uno.unlearn.methods.base import OwnLossMethod, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
 #: images per side for the VAE's encoder means (the sides' statistics, not a training batch)
@@ -60,13 +60,10 @@ def fu_loss(task: Any, v: Tensor, delta: float, alpha: float) -> Tensor:
     return ((1 - s) * l1).mean() + alpha * ((s * l1h).mean() + (s * (1 - ssim(g_z, f_zh))).mean())
 
 
-@register("fu")
-class FeatureUnlearning(Method):
+@register("fu", alpha=3.0)
+class FeatureUnlearning(OwnLossMethod):
     """FU with weight α (``alpha``, 3 by default)."""
 
-    has_hat = False
-    measures_cos2 = False
-    defaults: ClassVar[dict[str, Any]] = {"alpha": 3.0}
     alpha: float
 
     def setup(self, task: Any) -> None:

@@ -12,11 +12,17 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
 
 
-def register(name: str) -> Callable[[Any], Any]:
-    """Class decorator: register a method under ``name`` (and ``name-hat`` if ``cls.has_hat``)."""
+def register(name: str, **defaults: Any) -> Callable[[Any], Any]:
+    """Class decorator: register a method under ``name`` (and ``name-hat`` if ``cls.has_hat``).
+
+    ``defaults`` declares the method's hyper-parameters and their defaults (``Method.defaults``;
+    without any, the class keeps the ones it inherits).
+    """
 
     def deco(cls: Any) -> Any:
-        cls.name = name  # type: ignore[attr-defined]
+        cls.name = name
+        if defaults:
+            cls.defaults = defaults
         _REGISTRY[name] = (cls, {"hat": False})
         if getattr(cls, "has_hat", False):
             _REGISTRY[name + "-hat"] = (cls, {"hat": True})

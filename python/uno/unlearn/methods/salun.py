@@ -11,14 +11,14 @@ with the gradient masked by m and clipped to norm ``clip`` (5), then Adam.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from uno.unlearn import _ops
-from uno.unlearn.methods.base import Method, StepInfo, grads
+from uno.unlearn.methods.base import OwnLossMethod, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
 #: forget images (VAE) or latents (GAN) for the saliency gradient
@@ -49,13 +49,10 @@ def salun_loss(task: Any) -> Tensor:
     return F.mse_loss(x_f, target, reduction="sum") + task.ell_retain()
 
 
-@register("salun")
-class SalUn(Method):
+@register("salun", clip=5.0)
+class SalUn(OwnLossMethod):
     """SalUn with gradient clipping at ``clip`` (5 by default)."""
 
-    has_hat = False
-    measures_cos2 = False
-    defaults: ClassVar[dict[str, Any]] = {"clip": 5.0}
     clip: float
 
     def __init__(self, **kw: Any) -> None:

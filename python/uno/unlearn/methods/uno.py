@@ -14,7 +14,7 @@ and the result: g_f, g_r are summed with ∇U in place and then overwritten with
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -190,11 +190,10 @@ def uno_direction_naive(task: Any, lam: float) -> list[Tensor]:
     return [g.detach() for g in grads(total, params)]
 
 
-@register("uno")
+@register("uno", lam=1e3)
 class Uno(Method):
     """UNO (λ = 1e3 by default, the paper's value; ``--lam``)."""
 
-    defaults: ClassVar[dict[str, Any]] = {"lam": 1e3}
     lam: float
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:

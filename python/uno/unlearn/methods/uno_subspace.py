@@ -9,7 +9,7 @@ descending the retain loss. This generalises ``surgery-ascent`` (k = 1) from one
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
@@ -18,11 +18,10 @@ from uno.unlearn.methods.base import Method, StepInfo, cos2_of, grads, norms
 from uno.unlearn.methods.registry import register
 
 
-@register("uno-subspace")
+@register("uno-subspace", k=8, retain_weight=1.0)
 class UnoSubspace(Method):
     """k retain micro-batches (``--k``), retain weight ρ (``retain_weight``)."""
 
-    defaults: ClassVar[dict[str, Any]] = {"k": 8, "retain_weight": 1.0}
     k: int
     retain_weight: float
 
