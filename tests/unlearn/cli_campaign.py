@@ -41,6 +41,7 @@ class Case:
     strict: bool = False  # a valid run: exit 0 and strict JSON on stdout and in log.json
     expect_rc: int = 2
     check: Optional[Callable[[Result], Optional[str]]] = None  # extra "silent" check on the result
+    env: Optional[dict[str, str]] = None  # extra environment variables
     notes: list[str] = field(default_factory=list)
 
 
@@ -266,6 +267,14 @@ def build_cases(w: Path) -> list[Case]:
             ["train", "judge", "--epochs", "1", "--quiet", "--out", vae + "/judge.safetensors"],
         )
     )
+    cases.append(
+        Case(
+            "train into a model cache under a file",
+            ["train", "judge", "--epochs", "1", "--quiet"],
+            out=vae,
+            env={"UNO_CACHE_DIR": vae + "/cache"},
+        )
+    )
     # -- demo --
     for flag, v in [
         ("--methods", "nope"),
@@ -348,7 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 c.setup(w)
             target = Path(c.out) if c.out else None
             before = snapshot(target) if target else None
-            res = run_cli(c.argv, ENV, c.block)
+            res = run_cli(c.argv, {**ENV, **(c.env or {})}, c.block)
             after = snapshot(target) if target else None
             kind, why = classify(c, res, before, after)
             counts[kind] += 1

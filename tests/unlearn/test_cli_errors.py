@@ -293,3 +293,12 @@ def test_config_json_is_strict(tmp_path):
         "b": [None, 1.5],
         "c": [1, 2],
     }
+
+
+def test_unwritable_model_cache_fails_before_training(capsys, tmp_path, monkeypatch):
+    """A cache that cannot take the model is an error before the training, not after it."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    monkeypatch.setenv("UNO_CACHE_DIR", str(f / "cache"))
+    line = _one_error(capsys, ["train", "judge", "--epochs", "1", "--quiet"], f)
+    assert "the model cache ($UNO_CACHE_DIR)" in line and "is a file" in line

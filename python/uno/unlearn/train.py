@@ -153,7 +153,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _announce(kind: str, budget: dict[str, Any], path: Path) -> None:
-    """One line, even with ``quiet`` (a first GAN takes minutes): what is trained and where it goes."""
+    """Check the cache can take the model (before minutes of training are lost to a failed save), then
+    say in one line, even with ``quiet`` (a first GAN takes minutes), what is trained and where it goes."""
+    from uno.unlearn import preflight
+
+    preflight.out_dir("the model cache ($UNO_CACHE_DIR)", str(path.parent))
     what = ", ".join(f"{k} {v}" for k, v in budget.items())
     log.warning(
         "no cached %s for this data and budget: training one (%s), cached at %s", kind, what, path
@@ -198,8 +202,8 @@ def get_or_train(
                 load_model(path, "dcgan_g")[0].eval(),
                 load_model(cpath, "dcgan_d")[0].eval(),
             ), path
-        train, _ = load_mnist(data_root)
         _announce(kind, b, path)
+        train, _ = load_mnist(data_root)
         torch.manual_seed(seed)
         gb = dict(b)
         width = int(gb.pop("width", 32))
@@ -216,8 +220,8 @@ def get_or_train(
         return (gen, critic), path
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
-    train, _ = load_mnist(data_root)
     _announce(kind, b, path)
+    train, _ = load_mnist(data_root)
     n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
     if n_train is not None:
         train = train.random_subset(int(n_train))
