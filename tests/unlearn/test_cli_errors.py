@@ -302,3 +302,18 @@ def test_unwritable_model_cache_fails_before_training(capsys, tmp_path, monkeypa
     monkeypatch.setenv("UNO_CACHE_DIR", str(f / "cache"))
     line = _one_error(capsys, ["train", "judge", "--epochs", "1", "--quiet"], f)
     assert "the model cache ($UNO_CACHE_DIR)" in line and "is a file" in line
+
+
+def test_out_that_cannot_be_looked_at(capsys, tmp_path, model_files, monkeypatch):
+    """A parent without search permission (non-root): stat raises PermissionError, not a traceback."""
+    locked = tmp_path / "locked"
+    real_exists = Path.exists
+
+    def exists(self, *a, **k):
+        if str(self).startswith(str(locked)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *a, **k)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    line = _one_error(capsys, ["unlearn", *model_files, *SMALL, "--out", str(locked / "run")])
+    assert "cannot be checked (Permission denied)" in line

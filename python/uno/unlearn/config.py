@@ -8,7 +8,6 @@ because they are flags; which method reads which field is the method's business
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from uno.unlearn import methods, preflight
@@ -85,7 +84,7 @@ class RunConfig:
             preflight.real(flag, w, low=0.0)
         if self.dataset not in ("mnist", "celeba"):
             raise UnoUserError(f"unknown dataset {self.dataset!r}; choose mnist or celeba")
-        if self.model not in ("vae", "gan") and not Path(self.model).expanduser().is_file():
+        if self.model not in ("vae", "gan") and not preflight.is_file("--model", self.model):
             raise UnoUserError(
                 f"unknown model {self.model!r}: not 'vae', 'gan' or an existing file"
             )

@@ -78,7 +78,7 @@ def real(
         raise UnoUserError(f"{flag} must be a finite number {lo}{hi}, got {value!r}")
 
 
-def out_dir(flag: str, path: Optional[str], *, must_exist: bool = False) -> None:
+def out_dir(flag: str, path: Optional[str]) -> None:
     """``path`` is (or can be created as) a folder this process can write to.
 
     Walks up to the nearest existing ancestor, which must be a folder, and creates (then removes) a probe
@@ -86,18 +86,21 @@ def out_dir(flag: str, path: Optional[str], *, must_exist: bool = False) -> None
     an immutable folder. Nothing is left behind and no folder is created.
 
     Raises:
-        UnoUserError: ``path`` is a file, lies under a file, or its folder is not writable.
+        UnoUserError: ``path`` is a file, lies under a file, or its folder is not writable (or cannot
+            even be looked at).
     """
     if path is None:
         return
     if not str(path).strip():
         raise UnoUserError(f"{flag} must be a folder path, got an empty string")
     p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise UnoUserError(f"{flag} {path} is a file, not a folder")
-    if must_exist and not p.is_dir():
-        raise UnoUserError(f"{flag} {path} does not exist")
-    _probe_write(flag, path, _existing_folder_above(flag, path, p))
+    try:
+        if p.exists() and not p.is_dir():
+            raise UnoUserError(f"{flag} {path} is a file, not a folder")
+        folder = _existing_folder_above(flag, path, p)
+    except OSError as e:  # e.g. no search permission on a parent
+        raise UnoUserError(f"{flag} {path} cannot be checked ({e.strerror or e})") from e
+    _probe_write(flag, path, folder)
 
 
 def out_file(flag: str, path: Optional[str]) -> None:
@@ -109,7 +112,7 @@ def out_file(flag: str, path: Optional[str]) -> None:
     p = Path(path).expanduser()
     if p.is_dir():
         raise UnoUserError(f"{flag} {path} is a folder, not a file")
-    _existing_folder_above(flag, path, p.parent)
+    _existing_folder_above(flag, path, p.parent)  # the file's own name in the message
     out_dir(flag, str(p.parent))
 
 
@@ -134,20 +137,36 @@ def _probe_write(flag: str, path: str, folder: Path) -> None:
         raise UnoUserError(f"{flag} {path} is not writable ({e.strerror or e} in {folder})") from e
     os.close(fd)
     os.unlink(probe)
-    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    try:
+        os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except (
+        OSError
+    ):  # setting the times needs ownership (a shared, group-writable folder): best effort
+        pass
 
 
 def existing_file(flag: str, path: Optional[str]) -> None:
     """``path`` is ``None`` or an existing file."""
-    if path is None:
-        return
-    p = Path(path).expanduser()
-    if not p.is_file():
-        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+    if path is not None and not is_file(flag, path):
+        what = "is a folder, not a file" if Path(path).expanduser().is_dir() else "does not exist"
         raise UnoUserError(f"{flag} {path} {what}")
 
 
 def existing_path(flag: str, path: Optional[str]) -> None:
     """``path`` is ``None`` or an existing file or folder."""
-    if path is not None and not Path(path).expanduser().exists():
+    if path is None:
+        return
+    try:
+        ok = Path(path).expanduser().exists()
+    except OSError as e:
+        raise UnoUserError(f"{flag} {path} cannot be checked ({e.strerror or e})") from e
+    if not ok:
         raise UnoUserError(f"{flag}: data path does not exist: {path}")
+
+
+def is_file(flag: str, path: str) -> bool:
+    """Whether ``path`` is a file; a path that cannot be looked at is an error naming ``flag``."""
+    try:
+        return Path(path).expanduser().is_file()
+    except OSError as e:
+        raise UnoUserError(f"{flag} {path} cannot be checked ({e.strerror or e})") from e
