@@ -97,9 +97,10 @@ if "uno-paper" not in _REGISTRY:
 
 
 def method_kwargs(name: str, lam: float) -> dict[str, Any]:
-    """Keyword arguments for ``methods.create`` (``RunConfig.method_kwargs`` only knows ``uno``/``uno-s``)."""
-    base = name.removesuffix("-hat")
-    return {"lam": lam} if base in ("uno", "uno-s", "uno-paper", "uno-paper-nograph") else {}
+    """Keyword arguments for ``methods.create``: λ for every method that declares it (``uno``,
+    ``uno-s``, ``uno-paper``, ``uno-paper-nograph`` and their ``-hat`` forms), nothing for the others."""
+    cls, _ = _REGISTRY[name]
+    return {"lam": lam} if "lam" in cls.defaults else {}
 
 
 def cross_check(

@@ -1,7 +1,10 @@
 """The ``uno`` command: ``uno train``, ``uno unlearn``, ``uno demo``, ``uno methods``, ``uno bench``.
 
-Bad input (unknown method/model/class, missing or malformed data or checkpoint, incompatible
-checkpoint) prints one clear line on stderr and exits with status 2; a NaN/Inf stop exits with 3.
+Bad input (a malformed or out-of-range flag, an unknown method/model/class, an output folder that is a
+file or not writable, missing or malformed data, a corrupt or incompatible checkpoint, a missing
+``[unlearn]`` extra) prints one line ``uno: error: ...`` on stderr and exits with status 2, before any
+model or data is loaded and without writing anything; a NaN/Inf stop exits with 3, an I/O failure during
+a run (disk full) with 1.
 """
 
 from __future__ import annotations
@@ -9,21 +12,35 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
+
+
+class _ArgError(Exception):
+    """A command line argparse rejects (printed as one ``uno: error:`` line, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without the usage block on errors: one line, raised to :func:`main` (``--help`` still
+    prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgError(f"{self.prog}: {message}")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or chatter (a training notice stays)"
+    )
     p.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)",
+        help="torch CPU threads, >= 1 (default: torch's; 1 is steadier on a busy machine)",
     )
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="uno", description="Unlearning of generative models by gradient orthogonalization."
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -125,25 +142,92 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from uno.unlearn.errors import NonFiniteError, UnoUserError
 
-    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="uno: %(message)s")
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        args = _parser().parse_args(argv)
+        _check_args(args)
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         return _dispatch(args)
-    except UnoUserError as e:
-        print(f"uno: error: {e}", file=sys.stderr)
+    except (_ArgError, UnoUserError) as e:
+        print(f"uno: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except NonFiniteError as e:
-        print(f"uno: stopped: {e}", file=sys.stderr)
+        print(f"uno: stopped: {_one_line(e)}", file=sys.stderr)
         return 3
+    except (
+        OSError
+    ) as e:  # during a run (disk full, a folder removed under it): not the input's fault
+        print(f"uno: error: {_one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "uno: interrupted (the last checkpoint is kept; rerun with --resume)", file=sys.stderr
         )
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n")).strip() or type(e).__name__
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model and no data (see :mod:`uno.unlearn.preflight`)."""
+    from uno.unlearn import preflight
+
+    if args.cmd in ("unlearn", "demo"):
+        preflight.require_extra(args.cmd)
+    elif args.cmd == "train":  # no plots, no FID
+        preflight.require_extra("train", ("safetensors", "tqdm"))
+    if getattr(args, "threads", None) is not None:
+        preflight.int_at_least("--threads", args.threads, 1)
+    if args.cmd == "train":
+        gan = args.kind == "gan"
+        if args.steps is not None and not gan:
+            raise _ArgError(f"uno train {args.kind}: --steps is the gan's budget; use --epochs")
+        if args.epochs is not None and gan:
+            raise _ArgError("uno train gan: --epochs is the vae's and judge's budget; use --steps")
+        preflight.int_at_least("--epochs", args.epochs, 1, optional=True)
+        preflight.int_at_least("--steps", args.steps, 1, optional=True)
+        preflight.seed("--seed", args.seed)
+        preflight.existing_path("--data", args.data)
+        preflight.out_file("--out", args.out)
+    elif args.cmd == "unlearn":
+        from uno.unlearn.run import check_run_folder
+
+        preflight.int_at_least("--seeds", args.seeds, 1, optional=True)
+        cfg = _run_config(args)
+        cfg.validate()
+        for c, out in _runs(cfg, args):
+            check_run_folder(c, out, args.resume)
+    elif args.cmd == "demo":
+        from uno.unlearn.demo import check_demo_args
+
+        check_demo_args(args.out, steps=args.steps, seed=args.seed, methods=args.methods)
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from uno.unlearn.run import RunConfig
+
+    fields = RunConfig.__dataclass_fields__
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _runs(cfg: Any, args: argparse.Namespace) -> list[tuple[Any, str]]:
+    """``(config, out folder)`` of each run: one, or one per seed with ``--seeds N``."""
+    if not args.seeds:
+        return [(cfg, args.out)]
+    import copy
+    from pathlib import Path
+
+    runs = []
+    for s in range(args.seeds):
+        c = copy.deepcopy(cfg)
+        c.seed = s
+        runs.append((c, str(Path(args.out) / f"seed{s}")))
+    return runs
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -190,22 +274,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _unlearn(args: argparse.Namespace) -> int:
-    import json
+    from uno.unlearn import io, metrics
+    from uno.unlearn.run import unlearn
 
-    from uno.unlearn import metrics
-    from uno.unlearn.run import RunConfig, unlearn
-
-    fields = RunConfig.__dataclass_fields__
-    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = _run_config(args)
+    runs = _runs(cfg, args)
     if args.seeds:
-        import copy
-        from pathlib import Path
-
-        res = []
-        for s in range(args.seeds):
-            c = copy.deepcopy(cfg)
-            c.seed = s
-            res.append(unlearn(c, str(Path(args.out) / f"seed{s}"), resume=args.resume))
+        res = [unlearn(c, out, resume=args.resume) for c, out in runs]
         keys = [
             "steps_to_forget",
             "time_to_forget_s",
@@ -219,7 +294,7 @@ def _unlearn(args: argparse.Namespace) -> int:
             print(f"{k:18s} {metrics.fmt_mean_std([r[k] for r in res])}")
         return 0
     summary = unlearn(cfg, args.out, resume=args.resume)
-    print(json.dumps(summary, indent=2, default=float))
+    print(io.dumps(summary, indent=2))
     if not summary["reached"]:
         print(
             f"uno: forget fraction did not reach tau={cfg.tau} in {summary['steps_run']} steps (not reached)",

@@ -216,10 +216,12 @@ def test_step_cost_bench_gan(monkeypatch):
 def test_experiments_table_registers_the_paper_methods(tmp_path):
     """experiments/unlearning_table.py runs the package's table with uno-paper registered and λ passed."""
     from uno.unlearn import methods
+    from uno.unlearn.run import RunConfig
 
     mod = _load("unlearning_table")
     assert "uno-paper" in methods.names() and "uno-paper-nograph" in methods.names()
-    assert mod.PaperRunConfig(method="uno-paper", lam=5.0).method_kwargs()["lam"] == 5.0
+    cfg = RunConfig(method="uno-paper", lam=5.0)
+    assert methods.from_config(cfg).lam == 5.0
     out = tmp_path / "t"
     shutil.copytree(EXPERIMENTS / "results" / "table_gan", out)
     want = (out / "table.md").read_text()

@@ -281,12 +281,9 @@ def test_registry():
     assert methods.create("uno-hat").hat
 
 
-@pytest.mark.parametrize("name", sorted(methods.names()))
-def test_every_method_runs_on_vae(vae_judge, small, name):
-    task = _vae_task(vae_judge, small, w_u=1e3 if name.endswith("-hat") else 0.0)
-    m = methods.create(name)
+def _two_adam_steps(task, m):
+    """``m.setup`` then steps 1 and 2 with Adam on ``m``'s directions, as the run loop does."""
     opt = torch.optim.Adam(task.params, lr=1e-3)
-    before = [p.detach().clone() for p in task.params]
     task.begin_step(0)
     m.setup(task)
     for s in (1, 2):
@@ -295,6 +292,13 @@ def test_every_method_runs_on_vae(vae_judge, small, name):
         for p, g in zip(task.params, d):
             p.grad = g
         opt.step()
+
+
+@pytest.mark.parametrize("name", sorted(methods.names()))
+def test_every_method_runs_on_vae(vae_judge, small, name):
+    task = _vae_task(vae_judge, small, w_u=1e3 if name.endswith("-hat") else 0.0)
+    before = [p.detach().clone() for p in task.params]
+    _two_adam_steps(task, methods.create(name))
     assert all(torch.isfinite(p).all() for p in task.params)
     assert any(not torch.equal(a, p) for a, p in zip(before, task.params))
 
@@ -344,16 +348,31 @@ def test_every_method_runs_on_gan(gan_setup, name):
         pool=512,
         w_u=1e3 if name.endswith("-hat") else 0.0,
     )
-    m = methods.create(name)
-    opt = torch.optim.Adam(task.params, lr=1e-3)
-    task.begin_step(0)
-    m.setup(task)
-    f0 = task.forget_fraction()
-    for s in (1, 2):
-        task.begin_step(s)
-        d, _ = m.direction(task, s)
-        for p, gr in zip(task.params, d):
-            p.grad = gr
-        opt.step()
+    f0 = task.forget_fraction()  # setup changes no parameter: the original's fraction
+    _two_adam_steps(task, methods.create(name))
     assert all(torch.isfinite(p).all() for p in task.params)
     assert 0.0 <= task.forget_fraction() <= 1.0 and f0 > 0
+
+
+def test_methods_own_their_hyperparameters():
+    from uno.unlearn.config import RunConfig
+    from uno.unlearn.errors import UnoUserError
+    from uno.unlearn.methods.base import Method
+
+    cfg = RunConfig(method="uno", lam=7.0, k=3)
+    assert methods.from_config(cfg).lam == 7.0
+    assert methods.from_config(RunConfig(method="uno-s-hat", lam=7.0)).lam == 7.0
+    sub = methods.from_config(RunConfig(method="uno-subspace", k=3))
+    assert (sub.k, sub.retain_weight) == (3, 1.0)
+    assert methods.from_config(RunConfig(method="fu")).alpha == 3.0  # no flag: the default
+    assert methods.from_config(RunConfig(method="surgery", lam=7.0, k=3)).hparams == {}
+    assert methods.create("salun", clip=2.0).clip == 2.0
+
+    class OwnConstructor(Method):  # the older style (bench/paper_uno_step.py): keywords of __init__
+        def __init__(self, hat=False, lam=1.0, **kw):
+            super().__init__(hat=hat, **kw)
+            self.lam = lam
+
+    assert OwnConstructor.options(cfg) == {"lam": 7.0}
+    with pytest.raises(UnoUserError, match="unknown method 'nope'"):
+        methods.from_config(RunConfig(method="nope"))

@@ -102,10 +102,12 @@ class _NaNAt4(Method):
 def test_nan_stop_keeps_last_good_checkpoint(vae_judge, small, tmp_path):
     methods.register("nan-at-4")(_NaNAt4)
     try:
-        with pytest.raises(NonFiniteError, match="step 4"):
+        with pytest.raises(NonFiniteError, match="step 4") as e:
             _run(vae_judge, small, tmp_path / "r", method="nan-at-4", ckpt_every=1)
     finally:
         _REGISTRY.pop("nan-at-4", None)
+    assert "the last checkpoint (step 3, finite and checksummed)" in str(e.value)
+    assert "good checkpoint" not in str(e.value)
     t, meta = io.load_tensors(tmp_path / "r" / "ckpt.safetensors")
     assert meta["step"] == 3
     assert all(torch.isfinite(v).all() for v in t.values() if v.is_floating_point())
@@ -213,3 +215,67 @@ def test_celeba_attribute_run(tmp_path):
     assert s["steps_run"] == 2 and 0.0 <= s["f_final"] <= 1.0
     with pytest.raises(UnoUserError, match="unknown attribute"):
         unlearn(RunConfig(**{**cfg.__dict__, "forget": ["Bald"]}), None)
+
+
+def test_checkpoint_checksum_names_a_corrupt_file(tmp_path):
+    t = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}
+    io.save_tensors(tmp_path / "c.safetensors", t, {"step": 2, "x": float("nan")})
+    back, meta = io.load_tensors(tmp_path / "c.safetensors", require_checksum=True)
+    assert torch.equal(back["w"], t["w"]) and meta == {"step": 2, "x": None}
+    raw = bytearray((tmp_path / "c.safetensors").read_bytes())
+    raw[-5] ^= 0x01  # one bit of one tensor element
+    (tmp_path / "c.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: checksum mismatch"):
+        io.load_tensors(tmp_path / "c.safetensors")
+
+
+def test_a_file_without_checksum_is_refused_where_one_is_required(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "old.safetensors"), metadata={"uno": "{}"})
+    io.load_tensors(tmp_path / "old.safetensors")  # a model file from elsewhere: loads unverified
+    with pytest.raises(CheckpointError, match="no checksum"):
+        io.load_tensors(tmp_path / "old.safetensors", require_checksum=True)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("lr", float("nan")), ("ckpt_every", 0), ("lam", -1.0), ("steps", -1), ("fid_n", 1)],
+)
+def test_bad_config_fails_before_anything_is_written(vae_judge, small, tmp_path, field, value):
+    with pytest.raises(UnoUserError, match=field.replace("_", "-")):
+        _run(vae_judge, small, tmp_path / "r", **{field: value})
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_past_the_budget_says_so(vae_judge, small, tmp_path):
+    _run(vae_judge, small, tmp_path / "r", method="surgery")
+    with pytest.raises(UnoUserError, match=r"nothing to do.*finished at step 6.*--steps 6 or more"):
+        _run(vae_judge, small, tmp_path / "r", method="surgery", steps=3, resume=True)
+
+
+def test_the_three_phases_are_unlearn(vae_judge, small, tmp_path):
+    """prepare → loop → summarize, called one by one, write what ``unlearn`` writes."""
+    from uno.unlearn.run import loop, prepare, summarize
+
+    vae, judge = vae_judge
+    cfg = _cfg(method="uno-hat")
+    run = prepare(cfg, str(tmp_path / "a"), loaded=Loaded(copy.deepcopy(vae), judge), data=small)
+    assert run.start == 0 and run.last_ckpt == 0 and len(run.rows) == 1
+    progress = loop(run)
+    assert progress.interrupted_at is None and len(run.rows) == cfg.steps + 1
+    s = summarize(run, progress)
+    full = _run(vae_judge, small, tmp_path / "b", method="uno-hat")
+    a, _ = io.load_tensors(tmp_path / "a" / "ckpt.safetensors")
+    b, _ = io.load_tensors(tmp_path / "b" / "ckpt.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+    assert {
+        k: v for k, v in s.items() if "time" not in k and "step_" not in k and "mem" not in k
+    } == {k: v for k, v in full.items() if "time" not in k and "step_" not in k and "mem" not in k}
+
+
+def test_fid_at_forget_when_the_original_already_forgets(vae_judge, small, tmp_path):
+    """f0 < tau: forgotten at step 0, so the FID at forget is the FID before (it was NaN)."""
+    s = _run(vae_judge, small, tmp_path / "r", method="surgery", tau=1.0)
+    assert s["steps_to_forget"] == 0
+    assert s["fid_at_forget"] == s["fid_before"] and math.isfinite(s["fid_before"])

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from uno.unlearn import plots
+from uno.unlearn import methods as _methods
+from uno.unlearn import plots, preflight
 from uno.unlearn.data import load_mnist
 from uno.unlearn.io import write_json, write_text
 from uno.unlearn.run import Loaded, RunConfig, unlearn
@@ -50,6 +51,25 @@ def table(results: Sequence[dict[str, Any]], tau: float) -> str:
     return "\n".join(lines)
 
 
+def check_demo_args(
+    out: str,
+    *,
+    steps: Optional[int] = None,
+    seed: int = 0,
+    methods: Optional[Sequence[str]] = None,
+) -> None:
+    """The demo's options, checked before anything is trained or loaded.
+
+    Raises:
+        UnoUserError: a bad ``--steps``/``--seed``, an unknown method, or an unusable ``--out``.
+    """
+    preflight.int_at_least("--steps", steps, 1, optional=True)
+    preflight.seed("--seed", seed)
+    for m in methods or DEMO_METHODS:
+        _methods.create(m)
+    preflight.out_dir("--out", out)
+
+
 def demo(
     out: str = "uno-demo",
     *,
@@ -69,6 +89,7 @@ def demo(
     """
     from uno.unlearn.train import get_or_train
 
+    check_demo_args(out, steps=steps, seed=seed, methods=methods)
     n_steps = steps if steps is not None else (20 if quick else 100)
     ve = vae_epochs if vae_epochs is not None else (10 if quick else 50)
     je = judge_epochs if judge_epochs is not None else (3 if quick else 10)

@@ -1,8 +1,16 @@
-"""Files: atomic writes (temp file in the same folder, then ``os.replace``), safetensors checkpoints."""
+"""Files: atomic writes (temp file in the same folder, then ``os.replace``), safetensors checkpoints.
+
+JSON is strict: every file written here (and the JSON kept in a checkpoint's header) stores a non-finite
+float (NaN, ±Inf: "not measured") as ``null``, so ``json.loads(..., parse_constant=reject)`` and other
+strict parsers read it. Every safetensors file carries a SHA-256 of its tensors and metadata, checked on
+load: a corrupt file is an error that names it, never a silent wrong state.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -46,8 +54,40 @@ def write_text(path: PathLike, text: str) -> None:
     atomic_write(path, w)
 
 
+def strict_json(obj: Any) -> Any:
+    """A copy of ``obj`` with every non-finite float replaced by ``None`` (tuples become lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return strict_json(float(obj))  # numpy / torch scalars
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` of :func:`strict_json` (``null`` for NaN/Inf; never a bare ``NaN``)."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kw)
+
+
 def write_json(path: PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    write_text(path, dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+#: Metadata key of the checksum (beside ``uno``, the JSON metadata).
+CHECKSUM_KEY = "uno_sha256"
+
+
+def checksum(tensors: dict[str, Tensor], meta_json: str) -> str:
+    """SHA-256 over the metadata string and every tensor's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256(meta_json.encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"\0{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_tensors(
@@ -57,15 +97,26 @@ def save_tensors(
     from safetensors.torch import save_file
 
     data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    md = {"uno": json.dumps(meta or {}, default=float)}
+    meta_json = dumps(meta or {})
+    md = {"uno": meta_json, CHECKSUM_KEY: checksum(data, meta_json)}
     atomic_write(path, lambda tmp: save_file(data, tmp, metadata=md))
 
 
-def load_tensors(path: PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load a safetensors file written by :func:`save_tensors`.
+def load_tensors(
+    path: PathLike, *, require_checksum: bool = False
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load a safetensors file written by :func:`save_tensors`, verifying its checksum.
+
+    Args:
+        path: the file.
+        require_checksum: reject a file without a checksum (one not written by :func:`save_tensors`,
+            or by a uno older than the checksum); without it such a file loads unverified.
+
+    Returns:
+        ``(tensors, meta)``; in ``meta`` a ``null`` stands for a non-finite float (see :func:`strict_json`).
 
     Raises:
-        CheckpointError: missing or malformed file.
+        CheckpointError: missing or malformed file, or a checksum that does not match (a corrupt file).
     """
     from safetensors import safe_open
 
@@ -78,8 +129,18 @@ def load_tensors(path: PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{p}: not a readable safetensors checkpoint ({e})") from e
+    meta_json = md.get("uno", "{}")
+    stored = md.get(CHECKSUM_KEY)
+    if stored is None and require_checksum:
+        raise CheckpointError(
+            f"{p}: has no checksum, so it cannot be verified (not written by this uno)"
+        )
+    if stored is not None and stored != checksum(tensors, meta_json):
+        raise CheckpointError(
+            f"{p}: checksum mismatch: the file is corrupt (its contents changed after it was written)"
+        )
     try:
-        meta = json.loads(md.get("uno", "{}"))
+        meta = json.loads(meta_json)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: malformed uno metadata ({e})") from e
     return tensors, meta

@@ -14,7 +14,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class MnistVAE(nn.Module):
+class VAEBase(nn.Module):
+    """What the VAEs share: the reparameterised forward pass and the loss (subclasses: encode, decode)."""
+
+    beta: float
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` → ``(reconstruction, μ, log σ²)`` with z = μ + σ·ε, ε ~ N(0, I) from torch's RNG."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decode(z), mu, logvar
+
+    def loss(self, x: Tensor) -> Tensor:
+        """Negative ELBO, sum-reduced over the batch (BCE for one channel, MSE for RGB, + β·KL)."""
+        return vae_loss(self, x)
+
+
+class MnistVAE(VAEBase):
     """The paper's MNIST VAE (METHOD.md §5): 632,788 parameters with the default sizes.
 
     Encoder ``Linear(784→400), BatchNorm, ReLU`` with heads ``Linear(400→2)`` for μ and log σ²;
@@ -47,15 +69,6 @@ class MnistVAE(nn.Module):
         """``z (N, latent)`` → images ``(N, 1, 28, 28)`` in [0, 1]."""
         return self.dec(z).reshape(z.shape[0], *self.image_shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z), mu, logvar
-
-    def loss(self, x: Tensor) -> Tensor:
-        """Negative ELBO, sum-reduced over the batch (BCE + β·KL)."""
-        return vae_loss(self, x)
-
 
 def vae_loss(model: Any, x: Tensor) -> Tensor:
     """Sum-reduced negative ELBO: BCE (1 channel) or MSE (RGB) + β·KL(N(μ, σ²) ‖ N(0, I))."""
@@ -75,7 +88,7 @@ def _conv_sizes(size: int, n: int) -> list[int]:
     return sizes
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(VAEBase):
     """Convolutional VAE in the paper's CelebA shape (conv blocks of stride 2, latent, transposed convs).
 
     With ``channels=(32, 64, 128, 256, 512)``, ``latent=512``, ``size=64``, ``in_channels=3`` this is the
@@ -136,15 +149,6 @@ class ConvVAE(nn.Module):
         """``z (N, latent)`` → images ``(N, C, H, W)``."""
         c, s = self.last_channels, self.sizes[-1]
         return self.dec(self.fc(z).reshape(z.shape[0], c, s, s))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z), mu, logvar
-
-    def loss(self, x: Tensor) -> Tensor:
-        """Negative ELBO, sum-reduced (BCE for one channel, MSE for RGB)."""
-        return vae_loss(self, x)
 
 
 class DCGANGenerator(nn.Module):

@@ -3,173 +3,121 @@
 Output folder (``out``):
     config.json         the run's configuration (a resume must match it)
     original.safetensors  the model before unlearning (the frozen original of ``fu``/GAN runs)
-    ckpt.safetensors    last good state: model, Adam state, method state, log rows (atomic)
+    ckpt.safetensors    last state: model, Adam state, method state, log rows (atomic, checksummed)
     log.csv, log.json   one row per step; the summary (steps/time to forget, FID, ELBO, ...)
     before.png, after.png, curve.png
 Every file is written atomically (temp file + ``os.replace``): an interrupted run leaves no half file.
+Every option and the output folder are checked before any model or data is loaded (bad input raises
+:class:`~uno.unlearn.errors.UnoUserError` and writes nothing). ``log.json`` writes a value that was not
+measured (NaN) as ``null``; ``log.csv`` keeps Python's ``nan`` (what pandas and numpy read as NaN).
+Checkpoints carry a checksum, verified when a run resumes.
+
+A run is three phases: :func:`prepare` (check, load, build the task and the method, restore or start the
+state), :func:`loop` (the steps, monitoring, checkpoints) and :func:`summarize` (the summary, ``log.json``,
+the figures); :func:`unlearn` chains them. The folder's files and checks are in :mod:`~uno.unlearn.run_folder`,
+the configuration in :mod:`~uno.unlearn.config`.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io as _io
-import json
-import logging
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypedDict
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from uno.unlearn import io, methods, metrics, plots
-from uno.unlearn.data import ImageData, load_celeba, load_mnist, resolve_targets
-from uno.unlearn.errors import CheckpointError, NonFiniteError, UnoUserError
+from uno.unlearn.config import RunConfig
+from uno.unlearn.data import ImageData, resolve_targets
+from uno.unlearn.errors import NonFiniteError, UnoUserError
+from uno.unlearn.loading import Loaded, load_data, load_models
 from uno.unlearn.models import sample_images
+from uno.unlearn.run_folder import (
+    SavedRun,
+    check_run_folder,
+    config_json,
+    nan_for_null,
+    write_checkpoint,
+    write_start,
+)
 from uno.unlearn.tasks import GANTask, Task, VAETask
 
-log = logging.getLogger("uno.unlearn")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-#: Fields that may differ between a run and its resume.
-_RESUME_FREE = {"steps", "ckpt_every", "quiet"}
-
-
-@dataclass
-class RunConfig:
-    """Configuration of one unlearning run (CLI flags map 1:1)."""
-
-    model: str = "vae"  # "vae", "gan" or a path to a saved model
-    method: str = "uno"
-    forget: list[str] = field(default_factory=lambda: ["1"])
-    steps: int = 100
-    tau: float = 0.02
-    seed: int = 0
-    lr: float = 1e-3
-    lam: float = 1e3
-    w_u: float = 1e3  # histogram-loss weight of the -hat variants
-    batch: int = 128
-    n_monitor: int = 512
-    bn_train: bool = False
-    ckpt_every: int = 10
-    stop_on_forget: bool = False
-    judge: Optional[str] = None  # path; default: the cached MLP judge
-    data: Optional[str] = None  # data root; default: the embedded MNIST digits
-    dataset: str = "mnist"  # "mnist" or "celeba" (torchvision layout under --data; 64×64)
-    fid_n: Optional[int] = None  # number of images for FID (None = all real retain images)
-    k: int = 8  # uno-subspace: retain micro-batches
-    w_c: float = 0.0  # GAN retain loss: critic weight
-    w_j: float = 1.0  # GAN retain loss: weight of the judge term (keep each retain latent's class)
-    critic: Optional[str] = None  # GAN: critic path (default: the cached one for --model gan)
-    vae_epochs: Optional[int] = None
-    judge_epochs: Optional[int] = None
-    gan_steps: Optional[int] = None
-    quiet: bool = False
-
-    def method_kwargs(self) -> dict[str, Any]:
-        base = self.method.removesuffix("-hat")
-        kw: dict[str, Any] = {}
-        if base in ("uno", "uno-s"):
-            kw["lam"] = self.lam
-        if base == "uno-subspace":
-            kw["k"] = self.k
-        return kw
+__all__ = [
+    "Loaded",
+    "Run",
+    "RunConfig",
+    "RunInputs",
+    "check_run_folder",
+    "load_data",
+    "load_models",
+]
+__all__ += ["loop"]
+__all__ += ["prepare", "summarize", "unlearn"]
 
 
 @dataclass
-class Loaded:
-    """Models a run needs (pass them in to skip loading/training)."""
+class Run:
+    """A prepared run: what its steps share (built by :func:`prepare`, advanced by :func:`loop`)."""
 
+    cfg: RunConfig
+    out_dir: Optional[Path]  # None: no files, no checkpoints
     model: nn.Module
-    judge: nn.Module
-    critic: Optional[nn.Module] = None
-    kind: str = "vae"  # "vae" or "gan"
+    task: Task
+    method: methods.Method
+    opt: torch.optim.Optimizer
+    fid: Callable[[nn.Module], float]
+    elbo: Callable[[], float]  # the held-out retain ELBO (NaN for a GAN)
+    grid_z: Tensor  # the latents of the before/after grids
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per step done, from step 0
+    summary0: dict[str, Any] = field(default_factory=dict)  # f0, fid_before, elbo_before
+    start: int = 0  # the step the run starts after (0, or the checkpoint's)
+    write_pngs: bool = True
+    last_ckpt: Optional[int] = None  # the step the checkpoint on disk holds
+
+    def checkpoint(self, step: int) -> None:
+        """Write the state after ``step`` (nothing without an output folder)."""
+        if self.out_dir is None:
+            return
+        t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        t.update(io.optimizer_tensors(self.opt, self.task.params))
+        t.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        write_checkpoint(self.out_dir, step, t, self.rows, self.summary0)
+        self.last_ckpt = step
 
 
-def load_models(cfg: RunConfig) -> Loaded:
-    """Resolve ``cfg.model`` / ``cfg.judge`` to models (cache, or train on the embedded data)."""
-    from uno.unlearn.train import get_or_train
+@dataclass
+class Progress:
+    """Where :func:`loop` left a run."""
 
-    critic = None
-    if cfg.model == "vae":
-        model, _ = get_or_train("vae", data_root=cfg.data, quiet=cfg.quiet, epochs=cfg.vae_epochs)
-        kind = "vae"
-    elif cfg.model == "gan":
-        (model, critic), _ = get_or_train(
-            "gan", data_root=cfg.data, quiet=cfg.quiet, steps=cfg.gan_steps
-        )
-        kind = "gan"
-    else:
-        p = Path(cfg.model).expanduser()
-        if not p.exists():
-            raise UnoUserError(f"unknown model {cfg.model!r}: not 'vae', 'gan' or an existing file")
-        model, _ = io.load_model(p, ("mnist_vae", "conv_vae", "dcgan_g"))
-        kind = "gan" if model.config["kind"] == "dcgan_g" else "vae"  # type: ignore[index]
-    if cfg.critic is not None:
-        critic, _ = io.load_model(cfg.critic, "dcgan_d")
-    if cfg.judge is not None:
-        judge, _ = io.load_model(cfg.judge, ("mlp_judge", "cnn_judge"))
-    else:
-        judge, _ = get_or_train(
-            "judge", data_root=cfg.data, quiet=cfg.quiet, epochs=cfg.judge_epochs
-        )
-    return Loaded(model, judge, critic, kind)
+    reached: Optional[int]  # the first step with f < tau (None: not reached)
+    fid_at_forget: Optional[float]
+    stopped: str  # "budget" or "forgotten"
+    interrupted_at: Optional[int] = None  # set when ``stop_after`` stopped it
 
 
-def load_data(cfg: RunConfig) -> tuple[ImageData, ImageData]:
-    """``(train, heldout)`` for ``cfg.dataset`` (``mnist``: embedded or ``cfg.data``; ``celeba``: ``cfg.data``)."""
-    if cfg.dataset == "mnist":
-        return load_mnist(cfg.data)
-    if cfg.dataset == "celeba":
-        if cfg.data is None:
-            raise UnoUserError(
-                "--dataset celeba needs --data PATH (torchvision's CelebA folder layout)"
-            )
-        if cfg.model in ("vae", "gan") or cfg.judge is None:
-            raise UnoUserError("--dataset celeba needs --model FILE (a conv VAE) and --judge FILE")
-        return load_celeba(cfg.data, size=64)
-    raise UnoUserError(f"unknown dataset {cfg.dataset!r}; choose mnist or celeba")
+class RunInputs(TypedDict, total=False):
+    """What a run is given besides its configuration (the keyword arguments of :func:`unlearn`)."""
 
-
-def _config_json(cfg: RunConfig) -> dict[str, Any]:
-    return asdict(cfg)
-
-
-def _check_resume(stored: dict[str, Any], cfg: RunConfig) -> None:
-    now = _config_json(cfg)
-    diff = [k for k in now if k not in _RESUME_FREE and stored.get(k) != now[k]]
-    if diff:
-        k = diff[0]
-        raise CheckpointError(
-            f"cannot resume: the run folder was made with {k}={stored.get(k)!r}, now {k}={now[k]!r}"
-        )
-
-
-def _rows_csv(rows: list[dict[str, Any]]) -> str:
-    buf = _io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
-
-
-def _finite(tensors: Sequence[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+    resume: bool  # default False
+    loaded: Optional[Loaded]
+    data: Optional[tuple[ImageData, ImageData]]
+    write_pngs: bool  # default True
 
 
 def unlearn(
     cfg: RunConfig,
     out: Optional[str] = None,
     *,
-    resume: bool = False,
-    loaded: Optional[Loaded] = None,
-    data: Optional[tuple[ImageData, ImageData]] = None,
     stop_after: Optional[int] = None,
-    write_pngs: bool = True,
+    **inputs: Unpack[RunInputs],
 ) -> dict[str, Any]:
     """Run one method and return its summary (also written to ``out/log.json``).
 
@@ -184,34 +132,64 @@ def unlearn(
 
     Raises:
         UnoUserError: bad input (the CLI turns it into a message and a non-zero exit).
-        NonFiniteError: NaN/Inf in a step; the last good checkpoint is kept.
+        NonFiniteError: NaN/Inf in a step; the checkpoint on disk is the last finite step's.
     """
-    methods.create(cfg.method, **cfg.method_kwargs())  # fail early on an unknown method
-    if cfg.steps < 0 or cfg.batch < 1 or cfg.n_monitor < 1 or not (0 < cfg.tau <= 1):
-        raise UnoUserError("need steps >= 0, batch >= 1, n_monitor >= 1 and 0 < tau <= 1")
-    out_dir = Path(out).expanduser() if out is not None else None
-    ckpt_path = out_dir / "ckpt.safetensors" if out_dir is not None else None
-    if resume:
-        if out_dir is None or not (out_dir / "config.json").is_file():
-            raise CheckpointError(f"nothing to resume in {out_dir}: no config.json")
-        try:
-            stored = json.loads((out_dir / "config.json").read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{out_dir}/config.json is malformed ({e})") from e
-        _check_resume(stored, cfg)
-    elif out_dir is not None and (out_dir / "ckpt.safetensors").exists():
-        raise UnoUserError(
-            f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
+    run = prepare(cfg, out, **inputs)
+    progress = loop(run, stop_after=stop_after)
+    if progress.interrupted_at is not None:
+        return {"interrupted_at": progress.interrupted_at}
+    return summarize(run, progress)
 
+
+def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInputs]) -> Run:
+    """Check everything, load the data and models, build the task and method, restore or start the state.
+
+    A fresh run writes ``config.json``, ``original.safetensors``, ``before.png`` and the step-0 checkpoint;
+    a resume reads the verified checkpoint instead. Arguments as in :func:`unlearn`.
+    """
+    cfg.validate()
+    out_dir = Path(out).expanduser() if out is not None else None
+    saved = check_run_folder(cfg, out, inputs.get("resume", False))
+    data, loaded = inputs.get("data"), inputs.get("loaded")
     train, heldout = data if data is not None else load_data(cfg)
     targets = resolve_targets(train, cfg.forget)
     loaded = loaded if loaded is not None else load_models(cfg)
     model, judge = loaded.model, loaded.judge
-    if resume:
+    if saved is not None:
         assert out_dir is not None
-        orig_t, _ = io.load_tensors(out_dir / "original.safetensors")
-        io.load_state(model, orig_t, str(out_dir / "original.safetensors"))
+        io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
+    task = _build_task(cfg, loaded, train, targets)
+    retain_real = train.x[~train.forget_mask(targets)]
+    elbo = (
+        (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
+    )
+    run = Run(
+        cfg=cfg,
+        out_dir=out_dir,
+        model=model,
+        task=task,
+        method=methods.from_config(cfg),
+        opt=torch.optim.Adam(task.params, lr=cfg.lr),
+        fid=metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
+        elbo=elbo,
+        grid_z=task.z_monitor[:64],
+        write_pngs=inputs.get("write_pngs", True),
+    )
+    # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
+    task.begin_step(0)
+    run.method.setup(task)
+    task.end_step()
+    if saved is not None:
+        _restore(run, saved)
+    else:
+        _start(run)
+        run.checkpoint(0)
+    return run
+
+
+def _build_task(cfg: RunConfig, loaded: Loaded, train: ImageData, targets: Sequence[int]) -> Task:
+    """The task of ``loaded.kind`` around the model, with a frozen copy of it as the original."""
+    model, judge = loaded.model, loaded.judge
     original = copy.deepcopy(model).eval()
     for p in original.parameters():
         p.requires_grad_(False)
@@ -220,149 +198,133 @@ def unlearn(
         raise UnoUserError(
             f"the judge has {judge.n_classes} outputs; the data has {len(train.names)} classes"
         )
-
-    hat = cfg.method.endswith("-hat")
-    w_u = cfg.w_u if hat else 0.0
+    w_u = cfg.w_u if cfg.method.endswith("-hat") else 0.0
     common: dict[str, Any] = dict(
         batch=cfg.batch, n_monitor=cfg.n_monitor, w_u=w_u, seed=cfg.seed, bn_train=cfg.bn_train
     )
-    task: Task
     if loaded.kind == "gan":
-        task = GANTask(
-            model,
-            judge,
-            targets,
-            original=original,
-            critic=loaded.critic,
-            w_c=cfg.w_c,
-            w_j=cfg.w_j,
-            **common,
-        )
-    else:
-        task = VAETask(model, judge, train, targets, original=original, **common)
-    method = methods.create(cfg.method, **cfg.method_kwargs())
-    opt = torch.optim.Adam(task.params, lr=cfg.lr)
-    device = task.params[0].device
-    retain_real = train.x[~train.forget_mask(targets)]
-    fid = metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n)  # type: ignore[arg-type]
-    elbo = (
-        (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
+        return GANTask(
+            model, judge, targets, original=original, critic=loaded.critic, w_c=cfg.w_c,
+            w_j=cfg.w_j, **common,
+        )  # fmt: skip
+    return VAETask(model, judge, train, targets, original=original, **common)
+
+
+def _restore(run: Run, saved: SavedRun) -> None:
+    """Load a verified checkpoint into the prepared run."""
+    t = saved.tensors
+    where = str(run.out_dir / "ckpt.safetensors") if run.out_dir is not None else "checkpoint"
+    io.load_state(run.model, {k[6:]: v for k, v in t.items() if k.startswith("model.")}, where)
+    io.load_optimizer_tensors(run.opt, run.task.params, t)
+    run.method.load_state_dict({k[7:]: v for k, v in t.items() if k.startswith("method.")})
+    run.rows = [nan_for_null(r) for r in saved.meta["rows"]]
+    run.summary0 = nan_for_null(saved.meta["summary0"])
+    run.start = run.last_ckpt = int(saved.meta["step"])
+
+
+def _start(run: Run) -> None:
+    """Measure step 0 and write a fresh run's first files."""
+    f0 = run.task.forget_fraction()
+    run.summary0 = {"f0": f0, "fid_before": run.fid(run.model), "elbo_before": run.elbo()}
+    run.rows = [_row(0, f0, methods.StepInfo(), 0.0, float("nan"))]
+    run.rows[0]["fid"] = run.summary0["fid_before"]  # measured: the FID at forget when f0 < tau
+    if run.out_dir is not None:
+        write_start(run.out_dir, run.cfg, run.model)
+        if run.write_pngs:
+            plots.save_grid(run.out_dir / "before.png", sample_images(run.model, run.grid_z))
+
+
+def loop(run: Run, *, stop_after: Optional[int] = None) -> Progress:
+    """The steps after ``run.start`` up to ``cfg.steps`` (or the first forgotten step with
+    ``stop_on_forget``; or ``stop_after``, checkpointed, as if interrupted).
+
+    Raises:
+        NonFiniteError: a direction or the parameters are not finite.
+    """
+    cfg = run.cfg
+    reached = metrics.steps_to_forget([r["f"] for r in run.rows], cfg.tau)
+    progress = Progress(
+        reached, run.rows[reached]["fid"] if reached is not None else None, "budget"
     )
-    grid_z = task.z_monitor[:64]
+    bar = _bar(cfg, run.start)
+    try:
+        for step in range(run.start + 1, cfg.steps + 1):
+            if cfg.stop_on_forget and progress.reached is not None:
+                progress.stopped = "forgotten"
+                break
+            row = _step(run, step)
+            if progress.reached is None and row["f"] < cfg.tau:
+                progress.reached = step
+                progress.fid_at_forget = row["fid"] = run.fid(run.model)
+            run.rows.append(row)
+            # refresh=False: the bar redraws at its own rate (every 30 s off a terminal), not every step.
+            bar.set_postfix(f=f"{row['f']:.3f}", cos2=f"{row['cos2']:.2g}", refresh=False)
+            bar.update(1)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                run.checkpoint(step)
+            if stop_after is not None and step >= stop_after:
+                run.checkpoint(step)
+                progress.interrupted_at = step
+                break
+    finally:
+        bar.close()
+    return progress
 
-    task.begin_step(
-        0
-    )  # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
-    method.setup(task)
-    task.end_step()
-    rows: list[dict[str, Any]] = []
-    summary0: dict[str, Any]
-    start = 0
-    if resume:
-        assert ckpt_path is not None
-        tensors, meta = io.load_tensors(ckpt_path)
-        io.load_state(
-            model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(ckpt_path)
-        )
-        io.load_optimizer_tensors(opt, task.params, tensors)
-        method.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("method.")})
-        rows = meta["rows"]
-        summary0 = meta["summary0"]
-        start = int(meta["step"])
-    else:
-        summary0 = {"f0": task.forget_fraction(), "fid_before": fid(model), "elbo_before": elbo()}
-        rows = [_row(0, summary0["f0"], methods.StepInfo(), 0.0, float("nan"))]
-        if out_dir is not None:
-            io.write_json(out_dir / "config.json", _config_json(cfg))
-            io.save_tensors(
-                out_dir / "original.safetensors",
-                dict(model.state_dict()),
-                {"config": getattr(model, "config", {})},
-            )
-            if write_pngs:
-                plots.save_grid(out_dir / "before.png", sample_images(model, grid_z))
 
-    def checkpoint(step: int) -> None:
-        if ckpt_path is None:
-            return
-        t = {f"model.{k}": v for k, v in model.state_dict().items()}
-        t.update(io.optimizer_tensors(opt, task.params))
-        t.update({f"method.{k}": v for k, v in method.state_dict().items()})
-        io.save_tensors(ckpt_path, t, {"step": step, "rows": rows, "summary0": summary0})
-        io.write_text(ckpt_path.parent / "log.csv", _rows_csv(rows))
-
-    if start == 0:
-        checkpoint(0)
-    fractions = [r["f"] for r in rows]
-    reached = metrics.steps_to_forget(fractions, cfg.tau)
-    fid_at_forget = rows[reached]["fid"] if reached is not None else None
-    bar = _bar(cfg, start)
-    stopped = "budget"
-    for step in range(start + 1, cfg.steps + 1):
-        if cfg.stop_on_forget and reached is not None:
-            stopped = "forgotten"
-            break
-        mem = metrics.PeakMemory(device)
+def _step(run: Run, step: int) -> dict[str, Any]:
+    """One timed update, then the untimed monitoring; returns the step's log row."""
+    task, device = run.task, run.task.params[0].device
+    mem = metrics.PeakMemory(device)
+    metrics.sync(device)
+    with mem:
+        t0 = time.perf_counter()
+        task.begin_step(step)
+        d, info = run.method.direction(task, step)
+        if not _finite(d) or not math.isfinite(info.loss_r if not math.isnan(info.loss_r) else 0.0):
+            _nonfinite(step, run)
+        for p, g in zip(task.params, d):
+            p.grad = g
+        run.opt.step()
         metrics.sync(device)
-        with mem:
-            t0 = time.perf_counter()
-            task.begin_step(step)
-            d, info = method.direction(task, step)
-            if not _finite(d) or not math.isfinite(
-                info.loss_r if not math.isnan(info.loss_r) else 0.0
-            ):
-                _nonfinite(step, rows, out_dir)
-            for p, g in zip(task.params, d):
-                p.grad = g
-            opt.step()
-            metrics.sync(device)
-            dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+    task.end_step()
+    for p in task.params:
+        p.grad = None
+    # -- monitoring (not timed, the same for every method) --
+    if not _finite(task.params):
+        _nonfinite(step, run)
+    if not run.method.measures_cos2:
+        task.begin_step(step)  # same batches as the step, for cos² only
+        info.cos2 = _cos2_now(task)
         task.end_step()
-        for p in task.params:
-            p.grad = None
-        # -- monitoring (not timed, the same for every method) --
-        if not _finite(task.params):
-            _nonfinite(step, rows, out_dir)
-        if not method.measures_cos2:
-            task.begin_step(step)  # same batches as the step, for cos² only
-            info.cos2 = _cos2_now(task)
-            task.end_step()
-        f = task.forget_fraction()
-        row = _row(step, f, info, dt, mem.value)
-        if reached is None and f < cfg.tau:
-            reached = step
-            fid_at_forget = fid(model)
-            row["fid"] = fid_at_forget
-        rows.append(row)
-        # refresh=False: the bar redraws at its own rate (every 30 s off a terminal), not every step.
-        bar.set_postfix(f=f"{f:.3f}", cos2=f"{info.cos2:.2g}", refresh=False)
-        bar.update(1)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            checkpoint(step)
-        if stop_after is not None and step >= stop_after:
-            checkpoint(step)
-            bar.close()
-            return {"interrupted_at": step}
-    bar.close()
-    last = rows[-1]["step"]
-    checkpoint(last)
-    summary = _summary(cfg, rows, summary0, reached, fid_at_forget, stopped)
-    summary["fid_after"] = fid(model)
-    summary["elbo_after"] = elbo()
-    summary["n_params"] = sum(p.numel() for p in task.params)
-    if out_dir is not None:
+    return _row(step, task.forget_fraction(), info, dt, mem.value)
+
+
+def summarize(run: Run, progress: Progress) -> dict[str, Any]:
+    """The final checkpoint, the summary (returned, and in ``log.json``) and the after/curve figures."""
+    cfg, rows = run.cfg, run.rows
+    run.checkpoint(rows[-1]["step"])
+    summary = _summary(cfg, rows, run.summary0, progress)
+    summary["fid_after"] = run.fid(run.model)
+    summary["elbo_after"] = run.elbo()
+    summary["n_params"] = sum(p.numel() for p in run.task.params)
+    if run.out_dir is not None:
         io.write_json(
-            out_dir / "log.json", {"summary": summary, "config": _config_json(cfg), "rows": rows}
+            run.out_dir / "log.json", {"summary": summary, "config": config_json(cfg), "rows": rows}
         )
-        if write_pngs:
-            plots.save_grid(out_dir / "after.png", sample_images(model, grid_z))
+        if run.write_pngs:
+            plots.save_grid(run.out_dir / "after.png", sample_images(run.model, run.grid_z))
             plots.save_curves(
-                out_dir / "curve.png",
+                run.out_dir / "curve.png",
                 {cfg.method: [[r["f"] for r in rows]]},
                 cfg.tau,
                 title=f"{cfg.method}: forget {','.join(cfg.forget)}",
             )
     return summary
+
+
+def _finite(tensors: Sequence[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _bar(cfg: RunConfig, start: int) -> Any:
@@ -391,22 +353,20 @@ def _cos2_now(task: Task) -> float:
     return forget_retain_grads(task)[2].cos2
 
 
-def _nonfinite(step: int, rows: list[dict[str, Any]], out_dir: Optional[Path]) -> None:
-    where = (
-        f"; the last good checkpoint is {out_dir / 'ckpt.safetensors'}"
-        if out_dir is not None
-        else ""
-    )
+def _nonfinite(step: int, run: Run) -> None:
+    # Every checkpoint this run wrote was checked finite before and checksummed when written; a resumed
+    # one was verified against its checksum when loaded. Say which step it holds, never more.
+    where = ""
+    if run.out_dir is not None and run.last_ckpt is not None:
+        where = (
+            f"; the last checkpoint (step {run.last_ckpt}, finite and checksummed) is "
+            f"{run.out_dir / 'ckpt.safetensors'}"
+        )
     raise NonFiniteError(f"non-finite values (NaN/Inf) at step {step}: run stopped{where}")
 
 
 def _summary(
-    cfg: RunConfig,
-    rows: list[dict[str, Any]],
-    s0: dict[str, Any],
-    reached: Optional[int],
-    fid_at_forget: Optional[float],
-    stopped: str,
+    cfg: RunConfig, rows: list[dict[str, Any]], s0: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
     dts = [r["dt"] for r in rows[1:]]
     fr = [r["f"] for r in rows]
@@ -414,17 +374,17 @@ def _summary(
         "method": cfg.method,
         "seed": cfg.seed,
         "steps_run": rows[-1]["step"],
-        "stopped": stopped,
+        "stopped": progress.stopped,
         "f0": s0["f0"],
         "f_final": fr[-1],
         "f_after_5": fr[5] if len(fr) > 5 else None,
-        "steps_to_forget": reached,
-        "reached": reached is not None,
-        "time_to_forget_s": metrics.time_to_forget(dts, reached),
+        "steps_to_forget": progress.reached,
+        "reached": progress.reached is not None,
+        "time_to_forget_s": metrics.time_to_forget(dts, progress.reached),
         "per_step_s": (sum(dts) / len(dts)) if dts else float("nan"),
         "per_step_median_s": statistics.median(dts) if dts else float("nan"),
         "fid_before": s0["fid_before"],
-        "fid_at_forget": fid_at_forget,
+        "fid_at_forget": progress.fid_at_forget,
         "elbo_before": s0["elbo_before"],
         "cos2_mean": _nanmean([r["cos2"] for r in rows[1:]]),
         "peak_mem_bytes": max(

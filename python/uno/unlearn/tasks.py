@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uno.unlearn.data import ImageData
@@ -51,18 +50,6 @@ def in_forget(judge: nn.Module, x: Tensor, targets: Sequence[int]) -> Tensor:
         if logits.shape[1] == 1:
             return logits[:, 0] > 0
         return torch.isin(logits.argmax(1), torch.as_tensor(list(targets)))
-
-
-def ssim(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
-    """Per-image SSIM ``(N,)`` with a uniform window (images in [0, 1])."""
-    c1, c2 = 0.01**2, 0.03**2
-    pool = lambda t: F.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)  # noqa: E731
-    mu_a, mu_b = pool(a), pool(b)
-    s_aa = pool(a * a) - mu_a**2
-    s_bb = pool(b * b) - mu_b**2
-    s_ab = pool(a * b) - mu_a * mu_b
-    m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
-    return m.flatten(1).mean(1)
 
 
 class Task:
@@ -108,6 +95,13 @@ class Task:
         self.hist_target = histogram_target(k, self.targets, self.binary)
         self._u: Optional[Tensor] = None
         self.step_generator = torch.Generator()
+        self.original: Optional[nn.Module] = None  # the frozen model before unlearning, when given
+
+    def frozen_original(self) -> nn.Module:
+        """The frozen original model in eval mode (for methods that compare against it: fu, salun)."""
+        if self.original is None:
+            raise RuntimeError("this method needs the frozen original model (task.original)")
+        return self.original.eval()
 
     # -- step protocol -------------------------------------------------------------------------
     def begin_step(self, step: int) -> None:
@@ -203,50 +197,6 @@ class VAETask(Task):
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
         return [self.model.loss(c) for c in self.x_r.chunk(k)]  # type: ignore[operator]
 
-    # -- baselines' hooks ----------------------------------------------------------------------
-    def _frozen(self) -> nn.Module:
-        if self.original is None:
-            raise RuntimeError("this method needs the frozen original model (task.original)")
-        return self.original.eval()
-
-    def fu_setup(self) -> None:
-        f = self._frozen()
-        with torch.no_grad():
-            mu_f = f.encode(self.forget_x[:2048])[0]  # type: ignore[operator]
-            mu_r = f.encode(self.retain_x[:2048])[0]  # type: ignore[operator]
-        z_e = mu_f.mean(0) - mu_r.mean(0)
-        self.fu_v = z_e / z_e.norm().clamp_min(1e-12)
-        self.fu_delta = 0.5 * float((mu_f @ self.fu_v).mean() + (mu_r @ self.fu_v).mean())
-
-    def fu_loss(self, alpha: float) -> Tensor:
-        f = self._frozen()
-        z = torch.randn(self.batch, self.zdim, generator=self.step_generator)
-        z = z.to(self.dtype).to(self.device)
-        proj = z @ self.fu_v
-        s = (proj > self.fu_delta).to(z.dtype)
-        z_hat = z - torch.clamp(proj - self.fu_delta, min=0.0)[:, None] * self.fu_v[None, :]
-        with torch.no_grad():
-            f_z, f_zh = f.decode(z), f.decode(z_hat)  # type: ignore[operator]
-        g_z = self.model.decode(z)  # type: ignore[operator]
-        l1 = (g_z - f_z).abs().flatten(1).sum(1)
-        l1h = (g_z - f_zh).abs().flatten(1).sum(1)
-        return ((1 - s) * l1).mean() + alpha * (
-            (s * l1h).mean() + (s * (1 - ssim(g_z, f_zh))).mean()
-        )
-
-    def saliency_loss(self) -> Tensor:
-        return self.model.loss(self.forget_x[:1024])  # type: ignore[operator]
-
-    def salun_loss(self) -> Tensor:
-        eps = torch.randn(self.batch, self.zdim, generator=self.step_generator)
-        eps = eps.to(self.dtype).to(self.device)
-        mu_f, lv_f = self.model.encode(self.x_f)  # type: ignore[operator]
-        mu_r, lv_r = self.model.encode(self.x_r)  # type: ignore[operator]
-        z_f = mu_f + eps * torch.exp(0.5 * lv_f)
-        z_r = mu_r + eps * torch.exp(0.5 * lv_r)  # paired noise
-        target = self.model.decode(z_r).detach()  # type: ignore[operator]
-        return F.mse_loss(self.model.decode(z_f), target, reduction="sum") + self.ell_retain()  # type: ignore[operator]
-
     # -- quality -------------------------------------------------------------------------------
     def retain_elbo(self, heldout: ImageData, max_n: int = 2000) -> float:
         """Mean ELBO per held-out retain sample (higher is better), fixed noise, eval mode."""
@@ -328,7 +278,7 @@ class GANTask(Task):
         i_r = torch.randint(len(self.z_retain), (self.batch,), generator=g)
         self.z_r, self.y_r = self.z_retain[i_r], self.y_retain[i_r]
 
-    def _ell_f(self, z: Tensor) -> Tensor:
+    def ell_forget_on(self, z: Tensor) -> Tensor:
         p = judge_probs(self.judge, self.model.decode(z))  # type: ignore[operator]
         p_f = p[:, 1] if self.binary else p[:, self.targets].sum(1)
         return -torch.log(p_f + HIST_EPS).sum()
@@ -336,7 +286,7 @@ class GANTask(Task):
     def _ell_r(self, z: Tensor, y: Tensor) -> Tensor:
         x = self.model.decode(z)  # type: ignore[operator]
         with torch.no_grad():
-            x0 = self.original.decode(z)  # type: ignore[operator]
+            x0 = self.frozen_original().decode(z)  # type: ignore[operator]
         loss = ((x - x0) ** 2).sum()
         if self.w_j:
             p = judge_probs(self.judge, x)
@@ -346,28 +296,10 @@ class GANTask(Task):
         return loss
 
     def ell_forget(self) -> Tensor:
-        return self._ell_f(self.z_f)
+        return self.ell_forget_on(self.z_f)
 
     def ell_retain(self) -> Tensor:
         return self._ell_r(self.z_r, self.y_r)
 
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
         return [self._ell_r(c, y) for c, y in zip(self.z_r.chunk(k), self.y_r.chunk(k))]
-
-    def fu_setup(self) -> None:
-        z_e = self.z_forget.mean(0) - self.z_retain.mean(0)
-        self.fu_v = z_e / z_e.norm().clamp_min(1e-12)
-        self.fu_delta = 0.5 * float(
-            (self.z_forget @ self.fu_v).mean() + (self.z_retain @ self.fu_v).mean()
-        )
-
-    fu_loss = VAETask.fu_loss
-    _frozen = VAETask._frozen
-
-    def saliency_loss(self) -> Tensor:
-        return self._ell_f(self.z_forget[:1024])
-
-    def salun_loss(self) -> Tensor:
-        with torch.no_grad():
-            target = self.original.decode(self.z_r)  # type: ignore[operator]
-        return F.mse_loss(self.model.decode(self.z_f), target, reduction="sum") + self.ell_retain()  # type: ignore[operator]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,11 @@ from torch import Tensor, nn
 from uno.unlearn.data import ImageData, load_mnist
 from uno.unlearn.io import load_model, save_model
 from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, MnistVAE
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+log = logging.getLogger("uno.unlearn")
 
 
 def cache_dir() -> Path:
@@ -45,58 +51,44 @@ def _seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+class FitOptions(TypedDict, total=False):
+    """Keyword options of :func:`train_vae` and :func:`train_judge`."""
+
+    epochs: int  # passes over the data (train_vae 50, train_judge 10)
+    batch: int  # 128
+    lr: float  # Adam's, 1e-3
+    seed: int  # the shuffling and initial torch seed, 0
+    quiet: bool  # no progress bar, False
+
+
 def _adam_epochs(
     model: nn.Module,
     data: ImageData,
     loss_of: Callable[[Tensor], Tensor],
-    *,
-    epochs: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    quiet: bool,
     desc: str,
+    epochs: int,
+    opts: FitOptions,
 ) -> nn.Module:
-    """``epochs`` shuffled passes of Adam over ``data`` minimising ``loss_of(indices)``; returns it in eval mode."""
-    g = _seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    """Shuffled passes of Adam over ``data`` minimising ``loss_of(indices)``; returns it in eval mode."""
+    g = _seed(opts.get("seed", 0))
+    opt = torch.optim.Adam(model.parameters(), lr=opts.get("lr", 1e-3))
     model.train()
-    for _ in progress(range(epochs), quiet=quiet, desc=desc):
-        for idx in torch.randperm(len(data), generator=g).split(batch):
+    for _ in progress(range(opts.get("epochs", epochs)), quiet=opts.get("quiet", False), desc=desc):
+        for idx in torch.randperm(len(data), generator=g).split(opts.get("batch", 128)):
             opt.zero_grad(set_to_none=True)
             loss_of(idx).backward()
             opt.step()
     return model.eval()
 
 
-def train_vae(
-    model: nn.Module,
-    data: ImageData,
-    epochs: int = 50,
-    batch: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    quiet: bool = False,
-) -> nn.Module:
-    """Train a VAE on ``data.x`` with Adam on the sum-reduced negative ELBO."""
-    return _adam_epochs(
-        model,
-        data,
-        lambda idx: model.loss(data.x[idx]),  # type: ignore[operator]
-        epochs=epochs, batch=batch, lr=lr, seed=seed, quiet=quiet, desc="train vae",
-    )  # fmt: skip
+def train_vae(model: nn.Module, data: ImageData, **opts: Unpack[FitOptions]) -> nn.Module:
+    """Train a VAE on ``data.x`` with Adam on the sum-reduced negative ELBO (50 epochs by default)."""
+    return _adam_epochs(model, data, lambda idx: model.loss(data.x[idx]), "train vae", 50, opts)  # type: ignore[operator]
 
 
-def train_judge(
-    judge: nn.Module,
-    data: ImageData,
-    epochs: int = 10,
-    batch: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    quiet: bool = False,
-) -> nn.Module:
-    """Train a classifier judge (cross-entropy; a one-logit judge uses the first attribute column)."""
+def train_judge(judge: nn.Module, data: ImageData, **opts: Unpack[FitOptions]) -> nn.Module:
+    """Train a classifier judge (cross-entropy; a one-logit judge uses the first attribute column;
+    10 epochs by default)."""
 
     def loss_of(idx: Tensor) -> Tensor:
         logits = judge(data.x[idx])
@@ -105,10 +97,7 @@ def train_judge(
             return F.binary_cross_entropy_with_logits(logits[:, 0], y)
         return F.cross_entropy(logits, data.y[idx])
 
-    return _adam_epochs(
-        judge, data, loss_of,
-        epochs=epochs, batch=batch, lr=lr, seed=seed, quiet=quiet, desc="train judge",
-    )  # fmt: skip
+    return _adam_epochs(judge, data, loss_of, "train judge", 10, opts)
 
 
 def judge_accuracy(judge: nn.Module, data: ImageData) -> float:
@@ -163,6 +152,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _announce(kind: str, budget: dict[str, Any], path: Path) -> None:
+    """Check the cache can take the model (before minutes of training are lost to a failed save), then
+    say in one line, even with ``quiet`` (a first GAN takes minutes), what is trained and where it goes."""
+    from uno.unlearn import preflight
+
+    preflight.out_dir("the model cache ($UNO_CACHE_DIR)", str(path.parent))
+    what = ", ".join(f"{k} {v}" for k, v in budget.items())
+    log.warning(
+        "no cached %s for this data and budget: training one (%s), cached at %s", kind, what, path
+    )
+
+
 def _key(kind: str, data_id: str, budget: dict[str, Any], seed: int) -> str:
     blob = json.dumps(
         {"kind": kind, "data": data_id, "budget": budget, "seed": seed}, sort_keys=True
@@ -201,6 +202,7 @@ def get_or_train(
                 load_model(path, "dcgan_g")[0].eval(),
                 load_model(cpath, "dcgan_d")[0].eval(),
             ), path
+        _announce(kind, b, path)
         train, _ = load_mnist(data_root)
         torch.manual_seed(seed)
         gb = dict(b)
@@ -218,6 +220,7 @@ def get_or_train(
         return (gen, critic), path
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
+    _announce(kind, b, path)
     train, _ = load_mnist(data_root)
     n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
     if n_train is not None:

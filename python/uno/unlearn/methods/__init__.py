@@ -1,7 +1,8 @@
 """Unlearning methods (METHOD.md §3). One file per method; ``@register`` adds it to the registry.
 
 To add a method: write ``methods/<name>.py`` with a :class:`~uno.unlearn.methods.base.Method` subclass
-decorated with ``@register("<name>")`` and import it below.
+decorated with ``@register("<name>")`` (its hyper-parameters in ``defaults``, its losses beside it) and
+import it below.
 """
 
 from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
@@ -17,6 +18,6 @@ from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
     uno_subspace,
 )
 from uno.unlearn.methods.base import Method, StepInfo
-from uno.unlearn.methods.registry import create, names, register
+from uno.unlearn.methods.registry import create, from_config, names, register
 
-__all__ = ["Method", "StepInfo", "create", "names", "register"]
+__all__ = ["Method", "StepInfo", "create", "from_config", "names", "register"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
@@ -34,6 +35,13 @@ class Method:
     Subclasses implement :meth:`direction`, returning one tensor per parameter: the update direction
     that the optimizer treats as the gradient (so ``-g_f`` means ascent on the forget loss).
     Adding a method = a subclass in its own file + ``@register("name")`` (see ``registry.py``).
+
+    Hyper-parameters: a method declares them with their defaults in :attr:`defaults` (through
+    ``@register("name", lam=1e3)``); the constructor
+    takes them as keyword arguments (``create("uno", lam=10.0)``) and sets each as an attribute, and
+    :meth:`options` picks them from a run configuration (a ``RunConfig`` field of the same name: ``lam``
+    of ``uno`` is ``--lam``). A method with its own constructor also gets its keyword parameters taken
+    from the configuration.
     """
 
     name: ClassVar[str] = ""
@@ -41,10 +49,23 @@ class Method:
     has_hat: ClassVar[bool] = True
     #: whether the step measures cos²(g_f, g_r) itself (else the run loop measures it when monitoring)
     measures_cos2: ClassVar[bool] = True
+    #: the method's hyper-parameters and their defaults
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, hat: bool = False, **hparams: Any) -> None:
         self.hat = hat
-        self.hparams = hparams
+        self.hparams = {**self.defaults, **hparams}
+        for k in self.defaults:
+            setattr(self, k, self.hparams[k])
+
+    @classmethod
+    def options(cls, cfg: Any) -> dict[str, Any]:
+        """The hyper-parameters ``cfg`` (a ``RunConfig``) sets: those with a field of the same name."""
+        names = set(cls.defaults)
+        init = inspect.signature(cls.__init__).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names.update(p.name for p in init if p.kind in kinds and p.name not in ("self", "hat"))
+        return {k: getattr(cfg, k) for k in sorted(names) if hasattr(cfg, k)}
 
     def setup(self, task: Any) -> None:
         """Called once before the first step (and again on resume, before loading the state)."""
@@ -58,6 +79,14 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         pass
+
+
+class OwnLossMethod(Method):
+    """A baseline with its own objective (``fu``, ``salun``) instead of ℓ_f and ℓ_r: no ``-hat``
+    variant, and cos²(g_f, g_r) is measured by the run loop (the step does not take g_f, g_r)."""
+
+    has_hat = False
+    measures_cos2 = False
 
 
 def grads(loss: Tensor, params: list[Tensor], **kw: Any) -> list[Tensor]:

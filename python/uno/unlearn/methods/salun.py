@@ -1,8 +1,12 @@
 """``salun``: saliency-masked unlearning (Fan et al. 2024), METHOD.md §6.
 
-Mask m = 1[|∇ℓ(D_f)| ≥ median over all parameters] (computed once, on the original model). Each step
-descends the task's ``salun_loss`` (VAE: MSE(Dec(z_f), sg(Dec(z_r))) with paired noise + the retain
-loss), with the gradient masked by m and clipped to norm 5, then Adam.
+Mask m = 1[|∇ℓ_f(forget pool)| ≥ median over all parameters] (computed once, on the original model, over
+the first 1,024 forget images or latents). Each step descends
+
+    VAE: MSE(Dec(z_f), sg(Dec(z_r))) with paired noise (z_f, z_r from the encoder, the same ε) + ℓ_r
+    GAN: MSE(G(z_f), G₀(z_r)) (the frozen original's output on a retain latent) + ℓ_r
+
+with the gradient masked by m and clipped to norm ``clip`` (5), then Adam.
 """
 
 from __future__ import annotations
@@ -10,31 +14,59 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from uno.unlearn import _ops
-from uno.unlearn.methods.base import Method, StepInfo, grads
+from uno.unlearn.methods.base import OwnLossMethod, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
+#: forget images (VAE) or latents (GAN) for the saliency gradient
+N_SALIENCY = 1024
 
-@register("salun")
-class SalUn(Method):
-    has_hat = False
-    measures_cos2 = False
 
-    def __init__(self, hat: bool = False, clip: float = 5.0, **kw: Any) -> None:
-        super().__init__(hat=hat, clip=clip, **kw)
-        self.clip = clip
+def saliency_loss(task: Any) -> Tensor:
+    """ℓ_f over the first :data:`N_SALIENCY` of the whole forget side (not a step's batch)."""
+    if hasattr(task, "z_forget"):  # GANTask
+        return task.ell_forget_on(task.z_forget[:N_SALIENCY])
+    return task.model.loss(task.forget_x[:N_SALIENCY])
+
+
+def salun_loss(task: Any) -> Tensor:
+    """The step's loss: forget samples mapped onto retain ones (see the module docstring) plus ℓ_r."""
+    model = task.model
+    if hasattr(task, "z_forget"):  # GANTask: the frozen original's retain outputs are the target
+        with torch.no_grad():
+            target = task.original.decode(task.z_r)
+        x_f = model.decode(task.z_f)
+    else:
+        eps = torch.randn(task.batch, task.zdim, generator=task.step_generator)
+        eps = eps.to(task.dtype).to(task.device)
+        mu_f, lv_f = model.encode(task.x_f)
+        mu_r, lv_r = model.encode(task.x_r)
+        target = model.decode(mu_r + eps * torch.exp(0.5 * lv_r)).detach()  # paired noise
+        x_f = model.decode(mu_f + eps * torch.exp(0.5 * lv_f))
+    return F.mse_loss(x_f, target, reduction="sum") + task.ell_retain()
+
+
+@register("salun", clip=5.0)
+class SalUn(OwnLossMethod):
+    """SalUn with gradient clipping at ``clip`` (5 by default)."""
+
+    clip: float
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.mask: list[Tensor] = []
 
     def setup(self, task: Any) -> None:
-        g = grads(task.saliency_loss(), task.params)
+        g = grads(saliency_loss(task), task.params)
         flat_abs = torch.cat([t.abs().reshape(-1) for t in g])  # once, for the median only
         med = flat_abs.median()
         self.mask = [(t.abs() >= med).to(t.dtype) for t in g]
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
-        loss = task.salun_loss()
+        loss = salun_loss(task)
         d = [m * t for m, t in zip(self.mask, grads(loss, task.params))]
         n = float(_ops.dot(d, d)) ** 0.5
         if n > self.clip:

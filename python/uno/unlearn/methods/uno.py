@@ -190,13 +190,11 @@ def uno_direction_naive(task: Any, lam: float) -> list[Tensor]:
     return [g.detach() for g in grads(total, params)]
 
 
-@register("uno")
+@register("uno", lam=1e3)
 class Uno(Method):
-    """UNO (λ = 1e3 by default, the paper's value)."""
+    """UNO (λ = 1e3 by default, the paper's value; ``--lam``)."""
 
-    def __init__(self, hat: bool = False, lam: float = 1e3, **kw: Any) -> None:
-        super().__init__(hat=hat, lam=lam, **kw)
-        self.lam = lam
+    lam: float
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         return uno_direction(task, self.lam)

@@ -6,16 +6,14 @@ from typing import Any
 
 from torch import Tensor
 
-from uno.unlearn.methods.base import Method, StepInfo, forget_retain_grads, surgery_direction
+from uno.unlearn.methods.base import StepInfo, forget_retain_grads, surgery_direction
 from uno.unlearn.methods.registry import register
-from uno.unlearn.methods.uno import uno_direction
+from uno.unlearn.methods.uno import Uno, uno_direction
 
 
 @register("uno-s")
-class UnoS(Method):
-    def __init__(self, hat: bool = False, lam: float = 1e3, **kw: Any) -> None:
-        super().__init__(hat=hat, lam=lam, **kw)
-        self.lam = lam
+class UnoS(Uno):
+    """``uno``'s λ (``--lam``) on the odd steps."""
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         if step % 2 == 1:

@@ -18,14 +18,12 @@ from uno.unlearn.methods.base import Method, StepInfo, cos2_of, grads, norms
 from uno.unlearn.methods.registry import register
 
 
-@register("uno-subspace")
+@register("uno-subspace", k=8, retain_weight=1.0)
 class UnoSubspace(Method):
-    def __init__(
-        self, hat: bool = False, k: int = 8, retain_weight: float = 1.0, **kw: Any
-    ) -> None:
-        super().__init__(hat=hat, k=k, retain_weight=retain_weight, **kw)
-        self.k = k
-        self.rho = retain_weight
+    """k retain micro-batches (``--k``), retain weight ρ (``retain_weight``)."""
+
+    k: int
+    retain_weight: float
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         params = task.params
@@ -48,4 +46,4 @@ class UnoSubspace(Method):
         d = [t.detach().clone() for t in g_f]
         if basis.k > 0:
             _ops.project_(d, basis)
-        return [self.rho * gr - df for gr, df in zip(g_r, d)], info
+        return [self.retain_weight * gr - df for gr, df in zip(g_r, d)], info
