@@ -137,7 +137,7 @@ def run(
     base = cfg.method.removesuffix("-hat")
     kw = {"lam": cfg.lam} if base in ("uno", "uno-s", "uno-paper") else {}
     method = methods.create(cfg.method, **kw)
-    opt = torch.optim.Adam(task.params, lr=cfg.lr)
+    opt = method.optimizer(task.params, cfg.lr)  # ProjectedAdam for a projection method
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     task.begin_step(0)
     method.setup(task)
@@ -161,7 +161,7 @@ def run(
         d, info = method.direction(task, s)
         for p, g in zip(task.params, d):
             p.grad = g
-        opt.step()
+        method.step(opt)
         dt = time.perf_counter() - t0
         task.end_step()
         for p in task.params:

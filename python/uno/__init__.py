@@ -4,7 +4,8 @@ Public API (kernels behind `torch.library` custom ops; see README.md):
 
 * :func:`project_` — in place ``grad ← grad − Π grad`` against a basis (tensor lists, no concatenation).
 * :func:`orthonormalize` and :class:`Basis` — orthonormal bases kept in one buffer, grown in place.
-* :func:`dot`, :func:`gram`, :func:`cos2` — one-pass multi-tensor reductions in float64.
+* :func:`dot`, :func:`dot_norms`, :func:`gram`, :func:`cos2` — one-pass multi-tensor reductions in
+  float64 (:func:`dot_norms`: ⟨a,b⟩, ‖a‖², ‖b‖² of two vectors at once).
 * :func:`backends` — which backends (reference, cpu, cuda, triton) run here, and why not the others.
 * :mod:`uno.optim` — ``ProjectedSGD``/``ProjectedAdam``: projection and the optimizer update fused;
   :func:`project_sgd_`, :func:`project_adam_` are their functional forms.
@@ -15,6 +16,7 @@ Public API (kernels behind `torch.library` custom ops; see README.md):
 from uno import optim, per_sample
 from uno._backends import backends
 from uno.ops import Basis, cos2, dot, gram, orthonormalize, project_
+from uno.ops.reductions import dot_norms
 from uno.optim import project_adam_, project_sgd_
 
 __version__ = "0.1.0"
@@ -24,6 +26,7 @@ __all__ = [
     "backends",
     "cos2",
     "dot",
+    "dot_norms",
     "gram",
     "optim",
     "orthonormalize",

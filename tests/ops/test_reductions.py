@@ -78,3 +78,38 @@ def test_opcheck_inner():
     for with_gram in (False, True):
         torch.library.opcheck(torch.ops.uno.inner.default, (x, rows, with_gram, ""))
     torch.library.opcheck(torch.ops.uno.inner.default, ([], rows, True, ""))
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_dot_norms(backend, device):
+    """⟨a,b⟩, ‖a‖², ‖b‖² of two separate lists in one call, per backend and dtype, against float64."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(17, 3), (5,), (0, 2), (1,), (257,)]
+    for dtype in dtypes_for(backend, device):
+        a = rand_pieces(shapes, dtype, device, gen)
+        b = rand_pieces(shapes, dtype, device, gen)
+        a0 = [t.clone() for t in a]
+        b0 = [t.clone() for t in b]
+        fa, fb = flat64(a), flat64(b)
+        out = uno.dot_norms(a, b, backend=backend)
+        assert out.dtype == torch.float64 and out.shape == (3,) and out.device.type == device
+        want = torch.stack([fa @ fb, fa @ fa, fb @ fb])
+        tol = dict(rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * 10)
+        torch.testing.assert_close(out.cpu(), want, **tol)
+        assert all(torch.equal(x, y) for x, y in zip(a + b, a0 + b0))  # inputs untouched
+        # the same numbers the separate reductions give
+        torch.testing.assert_close(out[0], uno.dot(a, b, backend=backend), rtol=1e-12, atol=0.0)
+        z = uno.dot_norms(a, a, backend=backend)
+        torch.testing.assert_close(z[0], z[1], rtol=1e-12, atol=0.0)
+
+
+def test_dot_norms_forms_and_bad_input():
+    x, y = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(uno.dot_norms(x, y), torch.stack([x @ y, x @ x, y @ y]))
+    assert uno.dot_norms(torch.zeros(3), torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="differ in shape"):
+        uno.dot_norms([torch.randn(3)], [torch.randn(4)])
+    with pytest.raises(TypeError, match="differ in dtype"):
+        uno.dot_norms(torch.randn(3), torch.randn(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        uno.dot_norms(torch.randn(3, requires_grad=True), torch.randn(3))

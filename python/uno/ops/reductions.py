@@ -1,6 +1,7 @@
-"""`uno.dot`, `uno.gram`, `uno.cos2`: one-pass multi-tensor reductions with float64 accumulation.
+"""`uno.dot`, `uno.dot_norms`, `uno.gram`, `uno.cos2`: one-pass multi-tensor reductions with float64
+accumulation.
 
-All three are thin wrappers over one custom op, ``uno::inner`` (the `inner` primitive of
+All four are thin wrappers over one custom op, ``uno::inner`` (the `inner` primitive of
 docs/kernels.md): the inner products of a vector x with k row vectors, ‖x‖², and optionally the Gram
 matrix of the rows, in a single pass over memory.
 """
@@ -93,6 +94,24 @@ def gram(
     return g
 
 
+def dot_norms(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
+    """``(<a, b>, ‖a‖², ‖b‖²)`` of two separate vectors in one pass, without stacking them.
+
+    One ``uno::inner`` call with ``b`` as its single row and the row's Gram (``‖b‖²``): the three
+    numbers a cosine, a projection coefficient or METHOD.md's c² need, for the cost of one read of
+    each vector instead of three separate :func:`dot` calls (which read each vector twice).
+
+    Args:
+        a, b: vectors given as Tensors or tensor lists with the same piece shapes and dtype.
+        backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
+
+    Returns:
+        ``(3,)`` float64 tensor ``[<a, b>, ‖a‖², ‖b‖²]`` on the vectors' device (float64 sums).
+    """
+    pa, pb = _pair(a, b)
+    return library.inner(pa, [p.reshape(1, -1) for p in pb], True, backend)[:3]
+
+
 def cos2(
     a: VectorLike, b: VectorLike, *, eps: float = 1e-30, backend: Optional[str] = None
 ) -> Tensor:
@@ -103,7 +122,5 @@ def cos2(
     Returns:
         0-d float64 tensor.
     """
-    pa, pb = _pair(a, b)
-    out = library.inner(pa, [p.reshape(1, -1) for p in pb], True, backend)
-    ab, aa, bb = out[0], out[1], out[2]
+    ab, aa, bb = dot_norms(a, b, backend=backend)
     return ab * ab / (aa * bb + eps)

@@ -1,5 +1,6 @@
-"""The public vector ops the methods are built from (``uno.project_``, ``uno.dot``, ``uno.cos2``,
-``uno.orthonormalize``), imported lazily so that importing the drivers never loads the kernels early.
+"""The public vector ops the methods are built from (``uno.project_``, ``uno.dot``,
+``uno.dot_norms``, ``uno.cos2``, ``uno.orthonormalize``), imported lazily so that importing the
+drivers never loads the kernels early.
 
 The drivers never reach below these ops, so every kernel speed-up reaches every method.
 """
@@ -25,6 +26,13 @@ def dot(a: Vector, b: Vector) -> Tensor:
     import uno
 
     return uno.dot(a, b)
+
+
+def dot_norms(a: Vector, b: Vector) -> Tensor:
+    """``(3,)`` float64 ``[<a, b>, ‖a‖², ‖b‖²]`` in one pass (``uno.dot_norms``)."""
+    import uno
+
+    return uno.dot_norms(a, b)
 
 
 def cos2(a: Vector, b: Vector, eps: float = 1e-30) -> Tensor:

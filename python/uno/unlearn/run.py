@@ -3,7 +3,8 @@
 Output folder (``out``):
     config.json         the run's configuration (a resume must match it)
     original.safetensors  the model before unlearning (the frozen original of ``fu``/GAN runs)
-    ckpt.safetensors    last state: model, Adam state, method state, log rows (atomic, checksummed)
+    ckpt.safetensors    last state: model, Adam state (torch.optim.Adam's or ProjectedAdam's, one
+                        layout), method state, log rows (atomic, checksummed)
     log.csv, log.json   one row per step; the summary (steps/time to forget, FID, ELBO, ...)
     before.png, after.png, curve.png
 Every file is written atomically (temp file + ``os.replace``): an interrupted run leaves no half file.
@@ -163,13 +164,14 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
     elbo = (
         (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
     )
+    method = methods.from_config(cfg)
     run = Run(
         cfg=cfg,
         out_dir=out_dir,
         model=model,
         task=task,
-        method=methods.from_config(cfg),
-        opt=torch.optim.Adam(task.params, lr=cfg.lr),
+        method=method,
+        opt=method.optimizer(task.params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
         fid=metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
@@ -284,7 +286,7 @@ def _step(run: Run, step: int) -> dict[str, Any]:
             _nonfinite(step, run)
         for p, g in zip(task.params, d):
             p.grad = g
-        run.opt.step()
+        run.method.step(run.opt)  # projected off the step's basis by a projection method
         metrics.sync(device)
         dt = time.perf_counter() - t0
     task.end_step()

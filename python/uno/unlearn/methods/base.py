@@ -51,12 +51,48 @@ class Method:
     measures_cos2: ClassVar[bool] = True
     #: the method's hyper-parameters and their defaults
     defaults: ClassVar[dict[str, Any]] = {}
+    #: where the step's projection acts: None (no projection: ``torch.optim.Adam``), or ``"grad"`` /
+    #: ``"update"``, the mode of the ``uno.optim.ProjectedAdam`` that steps the method, with the
+    #: basis its :meth:`direction` leaves in :attr:`step_basis` (see :meth:`optimizer`)
+    project: ClassVar[Optional[str]] = None
 
     def __init__(self, hat: bool = False, **hparams: Any) -> None:
         self.hat = hat
         self.hparams = {**self.defaults, **hparams}
         for k in self.defaults:
             setattr(self, k, self.hparams[k])
+        #: the basis of the last direction's projection (raw vectors or a ``uno.Basis``; None: none)
+        self.step_basis: Any = None
+
+    def optimizer(self, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+        """The optimizer the run loop steps this method with (its state is checkpointed).
+
+        ``torch.optim.Adam`` for a method without a projection; ``uno.optim.ProjectedAdam`` in the
+        method's :attr:`project` mode otherwise (the same state layout, so checkpoints read alike).
+        """
+        if self.project is None:
+            return torch.optim.Adam(params, lr=lr)
+        from uno.optim import ProjectedAdam
+
+        return ProjectedAdam(params, lr=lr, project=self.project)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        """Step ``opt`` (made by :meth:`optimizer`) on the gradients in ``p.grad``: the direction of
+        the last :meth:`direction`, projected off :attr:`step_basis` by a projection method."""
+        if self.project is None:
+            opt.step()
+        else:
+            opt.step(basis=self.step_basis)  # type: ignore[call-overload]
+
+    def projected(self, d: list[Tensor]) -> list[Tensor]:
+        """The gradient a ``project="grad"`` step of the last :meth:`direction` ``d`` feeds Adam:
+        ``d`` projected off :attr:`step_basis` (a copy; ``d`` itself for a method without a basis).
+        For tests and diagnostics; the run loop leaves this to the optimizer's fused pass."""
+        if self.step_basis is None:
+            return d
+        out = [t.detach().clone() for t in d]
+        _ops.project_(out, self.step_basis)
+        return out
 
     @classmethod
     def options(cls, cfg: Any) -> dict[str, Any]:
@@ -96,10 +132,10 @@ def grads(loss: Tensor, params: list[Tensor], **kw: Any) -> list[Tensor]:
 
 
 def norms(g_f: list[Tensor], g_r: list[Tensor]) -> tuple[float, float, float]:
-    """``(a, F, R) = (g_f·g_r, ‖g_f‖², ‖g_r‖²)`` as Python floats (float64 accumulation)."""
-    f_ = [t.detach() for t in g_f]
-    r_ = [t.detach() for t in g_r]
-    return float(_ops.dot(f_, r_)), float(_ops.dot(f_, f_)), float(_ops.dot(r_, r_))
+    """``(a, F, R) = (g_f·g_r, ‖g_f‖², ‖g_r‖²)`` as Python floats (float64 accumulation), from one
+    pass over both gradients (``uno.dot_norms``)."""
+    a, f, r = _ops.dot_norms([t.detach() for t in g_f], [t.detach() for t in g_r]).tolist()
+    return a, f, r
 
 
 def cos2_of(a: float, f: float, r: float) -> float:
@@ -156,12 +192,13 @@ def neg(v: list[Tensor]) -> list[Tensor]:
     return [-t for t in v]
 
 
-def surgery_direction(g_f: list[Tensor], g_r: list[Tensor], info: StepInfo) -> list[Tensor]:
-    """``g_r − (g_f·g_r / ‖g_f‖²) g_f`` via ``project_`` (always projects; skipped when ``g_f = 0``)."""
-    d = [t.detach().clone() for t in g_r]
-    if info.extra.get("F", 1.0) > 0.0:
-        _ops.project_(d, [t.detach() for t in g_f])
-    return d
+def surgery_direction(
+    g_f: list[Tensor], g_r: list[Tensor], info: StepInfo
+) -> tuple[list[Tensor], Optional[list[Tensor]]]:
+    """``(g_r, [g_f])``: the gradient and the basis whose ``project="grad"`` step descends along
+    ``g_r − (g_f·g_r / ‖g_f‖²) g_f`` (always projects; no basis when ``g_f = 0``)."""
+    basis = [t.detach() for t in g_f] if info.extra.get("F", 1.0) > 0.0 else None
+    return [t.detach() for t in g_r], basis
 
 
 def maybe_float(x: Optional[Tensor]) -> float:

@@ -1,15 +1,20 @@
 """``uno-subspace``: ascent on the forget loss orthogonal to the span of k retain directions.
 
-Each step splits the retain batch into k micro-batches, takes their gradients g_r^(1..k), builds an
-orthonormal basis Q of their span with ``uno.orthonormalize`` and steps along
+Each step splits the retain batch into k micro-batches, takes their gradients g_r^(1..k) and steps along
     d = ρ·g_r − (g_f − Q Qᵀ g_f)        (ρ = ``retain_weight``, 1 by default; 0 = pure projected ascent)
-so the ascent part changes none of the k retain losses to first order while g_r = Σ_j g_r^(j) keeps
-descending the retain loss. This generalises ``surgery-ascent`` (k = 1) from one vector to a subspace.
+with Q an orthonormal basis of their span, so the ascent part changes none of the k retain losses to
+first order while g_r = Σ_j g_r^(j) keeps descending the retain loss. This generalises
+``surgery-ascent`` (k = 1) from one vector to a subspace.
+
+The step is ``uno.optim.ProjectedAdam(project="grad")``: d is "a gradient projected off a basis"
+with the gradient (ρ + g_f·g_r/‖g_r‖²)·g_r − g_f and the basis Q' = the part of span(Q) orthogonal
+to g_r (:func:`subspace_step`; g_r lies in span(Q), so g_r passes the projection untouched and the
+g_r-component of g_f is cancelled by the coefficient). Same d as before, in the optimizer's fused pass.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from torch import Tensor
 
@@ -18,12 +23,37 @@ from uno.unlearn.methods.base import Method, StepInfo, cos2_of, grads, norms
 from uno.unlearn.methods.registry import register
 
 
+def subspace_step(
+    g_f: list[Tensor], g_r: list[Tensor], vectors: list[list[Tensor]], rho: float, info: StepInfo
+) -> tuple[list[Tensor], Optional[Any]]:
+    """The gradient and basis whose ``project="grad"`` step descends along ρ·g_r − (g_f − P g_f).
+
+    P is the orthogonal projector onto S = span(g_r, ``vectors``). The basis is S without the g_r
+    direction (``uno.orthonormalize`` of [g_r, *vectors], first row dropped: row 0 of the basis is
+    g_r/‖g_r‖ when g_r ≠ 0) and the gradient is (ρ + a/R)·g_r − g_f with a = g_f·g_r, R = ‖g_r‖²
+    (``info.extra``): projecting it off the basis leaves (ρ + a/R)·g_r − g_f + (P g_f − (a/R)·g_r).
+    ``info.extra["k"]`` gets the rank of S.
+    """
+    a, r = info.extra["a"], info.extra["R"]
+    full = _ops.orthonormalize([[t.detach() for t in g_r], *vectors])
+    info.extra["k"] = int(full.k)
+    first = 1 if r > 0.0 else 0  # a zero g_r is dropped by the rank rule: every row is S's
+    coef = rho + (a / r if r > 0.0 else 0.0)
+    d = [coef * gr.detach() - gf.detach() for gr, gf in zip(g_r, g_f)]
+    if full.k <= first:
+        return d, None
+    import uno
+
+    return d, uno.Basis(full.buffer[first : full.k], full.k - first, full.shapes)
+
+
 @register("uno-subspace", k=8, retain_weight=1.0)
 class UnoSubspace(Method):
     """k retain micro-batches (``--k``), retain weight ρ (``retain_weight``)."""
 
     k: int
     retain_weight: float
+    project = "grad"
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         params = task.params
@@ -41,9 +71,6 @@ class UnoSubspace(Method):
             loss_f=float(lf.detach()),
             loss_r=float(sum(float(c.detach()) for c in chunks)),
         )
-        basis = _ops.orthonormalize(g_js)
-        info.extra["k"] = int(basis.k)
-        d = [t.detach().clone() for t in g_f]
-        if basis.k > 0:
-            _ops.project_(d, basis)
-        return [self.retain_weight * gr - df for gr, df in zip(g_r, d)], info
+        info.extra.update(a=a, F=f, R=r)
+        d, self.step_basis = subspace_step(g_f, g_r, g_js, self.retain_weight, info)
+        return d, info
