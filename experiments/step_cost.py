@@ -3,7 +3,8 @@
 What is measured (per method, on the paper's MNIST VAE, or with ``--model gan`` on the drivers' WGAN-GP
 generator with the GAN task of docs/unlearning.md; batch 128 per side):
 
-* **Per-step time**: one update = ``task.begin_step`` (draw the batches) + ``method.direction`` + Adam step,
+* **Per-step time**: one update = ``task.begin_step`` (draw the batches) + ``method.direction`` + the method's
+  optimizer step (``uno.optim.ProjectedAdam`` with the step's basis for a projection method),
   the same region the drivers' run loop times. The methods are timed round-robin in ONE process
   (``--rounds`` rounds of ``--steps`` steps each, after warm-up), so machine noise hits all of them alike;
   the median step time is reported, and the ratios are taken between medians.
@@ -120,15 +121,20 @@ def make(cfg: Config, name: str) -> tuple[Task, Any, torch.optim.Optimizer]:
     task.begin_step(0)
     method.setup(task)
     task.end_step()
-    return task, method, torch.optim.Adam(task.params, lr=1e-3)
+    return task, method, method.optimizer(task.params, 1e-3)
 
 
 def step(task: Task, method: Any, opt: torch.optim.Optimizer, i: int) -> None:
+    """The run loop's step: batches, direction, the method's optimizer (ProjectedAdam with the
+    step's basis for a projection method; a wrapper without ``project`` steps ``opt`` directly)."""
     task.begin_step(i)
     d, _ = method.direction(task, i)
     for p, g in zip(task.params, d):
         p.grad = g
-    opt.step()
+    if getattr(method, "project", None) is None:
+        opt.step()
+    else:
+        method.step(opt)
     task.end_step()
     for p in task.params:
         p.grad = None

@@ -80,7 +80,7 @@ def _task(vae_judge, small, name):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", [n for n in PROJECTION if n != "uno-subspace-ps"])
+@pytest.mark.parametrize("name", [n for n in PROJECTION if "-ps" not in n])
 def test_projected_adam_equals_adam_on_the_projected_direction(vae_judge, small, name):
     """Four steps of the method through its ProjectedAdam = torch.optim.Adam on today's direction."""
     old_task, new_task = _task(vae_judge, small, name), _task(vae_judge, small, name)
@@ -157,3 +157,57 @@ def test_no_driver_projects_then_steps_adam(vae_judge, small, monkeypatch, name)
         assert calls["adam"] == 0 and calls["projected"] == 2 and calls["basis"] >= 1
     else:
         assert calls["adam"] == 2 and calls["projected"] == 0
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_uno_subspace_ps_direction(vae_judge, small, rho):
+    """The step's projected gradient is ρ·g_r − (g_f − P_S g_f), S = span(g_r, the top-k principal
+    directions of the per-sample retain gradients), checked with materialised per-sample gradients."""
+    from uno import per_sample
+
+    task = _task(vae_judge, small, "uno-subspace-ps")
+    m = methods.create("uno-subspace-ps", k=4, retain_weight=rho)
+    task.begin_step(0)
+    m.setup(task)
+    task.begin_step(1)
+    d, info = m.direction(task, 1)
+    got = torch.cat([t.reshape(-1) for t in m.projected(d)])
+    task.begin_step(1)  # the same draws: forget batch and noise, then the retain noise
+    g_f = torch.cat([t.reshape(-1) for t in grads(task.forget_loss(u_sign=-1.0), task.params)])
+    loss_fn, batch = task.retain_per_sample()
+    per = per_sample.grads(task.model, loss_fn, *batch, params=task.params, batchnorm="frozen")
+    g = torch.cat([t.reshape(len(batch[0]), -1) for t in per], 1)
+    _, vecs = torch.linalg.eigh(g @ g.T)
+    q, _ = torch.linalg.qr(torch.cat([g.sum(0, keepdim=True), vecs[:, -4:].T @ g]).T)
+    want = rho * g.sum(0) - (g_f - q @ (q.T @ g_f))
+    assert info.extra["k"] == 5
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8 * float(want.abs().max()))
+
+
+def test_uno_subspace_ps_uses_per_sample_and_rejects_bn_train(vae_judge, small, monkeypatch):
+    """One Gram, one coefficients and one weighted-sum call of uno.per_sample per step, all with
+    batchnorm="frozen"; with BatchNorm in train mode the method is a user error before any step."""
+    from uno import per_sample
+    from uno.unlearn.errors import UnoUserError
+
+    seen: list[tuple[str, str]] = []
+    for fn in ("gram", "coefficients", "weighted_sum", "grads"):
+        real = getattr(per_sample, fn)
+
+        def spy(*a, _real=real, _fn=fn, **kw):
+            seen.append((_fn, kw.get("batchnorm", "error")))
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(per_sample, fn, spy)
+    vae, judge = vae_judge
+    cfg = RunConfig(
+        method="uno-subspace-ps", steps=2, batch=32, n_monitor=64, fid_n=300, quiet=True
+    )
+    unlearn(cfg, None, loaded=Loaded(copy.deepcopy(vae), judge), data=small)
+    assert sorted(seen) == sorted(
+        [("gram", "frozen"), ("coefficients", "frozen"), ("weighted_sum", "frozen")] * 2
+    )
+    bad = RunConfig(method="uno-subspace-ps", steps=2, batch=32, n_monitor=64, fid_n=300,
+                    quiet=True, bn_train=True)  # fmt: skip
+    with pytest.raises(UnoUserError, match="bn-train"):
+        unlearn(bad, None, loaded=Loaded(copy.deepcopy(vae), judge), data=small)

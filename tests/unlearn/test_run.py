@@ -59,7 +59,7 @@ def test_outputs(vae_judge, small, tmp_path):
         _run(vae_judge, small, tmp_path / "r", method="surgery")
 
 
-@pytest.mark.parametrize("method", ["uno", "salun", "uno-s-hat"])
+@pytest.mark.parametrize("method", ["uno", "salun", "uno-s-hat", "surgery"])
 def test_resume_gives_the_same_result(vae_judge, small, tmp_path, method):
     full = _run(vae_judge, small, tmp_path / "full", method=method)
     part = _run(vae_judge, small, tmp_path / "part", method=method, stop_after=3)

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from uno.unlearn.data import ImageData
 from uno.unlearn.models import sample_images, set_batchnorm
@@ -41,6 +42,18 @@ def histogram_target(k: int, targets: Sequence[int], binary: bool) -> Tensor:
     t = torch.ones(k)
     t[list(targets)] = 0.0
     return t / t.sum()
+
+
+def vae_loss_per_sample(model: Any, x: Tensor, eps: Tensor) -> Tensor:
+    """(B,) negative ELBO per sample with the noise ``eps`` (the per-sample terms of ``vae_loss``)."""
+    mu, logvar = model.encode(x)
+    xr = model.decode(mu + eps * torch.exp(0.5 * logvar))
+    if x.shape[1] == 1:
+        rec = F.binary_cross_entropy(xr, x, reduction="none")
+    else:
+        rec = F.mse_loss(xr, x, reduction="none")
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+    return rec.flatten(1).sum(1) + model.beta * kl.sum(1)
 
 
 def in_forget(judge: nn.Module, x: Tensor, targets: Sequence[int]) -> Tensor:
@@ -145,6 +158,12 @@ class Task:
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
         raise NotImplementedError
 
+    def retain_per_sample(self) -> tuple[Any, tuple[Tensor, ...]]:
+        """``(loss_fn, batch)`` for :mod:`uno.per_sample`: ``loss_fn(model, *batch)`` is the (B,)
+        per-sample ℓ_r of this step's retain batch (its sum is ℓ_r; its noise is drawn here once, so
+        every call sees the same per-sample losses)."""
+        raise NotImplementedError
+
     # -- monitoring ----------------------------------------------------------------------------
     def monitor_images(self) -> Tensor:
         return sample_images(self.model, self.z_monitor)
@@ -196,6 +215,10 @@ class VAETask(Task):
 
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
         return [self.model.loss(c) for c in self.x_r.chunk(k)]  # type: ignore[operator]
+
+    def retain_per_sample(self) -> tuple[Any, tuple[Tensor, ...]]:
+        eps = torch.randn(len(self.x_r), self.zdim, dtype=self.x_r.dtype, device=self.x_r.device)
+        return vae_loss_per_sample, (self.x_r, eps)
 
     # -- quality -------------------------------------------------------------------------------
     def retain_elbo(self, heldout: ImageData, max_n: int = 2000) -> float:
@@ -283,16 +306,18 @@ class GANTask(Task):
         p_f = p[:, 1] if self.binary else p[:, self.targets].sum(1)
         return -torch.log(p_f + HIST_EPS).sum()
 
-    def _ell_r(self, z: Tensor, y: Tensor) -> Tensor:
+    def _ell_r(self, z: Tensor, y: Tensor, per_sample: bool = False) -> Tensor:
+        """ℓ_r on ``(z, y)``: summed, or (B,) per sample with ``per_sample``."""
+        red = (lambda t: t.flatten(1).sum(1)) if per_sample else torch.sum
         x = self.model.decode(z)  # type: ignore[operator]
         with torch.no_grad():
             x0 = self.frozen_original().decode(z)  # type: ignore[operator]
-        loss = ((x - x0) ** 2).sum()
+        loss = red((x - x0) ** 2)
         if self.w_j:
             p = judge_probs(self.judge, x)
-            loss = loss - self.w_j * torch.log(p.gather(1, y[:, None]) + HIST_EPS).sum()
+            loss = loss - self.w_j * red(torch.log(p.gather(1, y[:, None]) + HIST_EPS))
         if self.critic is not None and self.w_c:
-            loss = loss - self.w_c * self.critic(x).sum()
+            loss = loss - self.w_c * red(self.critic(x))
         return loss
 
     def ell_forget(self) -> Tensor:
@@ -303,3 +328,6 @@ class GANTask(Task):
 
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
         return [self._ell_r(c, y) for c, y in zip(self.z_r.chunk(k), self.y_r.chunk(k))]
+
+    def retain_per_sample(self) -> tuple[Any, tuple[Tensor, ...]]:
+        return (lambda model, z, y: self._ell_r(z, y, per_sample=True)), (self.z_r, self.y_r)

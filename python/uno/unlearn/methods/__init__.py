@@ -16,6 +16,7 @@ from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
     uno,
     uno_s,
     uno_subspace,
+    uno_subspace_ps,
 )
 from uno.unlearn.methods.base import Method, StepInfo
 from uno.unlearn.methods.registry import create, from_config, names, register
