@@ -209,3 +209,26 @@ def test_uno_subspace_ps_uses_per_sample_and_rejects_bn_train(vae_judge, small, 
                     quiet=True, bn_train=True)  # fmt: skip
     with pytest.raises(UnoUserError, match="bn-train"):
         unlearn(bad, None, loaded=Loaded(copy.deepcopy(vae), judge), data=small)
+
+
+@pytest.mark.parametrize("name", ["uno", "uno-s", "uno-hat"])
+def test_uno_reads_its_inner_products_in_one_pass(vae_judge, small, monkeypatch, name):
+    """a, F, R of uno's steps come from one uno.dot_norms per step, never from uno.dot."""
+    counts = {"dot_norms": 0}
+    real = uno.dot_norms
+
+    def dot_norms_spy(*a, **kw):
+        counts["dot_norms"] += 1
+        return real(*a, **kw)
+
+    def no_dot(*a, **kw):
+        raise AssertionError("uno.dot called in a step")
+
+    monkeypatch.setattr(uno, "dot_norms", dot_norms_spy)
+    monkeypatch.setattr(uno, "dot", no_dot)
+    task = _task(vae_judge, small, name)
+    m = methods.create(name)
+    for s in (1, 2):
+        task.begin_step(s)
+        m.direction(task, s)
+    assert counts["dot_norms"] == 2
