@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r in rows:
         r["method"] += f" ({sum(x['method'] == r['method'] for x in runs)} seeds)"
     text = (
-        f"MNIST VAE (METHOD.md §5), forget digit 1, embedded MNIST (8,000 training digits), budget {steps} "
+        f"MNIST VAE (docs/method.md §5), forget digit 1, embedded MNIST (8,000 training digits), budget {steps} "
         "updates, λ = 1e3, Adam 1e-3, batch 128 per side, BatchNorm statistics frozen (drivers' default), "
         "τ = 0.02; FID on the judge's 200-d features, all real retain digits vs as many samples.\n\n"
         + ut.markdown(rows)

@@ -1,6 +1,6 @@
 """The study's run loop: the drivers' task and methods, with extra measurements for the "when does UNO forget" study.
 
-Same timed region and the same after-update forget fraction as ``uno.unlearn.run.unlearn`` (METHOD.md §4),
+Same timed region and the same after-update forget fraction as ``uno.unlearn.run.unlearn`` (docs/method.md §4),
 plus, at every step and for every method alike:
 
 * ``f``: forget fraction after the update, monitor decoded in eval mode (BatchNorm running statistics): the rule.

@@ -38,7 +38,7 @@ def transformer_shapes(d: int = 768, layers: int = 12, vocab: int = 32000) -> Li
     return shapes
 
 
-#: The MNIST VAE of the paper (METHOD.md §5, 632,788 parameters in 14 tensors).
+#: The MNIST VAE of the paper (docs/method.md §5, 632,788 parameters in 14 tensors).
 MNIST_VAE_SHAPES: List[Shape] = [
     (400, 784), (400,), (400,), (400,), (2, 400), (2,), (2, 400), (2,),
     (400, 2), (400,), (400,), (400,), (784, 400), (784,),

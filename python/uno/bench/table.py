@@ -1,8 +1,8 @@
 """The comparison table of the unlearning methods (issue 6): the paper's MNIST experiment, measured honestly.
 
-Every method of the drivers runs on the paper's setting (MNIST VAE of METHOD.md §5, forget digit 1, batch 128
+Every method of the drivers runs on the paper's setting (MNIST VAE of docs/method.md §5, forget digit 1, batch 128
 per side, Adam 1e-3, λ = 1e3, τ = 0.02) for several seeds, through the drivers' own run loop
-(``uno.unlearn.run.unlearn``), so the measuring rules are the same for every method (METHOD.md §4):
+(``uno.unlearn.run.unlearn``), so the measuring rules are the same for every method (docs/method.md §4):
 forget fraction f after each update (and at step 0), steps to forget = first step with f < τ or
 "not reached" (flagged and counted, never the last step), time to forget = the timed update steps only
 (monitoring excluded alike, device synchronised), FID on the judge's features after the same fixed budget
@@ -54,7 +54,7 @@ from uno.unlearn.data import load_mnist
 from uno.unlearn.models import sample_images
 from uno.unlearn.run import Loaded, RunConfig, unlearn
 
-#: Every method of the drivers (METHOD.md §3); any other registered method can be named in ``--methods``.
+#: Every method of the drivers (docs/method.md §3); any other registered method can be named in ``--methods``.
 ALL_METHODS = (
     "uno",
     "surgery",

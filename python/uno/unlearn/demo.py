@@ -5,7 +5,7 @@ Train (or load from the cache) the paper's VAE and MLP judge, forget digit 1 wit
 with their histogram-loss variants ``uno-hat`` and ``surgery-hat`` (w_u = 1e3), and print one table.
 
 Honest reporting: a run that never gets below τ is shown as "not reached". On this data the plain
-``uno`` step does not forget within the demo budget (as in the independent re-check of METHOD.md §5);
+``uno`` step does not forget within the demo budget (as in the independent re-check of docs/method.md §5);
 ``uno-hat`` does, in a few steps — and so does ``surgery-hat``: the histogram loss does the forgetting.
 """
 

@@ -1,4 +1,4 @@
-"""Metrics of METHOD.md §4: forget fraction, steps/time to forget, classifier FID, memory, repeats."""
+"""Metrics of docs/method.md §4: forget fraction, steps/time to forget, classifier FID, memory, repeats."""
 
 from __future__ import annotations
 

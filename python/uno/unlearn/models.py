@@ -1,7 +1,7 @@
 """Models of the drivers: VAEs, a DCGAN generator/critic and judges.
 
 Every generative model exposes ``latent_dim``, ``decode(z) -> images`` and (VAEs) ``loss(x)``, the
-sum-reduced negative ELBO of METHOD.md §2. Images are ``(N, C, H, W)`` in ``[0, 1]``.
+sum-reduced negative ELBO of docs/method.md §2. Images are ``(N, C, H, W)`` in ``[0, 1]``.
 Each model is built from a plain ``config`` dict (stored in checkpoints to rebuild it).
 """
 
@@ -37,7 +37,7 @@ class VAEBase(nn.Module):
 
 
 class MnistVAE(VAEBase):
-    """The paper's MNIST VAE (METHOD.md §5): 632,788 parameters with the default sizes.
+    """The paper's MNIST VAE (docs/method.md §5): 632,788 parameters with the default sizes.
 
     Encoder ``Linear(784→400), BatchNorm, ReLU`` with heads ``Linear(400→2)`` for μ and log σ²;
     decoder ``Linear(2→400), BatchNorm, ReLU, Linear(400→784), Sigmoid``.
@@ -92,7 +92,7 @@ class ConvVAE(VAEBase):
     """Convolutional VAE in the paper's CelebA shape (conv blocks of stride 2, latent, transposed convs).
 
     With ``channels=(32, 64, 128, 256, 512)``, ``latent=512``, ``size=64``, ``in_channels=3`` this is the
-    CelebA VAE of METHOD.md §5. Any size works: transposed convs get the output padding that restores the
+    CelebA VAE of docs/method.md §5. Any size works: transposed convs get the output padding that restores the
     encoder's spatial sizes exactly (28 → 14 → 7 → 4 and back).
     """
 

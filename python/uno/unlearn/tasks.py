@@ -5,7 +5,7 @@ fixed monitor batch z̄ ~ N(0, I). Each step begins with :meth:`begin_step`, whi
 batches from a generator seeded by ``(seed, step)`` and reseeds torch's global RNG the same way, so a run
 resumed from a checkpoint at step n draws exactly what the uninterrupted run drew.
 
-Losses (METHOD.md §2): ``forget_loss() = ℓ_f + u_sign·w_u·U``, ``retain_loss() = ℓ_r + w_u·U``.
+Losses (docs/method.md §2): ``forget_loss() = ℓ_f + u_sign·w_u·U``, ``retain_loss() = ℓ_r + w_u·U``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unlearning methods (METHOD.md §3). One file per method; ``@register`` adds it to the registry.
+"""Unlearning methods (docs/method.md §3). One file per method; ``@register`` adds it to the registry.
 
 To add a method: write ``methods/<name>.py`` with a :class:`~uno.unlearn.methods.base.Method` subclass
 decorated with ``@register("<name>")`` (its hyper-parameters in ``defaults``, its losses beside it) and

@@ -13,6 +13,6 @@ from uno.unlearn.methods.registry import register
 @register("ascent")
 class Ascent(Method):
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
-        # g_r is computed too so that cos² is reported alike for every method (METHOD.md §4).
+        # g_r is computed too so that cos² is reported alike for every method (docs/method.md §4).
         g_f, _, info = forget_retain_grads(task, hat_sign=-1.0)
         return neg([t.detach() for t in g_f]), info

@@ -1,4 +1,4 @@
-"""``fu``: feature unlearning (Moon et al. 2024), METHOD.md §6.
+"""``fu``: feature unlearning (Moon et al. 2024), docs/method.md §6.
 
 With the frozen original decoder f and unit direction v from the retain to the forget latent means:
     s(z) = 1[z·v > δ],  ẑ = z − max(z·v − δ, 0)·v,

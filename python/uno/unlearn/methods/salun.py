@@ -1,4 +1,4 @@
-"""``salun``: saliency-masked unlearning (Fan et al. 2024), METHOD.md §6.
+"""``salun``: saliency-masked unlearning (Fan et al. 2024), docs/method.md §6.
 
 Mask m = 1[|∇ℓ_f(forget pool)| ≥ median over all parameters] (computed once, on the original model, over
 the first 1,024 forget images or latents). Each step descends

@@ -2,7 +2,7 @@
 
 With a = g_f·g_r, F = ‖g_f‖², R = ‖g_r‖², D = F·R + ε and c² = a²/D,
     ∇c² = H_f·u_f + H_r·u_r,   u_f = (2a/D)(g_r − (a·R/D)·g_f),   u_r = (2a/D)(g_f − (a·F/D)·g_r)
-(exact for the ε-guarded c²; with ε = 0 this is METHOD.md §3). The gradients are built once with
+(exact for the ε-guarded c²; with ε = 0 this is docs/method.md §3). The gradients are built once with
 ``create_graph=True``: ∇ℓ_f, ∇ℓ_r and, with the histogram loss, ∇U ONCE (L_f = ℓ_f + w·U and L_r = ℓ_r + w·U
 share U, whose graph decodes the whole monitor batch). The Hessian-vector products are backwards of those
 OUTPUTS with ``grad_outputs`` λu_f, λu_r and w·λ(u_f + u_r) (no dot-product graph), and ∇L_r = ∇ℓ_r + w∇U
