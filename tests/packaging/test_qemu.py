@@ -2,10 +2,11 @@
 x86-64-v2 CPU without AVX, ``-cpu Haswell`` has AVX2 and FMA but no AVX-512. The smoke script
 (isa_smoke.py, numpy only: see its docstring for why not torch) must pick the right level, compute
 correctly and give the same element-wise bits as on this machine; a forced level the emulated CPU
-lacks must be refused. Skipped without qemu-x86_64 (CI installs it: .ci/run)."""
+lacks must be refused. Skipped without qemu-x86_64, except with UNO_REQUIRE_QEMU=1 (CI's wheel step, .ci/run)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -13,6 +14,8 @@ from _lib import run_smoke, x86_dispatch_build
 from test_isa_levels import ELEMENTWISE
 
 QEMU = shutil.which("qemu-x86_64")
+if QEMU is None and os.environ.get("UNO_REQUIRE_QEMU") == "1":  # CI's wheel step: never skip
+    raise RuntimeError("UNO_REQUIRE_QEMU=1 but qemu-x86_64 is not installed")
 pytestmark = pytest.mark.skipif(
     QEMU is None, reason="qemu-x86_64 not installed (apt-get install qemu-user)"
 )
