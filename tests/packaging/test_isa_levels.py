@@ -23,6 +23,13 @@ def _supported() -> list[str]:
     return list(_C.cpu_isa_supported)
 
 
+@pytest.fixture(scope="module")
+def reports() -> dict[str, dict]:
+    """One smoke run per level this CPU supports, forced (shared by the tests below)."""
+    x86_dispatch_build()
+    return {lvl: run_smoke(lvl) for lvl in _supported()}
+
+
 def test_default_is_the_best_supported_level():
     x86_dispatch_build()
     report = run_smoke(None)
@@ -30,20 +37,18 @@ def test_default_is_the_best_supported_level():
 
 
 @pytest.mark.parametrize("level", ["x86-64-v2", "x86-64-v3", "x86-64-v4"])
-def test_forced_level_matches_numpy_and_is_deterministic(level):
-    x86_dispatch_build()
-    if level not in _supported():
+def test_forced_level_matches_numpy_and_is_deterministic(level, reports):
+    if level not in reports:
         pytest.skip(f"this CPU does not support {level}")
-    first, again = run_smoke(level), run_smoke(level)
+    first, again = reports[level], run_smoke(level)
     assert first["level"] == level and first["ok"]  # isa_smoke checked every output against numpy
     assert {k: first[k] for k in ALL} == {k: again[k] for k in ALL}  # same bits, run to run
 
 
-def test_elementwise_outputs_are_identical_across_levels():
-    x86_dispatch_build()
-    reports = [run_smoke(lvl) for lvl in _supported()]
-    for r in reports[1:]:
-        assert {k: r[k] for k in ELEMENTWISE} == {k: reports[0][k] for k in ELEMENTWISE}, r["level"]
+def test_elementwise_outputs_are_identical_across_levels(reports):
+    runs = list(reports.values())
+    for r in runs[1:]:
+        assert {k: r[k] for k in ELEMENTWISE} == {k: runs[0][k] for k in ELEMENTWISE}, r["level"]
 
 
 def test_short_level_names():
@@ -78,7 +83,7 @@ def test_unknown_level_is_reported_and_refused():
     assert "raised uno's cpu backend cannot run: UNO_CPU_ISA=x86-64-v9" in out
 
 
-def test_backends_reports_the_level(monkeypatch):
+def test_backends_reports_the_level():
     x86_dispatch_build()
     import uno
     from uno import _C
