@@ -34,6 +34,7 @@ step "build: pip wheel . --no-deps (UNO_CUDA=$UNO_CUDA, UNO_CPU_ARCH=dispatch)"
 start=$(date +%s)
 UNO_CPU_ARCH=dispatch "$work/tools/bin/python" -m pip wheel "$root" --no-deps -w "$work/raw" -q
 build_s=$(( $(date +%s) - start ))
+echo "built in ${build_s} s"
 raw=$(ls "$work"/raw/uno_kernels-*.whl)
 
 step "repair: auditwheel repair --plat $policy"
