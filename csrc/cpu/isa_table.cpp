@@ -56,18 +56,18 @@ struct Level {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // The feature sets of the x86-64 psABI levels that the compiler's -march=x86-64-v<N> may use.
 // __builtin_cpu_supports also checks that the OS saves the AVX/AVX-512 registers (XCR0).
-bool cpu_v2() {
+[[maybe_unused]] bool cpu_v2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("ssse3") &&
          __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("sse4.2");
 }
-bool cpu_v3() {
+[[maybe_unused]] bool cpu_v3() {
   return cpu_v2() && __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") &&
          __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
          __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c") &&
          __builtin_cpu_supports("lzcnt") && __builtin_cpu_supports("movbe");
 }
-bool cpu_v4() {
+[[maybe_unused]] bool cpu_v4() {
   return cpu_v3() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl");
