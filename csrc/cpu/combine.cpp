@@ -3,21 +3,24 @@
 // transform of a Basis): every column (k <= 4) or block of columns is loaded for all k rows before
 // any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
 // the blocked kernel at these k, bench/bench_combine.py); larger k the blocked kernel.
+#ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "uno/registry.h"
+#endif
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
-#include "uno/registry.h"
-
-namespace py = pybind11;
 
 namespace uno {
 namespace cpu {
+namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
 namespace {
 
 // Small k (<= 4, r <= k): each column's k values are held in registers and its r outputs computed
@@ -118,6 +121,22 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
   });
 }
 
+}  // namespace
+
+void run_combine(const I64s& out_ptrs, const I64s& out_lds, const I64s& row_ptrs, const I64s& lds,
+                 const I64s& ns, int64_t k, int64_t r, const double* m, int dtype,
+                 int num_threads) {
+  dispatch_one(dtype, "combine_cpu", [&](auto e) {
+    combine_kernel<decltype(e)>(out_ptrs, out_lds, row_ptrs, lds, ns, k, r, m, num_threads);
+  });
+}
+
+}  // namespace UNO_ISA_NS
+
+#ifdef UNO_CPU_BINDINGS  // the pybind11 entry point: the baseline compile only
+namespace py = pybind11;
+namespace {
+
 void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t>& out_lds,
                  const std::vector<int64_t>& row_ptrs, const std::vector<int64_t>& lds,
                  const std::vector<int64_t>& ns, int64_t k, int64_t r, int64_t m_ptr, int dtype,
@@ -136,11 +155,10 @@ void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t
   check_threads(what, num_threads);
   if (m_ptr == 0) throw std::invalid_argument("combine_cpu: m_ptr is null");
   dispatch_one(dtype, what, [](auto) {});  // validate before releasing the GIL
+  const Kernels& isa = active();
   py::gil_scoped_release release;
-  dispatch_one(dtype, what, [&](auto e) {
-    combine_kernel<decltype(e)>(out_ptrs, out_lds, row_ptrs, lds, ns, k, r,
-                                reinterpret_cast<const double*>(m_ptr), num_threads);
-  });
+  isa.combine(out_ptrs, out_lds, row_ptrs, lds, ns, k, r, reinterpret_cast<const double*>(m_ptr),
+              dtype, num_threads);
 }
 
 void register_combine_cpu(py::module_& m) {
@@ -152,7 +170,10 @@ void register_combine_cpu(py::module_& m) {
 }
 
 }  // namespace
+#endif  // UNO_CPU_BINDINGS
 }  // namespace cpu
 }  // namespace uno
 
+#ifdef UNO_CPU_BINDINGS
 UNO_REGISTER(combine, cpu);
+#endif

@@ -12,8 +12,12 @@
 // float64. Work is split by pairs (i, j); each pair is summed by one thread in a fixed order, so
 // the result does not depend on the thread count. A symmetric Gram computes i <= j and mirrors it
 // (exactly symmetric).
+#ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "uno/registry.h"
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -23,21 +27,14 @@
 #include <utility>
 #include <vector>
 
+#include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
-#include "uno/registry.h"
-
-namespace py = pybind11;
 
 namespace uno {
 namespace cpu {
+namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
 namespace {
-
-// A (B, T, K) operand: element (b, t, k) at ptr[b * sb + t * st + k * sk] (element strides).
-struct View3 {
-  int64_t ptr;
-  int64_t sb, st, sk;
-};
 
 // The four inner products <x, y_q> (q < 4) over n elements, and the single one; compute type C.
 #define UNO_GHOST_DOTS                                                                     \
@@ -114,35 +111,14 @@ template <typename C>
 double pair(UNO_GHOST_PAIR_ARGS){UNO_GHOST_PAIR_BODY} UNO_GHOST_PAIR4
 }  // namespace base
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define UNO_GHOST_AVX2 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace avx2 {
-UNO_GHOST_DOTS
-template <typename C>
-double pair(UNO_GHOST_PAIR_ARGS){UNO_GHOST_PAIR_BODY} UNO_GHOST_PAIR4
-}  // namespace avx2
-#pragma GCC pop_options
-inline bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#endif
-
+// One body per compile; the AVX2/AVX-512 copies are the x86-64-v3/v4 compiles of this file.
 template <typename C>
 double pair_sum(UNO_GHOST_PAIR_ARGS) {
-#ifdef UNO_GHOST_AVX2
-  if (have_avx2()) return avx2::pair<C>(Ai, Aj, Gi, Gj, T1, T2, d, p);
-#endif
   return base::pair<C>(Ai, Aj, Gi, Gj, T1, T2, d, p);
 }
 
 template <typename C>
 void pair_sum4(const C* a, const C* A2, const C* g, const C* G2, int64_t d, int64_t p, double* v) {
-#ifdef UNO_GHOST_AVX2
-  if (have_avx2()) return avx2::pair4<C>(a, A2, g, G2, d, p, v);
-#endif
   base::pair4<C>(a, A2, g, G2, d, p, v);
 }
 
@@ -241,6 +217,23 @@ void ghost_kernel(const View3& a, const View3& g, const View3& a2, const View3& 
   });
 }
 
+}  // namespace
+
+void run_ghost_gram(const View3& a, const View3& g, const View3& a2, const View3& g2, int64_t b1,
+                    int64_t t1, int64_t b2, int64_t t2, int64_t d, int64_t p, int dtype, bool diag,
+                    bool symmetric, double* out, int num_threads) {
+  dispatch_one(dtype, "ghost_gram_cpu", [&](auto s) {
+    ghost_kernel<decltype(s)>(a, g, a2, g2, b1, t1, b2, t2, d, p, diag, symmetric, out,
+                              num_threads);
+  });
+}
+
+}  // namespace UNO_ISA_NS
+
+#ifdef UNO_CPU_BINDINGS  // the pybind11 entry point: the baseline compile only
+namespace py = pybind11;
+namespace {
+
 View3 view(int64_t ptr, const std::vector<int64_t>& strides, const char* name) {
   if (strides.size() != 3) {
     throw std::invalid_argument(std::string("ghost_gram_cpu: ") + name + " needs 3 strides, got " +
@@ -279,11 +272,9 @@ void ghost_gram_cpu(int64_t a_ptr, const std::vector<int64_t>& a_strides, int64_
   if (a_ptr == 0 || g_ptr == 0 || (!symmetric && (a2_ptr == 0 || g2_ptr == 0))) {
     throw std::invalid_argument(w + ": null input pointer");
   }
+  const Kernels& isa = active();
   py::gil_scoped_release release;
-  dispatch_one(dtype, w.c_str(), [&](auto s) {
-    using S = decltype(s);
-    ghost_kernel<S>(a, g, a2, g2, b1, t1, b2, t2, d, p, diag, symmetric, out, num_threads);
-  });
+  isa.ghost_gram(a, g, a2, g2, b1, t1, b2, t2, d, p, dtype, diag, symmetric, out, num_threads);
 }
 
 void register_ghost_gram_cpu(py::module_& m) {
@@ -298,7 +289,10 @@ void register_ghost_gram_cpu(py::module_& m) {
 }
 
 }  // namespace
+#endif  // UNO_CPU_BINDINGS
 }  // namespace cpu
 }  // namespace uno
 
+#ifdef UNO_CPU_BINDINGS
 UNO_REGISTER(ghost_gram, cpu);
+#endif

@@ -1,8 +1,12 @@
 // CPU kernel of the `inner` primitive (docs/kernels.md): in one pass over x and k rows, the inner
 // products <row_j, x>, |x|^2 and optionally the packed upper triangle of the rows' Gram matrix, all
 // accumulated in float64 with a fixed order per thread count.
+#ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "uno/registry.h"
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -10,14 +14,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
-#include "uno/registry.h"
-
-namespace py = pybind11;
 
 namespace uno {
 namespace cpu {
+namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
 namespace {
 
 // <a0, b> and <a1, b> in one sweep, sharing the loads of b.
@@ -99,6 +102,22 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
   }
 }
 
+}  // namespace
+
+void run_inner(const I64s& x_ptrs, const I64s& row_ptrs, const I64s& lds, const I64s& ns, int64_t k,
+               bool with_gram, int x_dtype, int row_dtype, double* out, int num_threads) {
+  dispatch_pair(x_dtype, row_dtype, "inner_cpu", [&](auto x, auto r) {
+    inner_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k, with_gram, out,
+                                           num_threads);
+  });
+}
+
+}  // namespace UNO_ISA_NS
+
+#ifdef UNO_CPU_BINDINGS  // the pybind11 entry point: the baseline compile only
+namespace py = pybind11;
+namespace {
+
 void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                bool with_gram, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
@@ -108,11 +127,10 @@ void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& r
   check_threads(what, num_threads);
   if (out_ptr == 0) throw std::invalid_argument("inner_cpu: out_ptr is null");
   dispatch_pair(x_dtype, row_dtype, what, [](auto, auto) {});  // validate before releasing the GIL
+  const Kernels& isa = active();
   py::gil_scoped_release release;
-  dispatch_pair(x_dtype, row_dtype, what, [&](auto x, auto r) {
-    inner_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k, with_gram,
-                                           reinterpret_cast<double*>(out_ptr), num_threads);
-  });
+  isa.inner(x_ptrs, row_ptrs, lds, ns, k, with_gram, x_dtype, row_dtype,
+            reinterpret_cast<double*>(out_ptr), num_threads);
 }
 
 void register_inner_cpu(py::module_& m) {
@@ -125,7 +143,10 @@ void register_inner_cpu(py::module_& m) {
 }
 
 }  // namespace
+#endif  // UNO_CPU_BINDINGS
 }  // namespace cpu
 }  // namespace uno
 
+#ifdef UNO_CPU_BINDINGS
 UNO_REGISTER(inner, cpu);
+#endif

@@ -14,8 +14,12 @@
 // Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this
 // file with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not
 // achieve it.
+#ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "uno/registry.h"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -25,28 +29,18 @@
 #include <type_traits>
 #include <vector>
 
+#include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
-#include "uno/registry.h"
-
-namespace py = pybind11;
 
 namespace uno {
 namespace cpu {
-namespace {
-
 using namespace ::uno::step;  // kinds, phases and flags (uno/abi.h)
 
-struct Args {
-  int kind, phase, flags;
-  int64_t k;
-  std::vector<int64_t> p, g, s1, s2, s3, rows, lds, ns;
-  std::vector<double> step;  // Adam: per-piece step count
-  const double* coef;        // k values or nullptr
-  double hyper[5];
-  bool has_scale;
-  float scale;
-};
+namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
+namespace {
+
+using Args = OptimArgs;
 
 // Loop-invariant constants of the element maths (compute type C), passed by value.
 template <typename C>
@@ -117,9 +111,9 @@ inline Out<C> elem_math(const Consts<C> k, const C p, const C g, const C v1, con
   if constexpr (AMS) b3[i] = Elem<S>::store(static_cast<double>(o.n3));
 
 // The element loops of one block of one piece (the hot part): the gradient the optimizer sees, then
-// the optimizer maths and the stores (or, ucoef, the updates into ub). Defined twice from one body:
-// for the baseline ISA and, on x86-64 GCC/Clang, for AVX2+FMA (picked at run time), because the
-// build targets baseline x86-64 and the Adam maths (sqrt, div) is compute-bound at SSE2 width.
+// the optimizer maths and the stores (or, ucoef, the updates into ub). The Adam maths (sqrt, div)
+// is compute-bound at SSE2 width: the AVX2/AVX-512 copies are the x86-64-v3/v4 compiles of this
+// file (runtime dispatch, uno/cpu_kernels.h).
 #define UNO_OPTIM_BLOCK_BODY                                                             \
   using C = std::conditional_t<std::is_same_v<P, double>, double, float>;                \
   constexpr bool has_mom = KIND == kSgd && EXTRA;                                        \
@@ -175,18 +169,6 @@ template <typename P, typename S, int KIND, bool EXTRA>
 void block_base(UNO_OPTIM_BLOCK_ARGS) {
   UNO_OPTIM_BLOCK_BODY
 }
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define UNO_OPTIM_AVX2 1
-template <typename P, typename S, int KIND, bool EXTRA>
-__attribute__((target("avx2,fma"))) void block_avx2(UNO_OPTIM_BLOCK_ARGS) {
-  UNO_OPTIM_BLOCK_BODY
-}
-inline bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#endif
 
 // Per-piece Adam constants (from the piece's step count).
 struct AdamPiece {
@@ -312,16 +294,8 @@ void step_kernel(const Args& a, double* out, int num_threads) {
         S* __restrict b3 = m3 ? m3 + b0 : nullptr;
         const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
         const bool ucoef = phase == kUpdateCoef;
-#ifdef UNO_OPTIM_AVX2
-        if (have_avx2()) {
-          block_avx2<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
-                                             has_scale, scale, write_grad, ucoef, proj_upd_write);
-        } else
-#endif
-        {
-          block_base<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
-                                             has_scale, scale, write_grad, ucoef, proj_upd_write);
-        }
+        block_base<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
+                                           has_scale, scale, write_grad, ucoef, proj_upd_write);
         if (ucoef) dots(rp.data(), k, static_cast<const double*>(ubb), n, acc);
       }
     });
@@ -371,6 +345,33 @@ void dispatch_triple(int p_code, int r_code, int s_code, F&& f) {
   }
 }
 
+}  // namespace
+
+void run_optim_step(const OptimArgs& a, int p_dtype, int r_dtype, int s_dtype, double* out,
+                    int num_threads) {
+  const bool amsgrad = a.kind == kAdam && (a.flags & kAmsgrad) != 0;
+  dispatch_triple(p_dtype, r_dtype, s_dtype, [&](auto p, auto r, auto s) {
+    using P = decltype(p);
+    using R = decltype(r);
+    using S = decltype(s);
+    if (a.kind == kSgd && a.s1.empty()) {
+      step_kernel<P, R, S, kSgd, false>(a, out, num_threads);
+    } else if (a.kind == kSgd) {
+      step_kernel<P, R, S, kSgd, true>(a, out, num_threads);
+    } else if (amsgrad) {
+      step_kernel<P, R, S, kAdam, true>(a, out, num_threads);
+    } else {
+      step_kernel<P, R, S, kAdam, false>(a, out, num_threads);
+    }
+  });
+}
+
+}  // namespace UNO_ISA_NS
+
+#ifdef UNO_CPU_BINDINGS  // the pybind11 entry point: the baseline compile only
+namespace py = pybind11;
+namespace {
+
 void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
                     const std::vector<int64_t>& g_ptrs, const std::vector<int64_t>& s1_ptrs,
                     const std::vector<int64_t>& s2_ptrs, const std::vector<int64_t>& s3_ptrs,
@@ -407,13 +408,13 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
   if (k > 0) check_pieces(w.c_str(), row_ptrs, lds, ns, k);
   if (phase != kWrite && out_ptr == 0) throw std::invalid_argument(w + ": out_ptr is null");
   check_threads(w.c_str(), num_threads);
-  dispatch_triple(p_dtype, r_dtype, s_dtype, [](auto, auto, auto) {});
+  UNO_ISA_NS::dispatch_triple(p_dtype, r_dtype, s_dtype, [](auto, auto, auto) {});
   double* out = reinterpret_cast<double*>(out_ptr);
   if (phase != kWrite) std::fill(out, out + k, 0.0);
   if (found_inf_ptr != 0 && *reinterpret_cast<const float*>(found_inf_ptr) != 0.0f) return;
   if (phase == kGradCoef && k == 0) return;
 
-  Args a;
+  OptimArgs a;
   a.kind = kind;
   a.phase = phase;
   a.flags = flags;
@@ -437,21 +438,9 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
       a.step[t] = static_cast<double>(*reinterpret_cast<const float*>(step_ptrs[t]));
     }
   }
+  const Kernels& isa = active();
   py::gil_scoped_release release;
-  dispatch_triple(p_dtype, r_dtype, s_dtype, [&](auto p, auto r, auto s) {
-    using P = decltype(p);
-    using R = decltype(r);
-    using S = decltype(s);
-    if (kind == kSgd && s1_ptrs.empty()) {
-      step_kernel<P, R, S, kSgd, false>(a, out, num_threads);
-    } else if (kind == kSgd) {
-      step_kernel<P, R, S, kSgd, true>(a, out, num_threads);
-    } else if (amsgrad) {
-      step_kernel<P, R, S, kAdam, true>(a, out, num_threads);
-    } else {
-      step_kernel<P, R, S, kAdam, false>(a, out, num_threads);
-    }
-  });
+  isa.optim_step(a, p_dtype, r_dtype, s_dtype, out, num_threads);
 }
 
 void register_optim_step_cpu(py::module_& m) {
@@ -467,7 +456,10 @@ void register_optim_step_cpu(py::module_& m) {
 }
 
 }  // namespace
+#endif  // UNO_CPU_BINDINGS
 }  // namespace cpu
 }  // namespace uno
 
+#ifdef UNO_CPU_BINDINGS
 UNO_REGISTER(optim_step, cpu);
+#endif

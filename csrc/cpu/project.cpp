@@ -1,22 +1,25 @@
 // CPU kernel of the `project` primitive (docs/kernels.md): x <- x - sum_j y_j row_j in place
 // (float64, rounded once to x's dtype), and in the same pass the inner products of the stored x
 // with every row and its squared norm, accumulated in float64 with a fixed order per thread count.
+#ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "uno/registry.h"
+#endif
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
+#include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
-#include "uno/registry.h"
-
-namespace py = pybind11;
 
 namespace uno {
 namespace cpu {
+namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
 namespace {
 
 // k = 1 with float/double x and row: x <- x - c q, then acc[0] += <q, x>, acc[1] += |x|^2 of the
@@ -91,6 +94,22 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
   }
 }
 
+}  // namespace
+
+void run_project(const I64s& x_ptrs, const I64s& row_ptrs, const I64s& lds, const I64s& ns,
+                 int64_t k, const double* y, int x_dtype, int row_dtype, double* out,
+                 int num_threads) {
+  dispatch_pair(x_dtype, row_dtype, "project_cpu", [&](auto x, auto r) {
+    project_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k, y, out, num_threads);
+  });
+}
+
+}  // namespace UNO_ISA_NS
+
+#ifdef UNO_CPU_BINDINGS  // the pybind11 entry point: the baseline compile only
+namespace py = pybind11;
+namespace {
+
 void project_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                  const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                  int64_t y_ptr, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
@@ -101,12 +120,10 @@ void project_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>&
   if (y_ptr == 0) throw std::invalid_argument("project_cpu: y_ptr is null");
   if (out_ptr == 0) throw std::invalid_argument("project_cpu: out_ptr is null");
   dispatch_pair(x_dtype, row_dtype, what, [](auto, auto) {});  // validate before releasing the GIL
+  const Kernels& isa = active();
   py::gil_scoped_release release;
-  dispatch_pair(x_dtype, row_dtype, what, [&](auto x, auto r) {
-    project_kernel<decltype(x), decltype(r)>(x_ptrs, row_ptrs, lds, ns, k,
-                                             reinterpret_cast<const double*>(y_ptr),
-                                             reinterpret_cast<double*>(out_ptr), num_threads);
-  });
+  isa.project(x_ptrs, row_ptrs, lds, ns, k, reinterpret_cast<const double*>(y_ptr), x_dtype,
+              row_dtype, reinterpret_cast<double*>(out_ptr), num_threads);
 }
 
 void register_project_cpu(py::module_& m) {
@@ -118,7 +135,10 @@ void register_project_cpu(py::module_& m) {
 }
 
 }  // namespace
+#endif  // UNO_CPU_BINDINGS
 }  // namespace cpu
 }  // namespace uno
 
+#ifdef UNO_CPU_BINDINGS
 UNO_REGISTER(project, cpu);
+#endif

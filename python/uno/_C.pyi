@@ -7,6 +7,14 @@ __version__: str
 with_cuda: bool
 cuda_archs: str
 registered: list[str]
+# The CPU kernels' ISA level, chosen at import (csrc/cpu/isa_table.cpp): the level that runs ("" when
+# UNO_CPU_ISA could not be honoured), the built levels, those this CPU supports, whether UNO_CPU_ISA
+# chose it, and why UNO_CPU_ISA could not be honoured ("" when it was, or was not set).
+cpu_isa: str
+cpu_isa_built: list[str]
+cpu_isa_supported: list[str]
+cpu_isa_forced: bool
+cpu_isa_error: str
 
 class _Abi:
     """_C.abi: the values of csrc/include/uno/abi.h (python/uno/_abi.py repeats them)."""

@@ -10,8 +10,11 @@
 #include <type_traits>
 
 #include "uno/abi.h"
+#include "uno/isa.h"
 
 namespace uno {
+// Per ISA level (uno/isa.h): each level's copy of these inline helpers has its own symbols.
+inline namespace UNO_ISA_NS {
 
 // 16-bit storage types: plain bit patterns, converted explicitly.
 struct half_t {
@@ -280,4 +283,5 @@ void dispatch_pair(int x_code, int row_code, const char* what, F&& f) {
   });
 }
 
+}  // namespace UNO_ISA_NS
 }  // namespace uno

@@ -18,7 +18,11 @@
 #include <thread>
 #include <vector>
 
+#include "uno/isa.h"
+
 namespace uno {
+// Per ISA level (uno/isa.h): each level's copy of these inline helpers has its own symbols.
+inline namespace UNO_ISA_NS {
 
 // Below this much work (elements times passes over them) a single thread is faster than starting
 // more (a thread start costs tens of microseconds, far more on a loaded machine).
@@ -178,4 +182,5 @@ inline void check_threads(const char* what, int num_threads) {
   }
 }
 
+}  // namespace UNO_ISA_NS
 }  // namespace uno

@@ -95,14 +95,38 @@ def info(name: str) -> BackendInfo:
     return _INFO_CACHE[name]
 
 
+def cpu_isa_note() -> str:
+    """The CPU kernels' ISA level as :func:`backends` reports it (``_C.cpu_isa*``, chosen at import).
+
+    ``"ISA x86-64-v3 (the best of x86-64-v2, x86-64-v3, x86-64-v4 this CPU supports)"``,
+    ``"ISA x86-64-v2 (forced by UNO_CPU_ISA)"``, or ``"error: <why>"`` when ``UNO_CPU_ISA`` names a
+    level that cannot run (every CPU op then raises that ValueError).
+    """
+    from uno import _C
+
+    err = getattr(_C, "cpu_isa_error", None)
+    if err is None:  # pragma: no cover - a core built before the ISA dispatch
+        return "ISA unknown (an older compiled core)"
+    if err:
+        return f"error: {err}"
+    if _C.cpu_isa_forced:
+        return f"ISA {_C.cpu_isa} (forced by UNO_CPU_ISA)"
+    return f"ISA {_C.cpu_isa} (the best of {', '.join(_C.cpu_isa_built)} this CPU supports)"
+
+
 def backends() -> Dict[str, str]:
-    """Report every backend: ``"available (cpu, cuda)"`` or ``"unavailable: <why>"``."""
+    """Report every backend: ``"available (cpu, cuda)"`` or ``"unavailable: <why>"``.
+
+    The ``cpu`` entry adds the ISA level its kernels run at (:func:`cpu_isa_note`).
+    """
     out = {}
     for n in NAMES:
         i = info(n)
         out[n] = (
             f"available ({', '.join(i.devices)})" if i.available else f"unavailable: {i.reason}"
         )
+        if n == "cpu" and i.available:
+            out[n] += f"; {cpu_isa_note()}"
     return out
 
 

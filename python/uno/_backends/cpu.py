@@ -31,6 +31,25 @@ NAME = "cpu"
 _CPU = torch.device("cpu")
 
 
+def _check_isa() -> None:
+    """Refuse to load when ``_C`` could not honour ``UNO_CPU_ISA`` (docs/kernels.md, ISA levels).
+
+    ``_C`` chooses the kernels' ISA level once, at its import; an unknown, unbuilt or unsupported
+    ``UNO_CPU_ISA`` leaves it without CPU kernels (and ``uno.backends()`` says why) but importable,
+    so the first CPU op raises here instead of running at a level nobody asked for.
+    """
+    try:
+        from uno import _C
+    except ImportError:  # pragma: no cover - the registry reports a missing core
+        return
+    err = getattr(_C, "cpu_isa_error", "")
+    if err:
+        raise ValueError(f"uno's cpu backend cannot run: {err}")
+
+
+_check_isa()
+
+
 def _lib() -> Any:
     from uno import _C
 
