@@ -2,17 +2,19 @@
 
 All three are thin wrappers over one custom op, ``uno::inner`` (the `inner` primitive of
 docs/kernels.md): the inner products of a vector x with k row vectors, ‖x‖², and optionally the Gram
-matrix of the rows, in a single pass over memory.
+matrix of the rows, in a single pass over memory. DTensor vectors (FSDP2 shards) are reduced over
+their local shards and summed over the mesh with one ``all_reduce`` (docs/distributed.md).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from uno.ops import library
+from uno import _backends
+from uno.ops import _dist, _rows, library
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
 from uno.ops.basis import Basis
 
@@ -25,10 +27,27 @@ def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
         )
 
 
-def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor]]:
-    """The pieces of two vectors that must match piece for piece (shape, device, dtype; no autograd)."""
+def _inner(
+    x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: Optional[str], lay: Any
+) -> Tensor:
+    """``uno::inner``, or for DTensor vectors (``lay``) the same over the local shards, summed."""
+    if lay is None:
+        return library.inner(x, rows, with_gram, backend)
+    be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
+    return _rows.inner(be, x, rows, with_gram)  # type: ignore[arg-type]
+
+
+def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor], Any]:
+    """The pieces of two vectors that must match piece for piece (shape, device, dtype; no autograd)
+    and, for DTensor vectors, their layout (the pieces are then the local shards)."""
     pa = as_pieces(a, "a")
     pb = as_pieces(b, "b")
+    lay = None
+    if _dist.is_dtensor(pa[0]) or _dist.is_dtensor(pb[0]):
+        pa, lay = _dist.localize(pa, "a") if _dist.is_dtensor(pa[0]) else (pa, None)
+        if lay is None or not _dist.is_dtensor(pb[0]):
+            raise TypeError("a and b must both be DTensor vectors or both plain, got one of each")
+        pb = _dist.localize_like([pb], lay, "b")[0]
     if [p.shape for p in pa] != [p.shape for p in pb]:
         raise ValueError(
             f"a and b differ in shape: {[tuple(p.shape) for p in pa]} vs {[tuple(p.shape) for p in pb]}"
@@ -37,7 +56,7 @@ def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor]]:
     if pa[0].dtype != pb[0].dtype:
         raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
     _check_no_autograd(pa, pb)
-    return pa, pb
+    return pa, pb, lay
 
 
 def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
@@ -46,8 +65,8 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
     Returns:
         0-d float64 tensor on the vectors' device (accumulated in float64).
     """
-    pa, pb = _pair(a, b)
-    out = library.inner(pa, [p.reshape(1, -1) for p in pb], False, backend)
+    pa, pb, lay = _pair(a, b)
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend, lay)
     return out[0]
 
 
@@ -64,11 +83,14 @@ def gram(
     Returns:
         ``(k, k)`` float64 tensor on the vectors' device.
     """
+    lay = None
     if isinstance(vectors, Basis):
-        rows = vectors.rows()
+        rows, lay = vectors.rows(), vectors.dist
         if vectors.k == 0:
             return torch.zeros(0, 0, dtype=torch.float64, device=vectors.device)
     elif isinstance(vectors, Tensor):
+        if _dist.is_dtensor(vectors):
+            raise TypeError("give DTensor vectors to gram as a sequence of vectors or a Basis")
         if vectors.dim() < 1:
             raise ValueError("vectors must have a leading k dimension, got a 0-d tensor")
         ref = like if like is not None else vectors[0] if vectors.shape[0] else None
@@ -77,6 +99,9 @@ def gram(
         rows, _ = rows_for(vectors, as_pieces(ref, "like"), "vectors")
     elif isinstance(vectors, (list, tuple)) and vectors:
         vecs = [as_pieces(v, f"vectors[{j}]") for j, v in enumerate(vectors)]
+        if _dist.is_dtensor(vecs[0][0]):
+            lay = _dist.layout_of(vecs[0], "vectors[0]")
+            vecs = _dist.localize_like(vecs, lay, "vectors")
         rows, _ = rows_for(vecs, vecs[0], "vectors")
     else:
         raise ValueError(
@@ -84,7 +109,7 @@ def gram(
         )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
-    out = library.inner([], rows, True, backend)
+    out = _inner([], rows, True, backend, lay)
     tri = out[k + 1 :]
     iu = torch.triu_indices(k, k, device=tri.device)
     g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
@@ -103,7 +128,7 @@ def cos2(
     Returns:
         0-d float64 tensor.
     """
-    pa, pb = _pair(a, b)
-    out = library.inner(pa, [p.reshape(1, -1) for p in pb], True, backend)
+    pa, pb, lay = _pair(a, b)
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], True, backend, lay)
     ab, aa, bb = out[0], out[1], out[2]
     return ab * ab / (aa * bb + eps)
