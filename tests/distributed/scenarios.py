@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 
 import uno
 
@@ -248,8 +248,9 @@ def s_optim(mesh: Any, make: Callable[[], nn.Module], opt: str, project: str) ->
     }
 
 
-def s_optim_replicated(mesh: Any, opt: str) -> Dict[str, Any]:
-    """Parameters with Shard(0) and Replicate() placements (gradients set by hand): 20 steps."""
+def s_optim_replicated(mesh: Any, opt: str, no_grad: int = -1) -> Dict[str, Any]:
+    """Parameters with Shard(0) and Replicate() placements (gradients set by hand): 20 steps;
+    parameter ``no_grad`` (if any) never has a gradient (the basis is restricted to the others)."""
     gen = torch.Generator().manual_seed(7)
     shapes, placements = [(7, 5), (7,), (3, 2)], [[Shard(0)], [Replicate()], [Replicate()]]
     full = [torch.randn(s, generator=gen, dtype=F64) for s in shapes]
@@ -271,9 +272,9 @@ def s_optim_replicated(mesh: Any, opt: str) -> Dict[str, Any]:
         )
     step_bytes = []
     for _ in range(20):
-        for p, q in zip(ps, ps_ref):
-            q.grad = torch.randn(q.shape, generator=gen, dtype=F64)
-            p.grad = as_dt(q.grad, p)
+        for i, (p, q) in enumerate(zip(ps, ps_ref)):
+            q.grad = torch.randn(q.shape, generator=gen, dtype=F64) if i != no_grad else None
+            p.grad = as_dt(q.grad, p) if i != no_grad else None
         with counting() as c:
             o.step()
         o_ref.step()
@@ -286,6 +287,38 @@ def s_optim_replicated(mesh: Any, opt: str) -> Dict[str, Any]:
     }
 
 
+def s_functional(mesh: Any) -> Dict[str, Any]:
+    """project_adam_ and project_sgd_ (new momentum buffers) on FSDP2 parameter lists, 20 steps."""
+    ref, model = sharded(mlp, F64, mesh)
+    ps, ps_ref = list(model.parameters()), list(ref.parameters())
+    vecs = random_vectors(ps_ref, 2, seed=9)
+    basis_ref = uno.orthonormalize(vecs)
+    basis = uno.orthonormalize([[as_dt(v, p) for v, p in zip(vec, ps)] for vec in vecs])
+    sets = []
+    for params in (ps, ps_ref):
+        with torch.no_grad():
+            m = [torch.zeros_like(p) for p in params]
+            v = [torch.zeros_like(p) for p in params]
+        steps = [torch.zeros((), dtype=torch.float32) for _ in params]
+        bufs: List[Any] = [None] * len(params)
+        sets.append((params, m, v, steps, bufs))
+    for step in range(20):
+        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(300 + step), dtype=F64)
+        backward(ref, x)
+        backward(model, x)
+        with torch.no_grad():
+            for (params, m, v, steps, bufs), b in zip(sets, (basis, basis_ref)):
+                grads = [p.grad for p in params]
+                uno.project_adam_(
+                    params, grads, m, v, [], steps, lr=1e-2, basis=b, project="update"
+                )
+                uno.project_sgd_(params, grads, bufs, lr=1e-2, momentum=0.9, basis=b)
+    return {
+        "err": rel_err([p.to_local() for p in ps], [p.detach() for p in ps_ref], ps),
+        "bufs_are_dtensors": all(isinstance(b, DTensor) for b in sets[0][4]),
+    }
+
+
 def s_errors(mesh: Any) -> Dict[str, Any]:
     """Bad input: mixed DTensor and plain pieces, different meshes, a plain Basis, per-sample."""
     gen = torch.Generator().manual_seed(5)
@@ -293,7 +326,9 @@ def s_errors(mesh: Any) -> Dict[str, Any]:
     dts = [distribute_tensor(t, mesh, [Shard(0)], src_data_rank=None) for t in a]
     other = init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("other",))
     on_other = distribute_tensor(a[1], other, [Shard(0)], src_data_rank=None)
+    partial = DTensor.from_local(a[1].clone(), mesh, [Partial()], run_check=False)
     cases: Dict[str, Callable[[], Any]] = {
+        "partial": lambda: uno.dot([partial], [partial]),
         "mixed": lambda: uno.project_([dts[0], a[1].clone()], [[dts[0].clone(), a[1].clone()]]),
         "meshes": lambda: uno.dot([dts[0], on_other], [dts[0], on_other]),
         "plain_basis": lambda: uno.project_(dts, uno.orthonormalize([a])),
@@ -364,6 +399,8 @@ def main(rank: int, world: int) -> Dict[str, Any]:
         "sgd_grad_mlp": lambda: s_optim(mesh, mlp, "sgd", "grad"),
         "adam_replicated": lambda: s_optim_replicated(mesh, "adam"),
         "sgd_replicated": lambda: s_optim_replicated(mesh, "sgd"),
+        "adam_replicated_no_grad": lambda: s_optim_replicated(mesh, "adam", no_grad=1),
+        "functional": lambda: s_functional(mesh),
         "errors": lambda: s_errors(mesh),
         "ddp": lambda: s_ddp(rank, world),
     }

@@ -73,14 +73,27 @@ def test_replicated_pieces_count_once(ranks: List[Dict[str, Any]]) -> None:
         "sgd_grad_mlp",
         "adam_replicated",  # Shard(0) and Replicate() parameters: replicated ones count once
         "sgd_replicated",
+        "adam_replicated_no_grad",  # a parameter without .grad: the restricted basis, distributed
     ],
 )
 def test_projected_optimizer_20_steps(ranks: List[Dict[str, Any]], name: str) -> None:
     for res in scenario(ranks, name):
         assert res["moved"] > 1e-2  # the parameters did move
         assert res["err"] <= F64_TOL
-        assert res["step_bytes"] == [[16]] * 20  # one all_reduce of k = 2 coefficients per step
+        first = [[]] if name != "adam_replicated_no_grad" else [[8 * 3, 8 * 3]]
+        # the basis restricted to the parameters with a gradient is made once (cached): the two
+        # Grams of CholeskyQR2 (k = 2: 3 numbers each)
+        assert [b[:-1] for b in res["step_bytes"][:1]] == first
+        # then every step: one all_reduce of the k = 2 coefficients
+        assert [b[-1:] for b in res["step_bytes"]] == [[16]] * 20
+        assert res["step_bytes"][1:] == [[16]] * 19
         assert res["state_is_dtensor"]  # states are DTensors like torch.optim's under FSDP2
+
+
+def test_functional_forms(ranks: List[Dict[str, Any]]) -> None:
+    for res in scenario(ranks, "functional"):
+        assert res["err"] <= F64_TOL
+        assert res["bufs_are_dtensors"]  # new momentum buffers are made like the parameters
 
 
 def test_bad_input_is_a_clear_error(ranks: List[Dict[str, Any]]) -> None:
@@ -90,4 +103,6 @@ def test_bad_input_is_a_clear_error(ranks: List[Dict[str, Any]]) -> None:
         assert res["plain_basis"].startswith("TypeError: basis was built over plain tensors")
         assert res["dist_basis_plain_grad"].startswith("TypeError: basis was built over DTensors")
         assert res["per_sample"].startswith("TypeError: uno.per_sample does not support DTensor")
+        assert res["partial"].startswith("ValueError: a[0] has placement P(sum)")
+        assert "uno takes Shard and Replicate pieces only" in res["partial"]
         assert res["untouched"]
