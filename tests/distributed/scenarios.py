@@ -319,6 +319,33 @@ def s_functional(mesh: Any) -> Dict[str, Any]:
     }
 
 
+def s_bench_baseline(mesh: Any) -> Dict[str, Any]:
+    """uno bench dist's naive baseline (all-gather, project, keep the shard) computes what
+    uno.project_ computes on the shards."""
+    from uno.bench.dist import naive_project
+
+    gen = torch.Generator().manual_seed(10)
+    shapes = [(7, 5), (3,), (1, 4), (6, 2)]  # uneven, and a piece with no rows on rank 1
+    full = [torch.randn(s, generator=gen, dtype=F64) for s in shapes]
+    g = [distribute_tensor(t, mesh, [Shard(0)], src_data_rank=None) for t in full]
+    basis = uno.orthonormalize(
+        [[as_dt(torch.randn(s, generator=gen, dtype=F64), d) for s, d in zip(shapes, g)]] * 1
+        + [[as_dt(torch.randn(s, generator=gen, dtype=F64), d) for s, d in zip(shapes, g)]]
+    )
+    h = [t.clone() for t in g]
+    uno.project_(g, basis)
+    nbytes = naive_project(h, basis)
+    return {
+        "diff": rel_err([a.to_local() for a in h], [full_of(a) for a in g], g),
+        "bytes": nbytes,
+        "moved": rel_err([a.to_local() for a in g], full, g),
+    }
+
+
+def full_of(t: DTensor) -> Tensor:
+    return t.full_tensor()
+
+
 def s_errors(mesh: Any) -> Dict[str, Any]:
     """Bad input: mixed DTensor and plain pieces, different meshes, a plain Basis, per-sample."""
     gen = torch.Generator().manual_seed(5)
@@ -401,6 +428,7 @@ def main(rank: int, world: int) -> Dict[str, Any]:
         "sgd_replicated": lambda: s_optim_replicated(mesh, "sgd"),
         "adam_replicated_no_grad": lambda: s_optim_replicated(mesh, "adam", no_grad=1),
         "functional": lambda: s_functional(mesh),
+        "bench_baseline": lambda: s_bench_baseline(mesh),
         "errors": lambda: s_errors(mesh),
         "ddp": lambda: s_ddp(rank, world),
     }

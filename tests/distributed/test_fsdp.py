@@ -106,3 +106,11 @@ def test_bad_input_is_a_clear_error(ranks: List[Dict[str, Any]]) -> None:
         assert res["partial"].startswith("ValueError: a[0] has placement P(sum)")
         assert "uno takes Shard and Replicate pieces only" in res["partial"]
         assert res["untouched"]
+
+
+def test_bench_naive_baseline_computes_the_same(ranks: List[Dict[str, Any]]) -> None:
+    for res in scenario(ranks, "bench_baseline"):
+        assert res["moved"] > 1e-3  # the projection changed the gradient
+        assert res["diff"] <= 1e-14
+        # 2 ranks × the largest packed shard: (1 + k) · (4·5 + 2 + 1·4 + 3·2) float64 elements
+        assert res["bytes"] == 2 * 3 * 32 * 8
