@@ -342,6 +342,27 @@ def s_bench_baseline(mesh: Any) -> Dict[str, Any]:
     }
 
 
+def s_nonfinite(mesh: Any) -> Dict[str, Any]:
+    """A nan in one rank's shard: the reduced norm is nan on every rank, every rank leaves its
+    gradient untouched (and runs the same single collective)."""
+    gen = torch.Generator().manual_seed(11)
+    full = [torch.randn(7, 5, generator=gen, dtype=F64), torch.randn(3, generator=gen, dtype=F64)]
+    g = [distribute_tensor(t, mesh, [Shard(0)], src_data_rank=None) for t in full]
+    basis = uno.orthonormalize([[as_dt(torch.randn_like(t), d) for t, d in zip(full, g)]])
+    if dist.get_rank() == 1:
+        g[0].to_local()[0, 0] = float("nan")
+    before = [t.to_local().clone() for t in g]
+    with counting() as c:
+        uno.project_(g, basis)
+    return {
+        "untouched": all(
+            bool(torch.equal(a.to_local().nan_to_num(7.0), b.nan_to_num(7.0)))
+            for a, b in zip(g, before)
+        ),
+        "bytes": c["all_reduce"],
+    }
+
+
 def full_of(t: DTensor) -> Tensor:
     return t.full_tensor()
 
@@ -429,6 +450,7 @@ def main(rank: int, world: int) -> Dict[str, Any]:
         "adam_replicated_no_grad": lambda: s_optim_replicated(mesh, "adam", no_grad=1),
         "functional": lambda: s_functional(mesh),
         "bench_baseline": lambda: s_bench_baseline(mesh),
+        "nonfinite": lambda: s_nonfinite(mesh),
         "errors": lambda: s_errors(mesh),
         "ddp": lambda: s_ddp(rank, world),
     }

@@ -114,3 +114,9 @@ def test_bench_naive_baseline_computes_the_same(ranks: List[Dict[str, Any]]) -> 
         assert res["diff"] <= 1e-14
         # 2 ranks × the largest packed shard: (1 + k) · (4·5 + 2 + 1·4 + 3·2) float64 elements
         assert res["bytes"] == 2 * 3 * 32 * 8
+
+
+def test_a_nan_on_one_rank_leaves_every_shard_untouched(ranks: List[Dict[str, Any]]) -> None:
+    for res in scenario(ranks, "nonfinite"):
+        assert res["untouched"]
+        assert res["bytes"] == [16]  # pass A only (k = 1): the decision is taken on the sum
