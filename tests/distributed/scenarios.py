@@ -375,8 +375,19 @@ def s_errors(mesh: Any) -> Dict[str, Any]:
     other = init_device_mesh("cpu", (dist.get_world_size(),), mesh_dim_names=("other",))
     on_other = distribute_tensor(a[1], other, [Shard(0)], src_data_rank=None)
     partial = DTensor.from_local(a[1].clone(), mesh, [Partial()], run_check=False)
+    p_sh = nn.Parameter(distribute_tensor(a[0].clone(), mesh, [Shard(0)], src_data_rank=None))
+    p_sh.grad = distribute_tensor(a[0].clone(), mesh, [Replicate()], src_data_rank=None)
+
+    def misplaced_grad() -> None:
+        uno.optim.ProjectedSGD([p_sh], lr=0.1).step()
+
+    def plain_basis_for_dtensor_params() -> None:
+        uno.optim.ProjectedSGD([p_sh], lr=0.1, basis=uno.orthonormalize([[a[0]]]))
+
     cases: Dict[str, Callable[[], Any]] = {
         "partial": lambda: uno.dot([partial], [partial]),
+        "misplaced_grad": misplaced_grad,
+        "optim_plain_basis": plain_basis_for_dtensor_params,
         "mixed": lambda: uno.project_([dts[0], a[1].clone()], [[dts[0].clone(), a[1].clone()]]),
         "meshes": lambda: uno.dot([dts[0], on_other], [dts[0], on_other]),
         "plain_basis": lambda: uno.project_(dts, uno.orthonormalize([a])),
@@ -389,7 +400,7 @@ def s_errors(mesh: Any) -> Dict[str, Any]:
             torch.randn(3, 5, dtype=F64),
         ),
     }
-    before = [t.to_local().clone() for t in dts]
+    before = [t.to_local().clone() for t in dts] + [p_sh.to_local().clone()]
     out: Dict[str, Any] = {}
     for name, fn in cases.items():
         try:
@@ -397,7 +408,8 @@ def s_errors(mesh: Any) -> Dict[str, Any]:
             out[name] = "no error"
         except (TypeError, ValueError) as e:
             out[name] = f"{type(e).__name__}: {e}"
-    out["untouched"] = all(bool(torch.equal(t.to_local(), b)) for t, b in zip(dts, before))
+    after = [t.to_local() for t in [*dts, p_sh]]
+    out["untouched"] = all(bool(torch.equal(t, b)) for t, b in zip(after, before))
     return out
 
 

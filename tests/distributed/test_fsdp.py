@@ -105,6 +105,10 @@ def test_bad_input_is_a_clear_error(ranks: List[Dict[str, Any]]) -> None:
         assert res["per_sample"].startswith("TypeError: uno.per_sample does not support DTensor")
         assert res["partial"].startswith("ValueError: a[0] has placement P(sum)")
         assert "uno takes Shard and Replicate pieces only" in res["partial"]
+        assert res["misplaced_grad"].startswith("ValueError: grad 0 is placed (Replicate(),)")
+        assert res["optim_plain_basis"].startswith(
+            "TypeError: the parameters are DTensors but the basis was built over plain tensors"
+        )
         assert res["untouched"]
 
 

@@ -20,7 +20,7 @@ plain tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -91,17 +91,6 @@ class Layout:
     strides: Tuple[Tuple[int, ...], ...]
     counted: Tuple[bool, ...]
     group: Any = field(compare=False)
-
-    def subset(self, idx: Sequence[int]) -> Layout:
-        """The layout of the pieces ``idx`` (in that order)."""
-        pick = lambda xs: tuple(xs[i] for i in idx)  # noqa: E731
-        return replace(
-            self,
-            placements=pick(self.placements),
-            shapes=pick(self.shapes),
-            strides=pick(self.strides),
-            counted=pick(self.counted),
-        )
 
     def describe(self, t: int) -> str:
         return f"{tuple(self.shapes[t])} placed {self.placements[t]}"

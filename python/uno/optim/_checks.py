@@ -37,10 +37,14 @@ def _local_pair(p: Tensor, g: Tensor, i: int) -> Tuple[Tensor, Tensor]:
             f"parameter {i} is {'a DTensor' if _dist.is_dtensor(p) else 'a plain tensor'} but its "
             f"grad is {'a DTensor' if _dist.is_dtensor(g) else 'a plain tensor'}; expected both alike"
         )
-    _dist.check_same(
-        _dist.layout_of([p], f"parameter {i}"), _dist.layout_of([g], f"grad {i}"),
-        f"parameter {i}", f"grad {i}",
-    )  # fmt: skip
+    pd: Any = p  # DTensors: their mesh and placements
+    gd: Any = g
+    pm, gm, pp, gp = pd.device_mesh, gd.device_mesh, tuple(pd.placements), tuple(gd.placements)
+    if (pm is not gm and pm != gm) or pp != gp:
+        raise ValueError(
+            f"grad {i} is placed {gp} on {gm} but parameter {i} is placed {pp} on {pm}; expected "
+            "them distributed alike"
+        )
     return _dist.local(p), _dist.local(g)
 
 
