@@ -58,6 +58,7 @@ def main() -> None:
     if rank == 0:
         print(f"basis rank {basis.k}; |step| = {size:.3e}; largest |<step, q_j>| = {along:.1e}")
     assert along <= 1e-5 * size, "the step left the orthogonal complement of the basis"
+    dist.barrier()  # every rank is done before the group goes (gloo's teardown is not graceful)
     dist.destroy_process_group()
 
 

@@ -45,6 +45,7 @@ def _entry(rank: int, world: int, port: int, target: str, out_dir: str) -> None:
         result = fn(rank, world)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(result, f)
+        dist.barrier()  # both ranks are done before the group goes
     finally:
         dist.destroy_process_group()
 

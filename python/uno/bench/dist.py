@@ -144,6 +144,7 @@ def _rank_main(rank: int, world: int, port: int, cfg_json: str, reps: int, out: 
             }
             with open(out, "w") as f:
                 json.dump({**row, **slowest}, f)
+        dist.barrier()  # every rank is done before the group goes
     finally:
         dist.destroy_process_group()
 

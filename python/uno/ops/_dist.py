@@ -20,9 +20,9 @@ plain tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -82,7 +82,6 @@ class Layout:
         strides: per piece, its global stride (to rebuild DTensors with ``DTensor.from_local``).
         counted: per piece, whether this rank's elements count in the reductions (False for the
             copies of a replicated piece on ranks other than coordinate 0 of its replicated dims).
-        group: the process group the partial sums are all-reduced over (every rank of the mesh).
     """
 
     mesh: Any
@@ -90,33 +89,31 @@ class Layout:
     shapes: Tuple[torch.Size, ...]
     strides: Tuple[Tuple[int, ...], ...]
     counted: Tuple[bool, ...]
-    group: Any = field(compare=False)
+
+    @property
+    def group(self) -> Any:
+        """The process group the partial sums are all-reduced over (every rank of the mesh; looked
+        up on use, never stored: see :func:`group_of`)."""
+        return group_of(self.mesh)
 
     def describe(self, t: int) -> str:
         return f"{tuple(self.shapes[t])} placed {self.placements[t]}"
 
 
-_GROUPS: Dict[int, Any] = {}  # id(mesh) -> (mesh, group): resolved once per mesh
-
-
 def group_of(mesh: Any) -> Any:
-    hit = _GROUPS.get(id(mesh))
-    if hit is not None and hit[0] is mesh:
-        return hit[1]
+    """The process group a mesh's partial sums are all-reduced over (not cached: holding a process
+    group past ``destroy_process_group`` makes its late destruction abort the interpreter)."""
     if mesh.ndim == 1:
-        group = mesh.get_group()
-    else:
-        import torch.distributed as dist
+        return mesh.get_group()
+    import torch.distributed as dist
 
-        if mesh.size() != dist.get_world_size():
-            raise ValueError(
-                f"a {mesh.ndim}-D DeviceMesh of {mesh.size()} ranks inside a world of "
-                f"{dist.get_world_size()} ranks is not supported (uno reduces over one process "
-                "group: use a 1-D mesh, or a mesh over every rank)"
-            )
-        group = None  # the default group: every rank of the mesh
-    _GROUPS[id(mesh)] = (mesh, group)
-    return group
+    if mesh.size() != dist.get_world_size():
+        raise ValueError(
+            f"a {mesh.ndim}-D DeviceMesh of {mesh.size()} ranks inside a world of "
+            f"{dist.get_world_size()} ranks is not supported (uno reduces over one process "
+            "group: use a 1-D mesh, or a mesh over every rank)"
+        )
+    return None  # the default group: every rank of the mesh
 
 
 def _counted(mesh: Any, placements: Tuple[Any, ...], name: str) -> bool:
@@ -156,9 +153,8 @@ def layout_of(pieces: Sequence[Tensor], name: str) -> Layout:
         shapes.append(p.shape)
         strides.append(tuple(p.stride()))
         counted.append(_counted(mesh, pl, f"{name}[{i}]"))
-    return Layout(
-        mesh, tuple(placements), tuple(shapes), tuple(strides), tuple(counted), group_of(mesh)
-    )
+    group_of(mesh)  # an unsupported mesh is refused here
+    return Layout(mesh, tuple(placements), tuple(shapes), tuple(strides), tuple(counted))
 
 
 def localize(pieces: Sequence[Tensor], name: str) -> Tuple[List[Tensor], Layout]:

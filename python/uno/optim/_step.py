@@ -91,7 +91,8 @@ def add_piece(c: Call, p: Tensor, g: Tensor, rows: List[Tensor], i: int, flat: b
     if type(p) not in _PLAIN and _dist.is_dtensor(p):  # FSDP2: step the local shard
         if not _dist.counts_here(p):
             c.uncounted.append(len(c.params))
-        c.dist, c.group = True, _dist.group_of(p.device_mesh)  # type: ignore[attr-defined]
+        if not c.dist:  # the call's pieces share one mesh (checked with the basis)
+            c.dist, c.group = True, _dist.group_of(p.device_mesh)  # type: ignore[attr-defined]
         p, g = _dist.local(p), _dist.local(g)
     c.params.append(p.view(-1) if flat else p)
     c.user_grads.append(g)
