@@ -58,7 +58,11 @@ def main() -> None:
     if rank == 0:
         print(f"basis rank {basis.k}; |step| = {size:.3e}; largest |<step, q_j>| = {along:.1e}")
     assert along <= 1e-5 * size, "the step left the orthogonal complement of the basis"
-    dist.barrier()  # every rank is done before the group goes (gloo's teardown is not graceful)
+    # Release the optimizer and the basis (which refer to the mesh) before the process group goes:
+    # without this, about 1 in 4 runs here aborted at exit ("terminate called without an active
+    # exception", after the output); the cause is not found yet (docs/distributed.md).
+    del opt, basis
+    dist.barrier()
     dist.destroy_process_group()
 
 

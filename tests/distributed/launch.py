@@ -2,7 +2,7 @@
 
 Every wait is bounded: the process group has a timeout (a collective that never completes raises),
 the join has a deadline, and any process still alive when the launcher returns (or fails) is killed,
-so no process outlives its test.
+so no process outlives its test (:func:`uno.bench.dist.spawn`, which ``uno bench dist`` uses too).
 """
 
 from __future__ import annotations
@@ -11,23 +11,15 @@ import datetime
 import importlib
 import json
 import os
-import socket
 import tempfile
-import time
 from typing import Any, Callable, Dict, List
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from uno.bench.dist import free_port, spawn
 
 COLLECTIVE_TIMEOUT_S = 45.0  # a collective waiting longer than this raises in the worker
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _entry(rank: int, world: int, port: int, target: str, out_dir: str) -> None:
@@ -59,23 +51,7 @@ def run_ranks(target: str, world: int = 2, timeout_s: float = 240.0) -> List[Dic
         torch.multiprocessing.ProcessRaisedException: a rank raised (the others are terminated).
     """
     with tempfile.TemporaryDirectory() as out_dir:
-        ctx = mp.start_processes(
-            _entry,
-            args=(world, free_port(), target, out_dir),
-            nprocs=world,
-            join=False,
-            start_method="spawn",
-        )
-        deadline = time.monotonic() + timeout_s
-        try:
-            while not ctx.join(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{target} did not finish on {world} ranks in {timeout_s} s")
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-                p.join(10)
+        spawn(_entry, (world, free_port(), target, out_dir), world, timeout_s, target)
         out = []
         for r in range(world):
             with open(os.path.join(out_dir, f"rank{r}.json")) as f:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -205,36 +205,44 @@ def _measure_rank(cfg: Config, reps: int, mesh: Any) -> Dict[str, Any]:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def measure(cfg: Config, ctx: h.Context, timeout_s: float = 1800.0) -> h.Rows:
-    """Spawn ``cfg.world`` gloo ranks that measure ``cfg``; returns rank 0's row (slowest times)."""
+def spawn(fn: Callable[..., None], args: Tuple[Any, ...], nprocs: int, timeout_s: float, what: str):
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes and wait at most ``timeout_s``.
+
+    Every process still alive when this returns or raises is killed, so none outlives the call.
+
+    Raises:
+        TimeoutError: the processes did not finish in time.
+        torch.multiprocessing.ProcessRaisedException: a process raised (the others are terminated).
+    """
     import torch.multiprocessing as mp
 
+    pc = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not pc.join(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what} did not finish in {timeout_s} s")
+    finally:
+        for p in pc.processes:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+
+
+def measure(cfg: Config, ctx: h.Context, timeout_s: float = 1800.0) -> h.Rows:
+    """Spawn ``cfg.world`` gloo ranks that measure ``cfg``; returns rank 0's row (slowest times)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "row.json")
         payload = json.dumps({**asdict(cfg), "dtype": h.dtype_name(cfg.dtype)})
-        pc = mp.start_processes(
-            _rank_main,
-            args=(cfg.world, _free_port(), payload, ctx.reps, out),
-            nprocs=cfg.world,
-            join=False,
-            start_method="spawn",
-        )
-        deadline = time.monotonic() + timeout_s
-        try:
-            while not pc.join(timeout=5.0):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"uno bench dist: {cfg} did not finish in {timeout_s} s")
-        finally:
-            for p in pc.processes:
-                if p.is_alive():
-                    p.kill()
-                p.join(10)
+        args = (cfg.world, free_port(), payload, ctx.reps, out)
+        spawn(_rank_main, args, cfg.world, timeout_s, f"uno bench dist: {cfg}")
         with open(out) as f:
             row = json.load(f)
     row["vs_naive"] = h.ratio(row["naive_ms"], row["uno_ms"])
