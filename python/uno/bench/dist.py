@@ -18,7 +18,7 @@ first dimension is odd), as FSDP2 keeps them. Rows:
            elements per rank.
 
 Times are the median over the ranks' calls (the slowest rank's median), each call starting from the
-same gradient (reset untimed). Two ranks on a shared machine compete for its cores and memory
+same gradient (reset untimed); each rank runs ``--threads`` / world torch threads. Two ranks on a shared machine compete for its cores and memory
 bandwidth: compare rows of one run, not across machines.
 
     uno bench dist --quick          # P = 1e5, k in {1, 4}: a smoke test
@@ -120,13 +120,15 @@ def _plan(shapes: Sequence[torch.Size], world: int) -> Tuple[List[List[int]], Li
     return _PLANS[key]
 
 
-def _rank_main(rank: int, world: int, port: int, cfg_json: str, reps: int, out: str) -> None:
+def _rank_main(
+    rank: int, world: int, port: int, cfg_json: str, reps: int, threads: int, out: str
+) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     raw = json.loads(cfg_json)
     cfg = Config(raw["numel"], raw["k"], raw["world"], getattr(torch, raw["dtype"]))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(threads)
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
@@ -241,7 +243,8 @@ def measure(cfg: Config, ctx: h.Context, timeout_s: float = 1800.0) -> h.Rows:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "row.json")
         payload = json.dumps({**asdict(cfg), "dtype": h.dtype_name(cfg.dtype)})
-        args = (cfg.world, free_port(), payload, ctx.reps, out)
+        threads = max(1, ctx.threads // cfg.world)  # the ranks share the machine's threads
+        args = (cfg.world, free_port(), payload, ctx.reps, threads, out)
         spawn(_rank_main, args, cfg.world, timeout_s, f"uno bench dist: {cfg}")
         with open(out) as f:
             row = json.load(f)
