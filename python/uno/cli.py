@@ -126,8 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "bench",
         choices=sorted(BENCHES),
-        help="project, optim, per-sample, combine: kernel microbenchmarks; "
-        "table: the unlearning comparison table (issue 6)",
+        help="project, optim, per-sample, combine: kernel microbenchmarks; dist: projection "
+        "communication on 2 CPU ranks; table: the unlearning comparison table",
     )
     b.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
     return ap

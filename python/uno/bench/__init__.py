@@ -2,6 +2,7 @@
 
     uno bench project --quick          # or: python -m uno.bench project --quick
     uno bench optim | per-sample | combine [--device cuda] [--threads N] [--csv PATH]
+    uno bench dist [--quick] [--world 2]   # uno.project_ on FSDP2-style shards vs all-gathering
     uno bench table ...                # the unlearning comparison table (uno.bench.table)
 
 Each benchmark prints a table (time, GB/s, fraction of a same-run copy's bandwidth, speed-ups against
@@ -21,6 +22,7 @@ from typing import Dict, Optional, Sequence
 #: ``uno bench NAME`` → the module that runs it (each has ``main(argv, default_csv=None) -> int``).
 BENCHES: Dict[str, str] = {
     "combine": "uno.bench.combine",
+    "dist": "uno.bench.dist",
     "optim": "uno.bench.optim",
     "per-sample": "uno.bench.per_sample",
     "project": "uno.bench.project",

@@ -7,9 +7,13 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from uno.ops import _dist
+
 
 def _span(t: Tensor) -> Tuple[int, int, int]:
     """(storage base address, first byte, one past the last byte) that ``t`` can touch."""
+    if type(t) not in _dist._PLAIN:
+        t = _dist.local(t)  # a DTensor: the memory of its local shard
     n = t.numel()
     if n == 0:
         return (0, 0, 0)

@@ -8,14 +8,16 @@ it traces under ``torch.compile``; checks that need the data run inside the cust
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from uno._abi import FLOAT_DTYPES, FLOAT_NAMES, PAIRS
+from uno.ops import _dist
 
 VectorLike = Union[Tensor, Sequence[Tensor]]
+_PLAIN = _dist._PLAIN
 
 
 def as_pieces(v: object, name: str) -> List[Tensor]:
@@ -40,7 +42,9 @@ def as_pieces(v: object, name: str) -> List[Tensor]:
     else:
         raise TypeError(f"{name} must be a Tensor or a sequence of Tensors, got {type(v).__name__}")
     dtype, device = pieces[0].dtype, pieces[0].device
+    subclass = False
     for i, p in enumerate(pieces):
+        subclass = subclass or type(p) not in _PLAIN
         if p.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}[{i}] has dtype {p.dtype}; expected {FLOAT_NAMES}")
         if p.dtype != dtype:
@@ -49,6 +53,8 @@ def as_pieces(v: object, name: str) -> List[Tensor]:
             raise ValueError(
                 f"{name} spans devices: {name}[0] is on {device}, {name}[{i}] is on {p.device}"
             )
+    if subclass:  # DTensor pieces (uno.ops._dist) may not mix with plain ones
+        _dist.check_kind(pieces, name)
     return pieces
 
 
@@ -86,8 +92,26 @@ def _rows_of_vectors(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch
     return rows
 
 
-def check_basis_for(basis: Any, grad: Sequence[Tensor], what: str = "basis") -> None:
-    """A :class:`uno.Basis` fits a vector with pieces ``grad``: same shapes, device, allowed dtype."""
+def check_basis_for(
+    basis: Any, grad: Sequence[Tensor], what: str = "basis", lay: Optional[_dist.Layout] = None
+) -> None:
+    """A :class:`uno.Basis` fits a vector with pieces ``grad``: same shapes, device, allowed dtype.
+
+    ``grad`` are local tensors and ``lay`` their distribution when the vector is made of DTensors;
+    the basis must then have been built over DTensors distributed alike (``basis.dist``).
+    """
+    if basis.dist is not None or lay is not None:
+        if basis.dist is None or lay is None:
+            raise TypeError(
+                f"{what} was built over "
+                + (
+                    "plain tensors but grad is made of DTensors"
+                    if lay
+                    else "DTensors but grad is not"
+                )
+                + "; build the basis from vectors of the same kind (uno.orthonormalize, Basis.empty)"
+            )
+        _dist.check_same(lay, basis.dist, "grad", what)
     shapes = [g.shape for g in grad]
     if list(basis.shapes) != shapes:
         raise ValueError(
@@ -96,6 +120,34 @@ def check_basis_for(basis: Any, grad: Sequence[Tensor], what: str = "basis") -> 
         )
     check_same_device(grad[0].device, basis.device, what)
     check_row_dtype(grad[0].dtype, basis.dtype, what)
+
+
+def vector_list(basis: object, n_pieces: int, what: str) -> List[List[Any]]:
+    """Raw vectors given as a sequence (a list of tensors, or a sequence of such lists) as a list of
+    vectors, each a list of its pieces, for a grad of ``n_pieces`` pieces."""
+    if not isinstance(basis, (list, tuple)) or len(basis) == 0:
+        if isinstance(basis, (list, tuple)):
+            raise ValueError(f"{what} is an empty sequence; expected at least one vector")
+        raise TypeError(
+            f"{what} must be a Tensor, a sequence of Tensors, a sequence of vectors or a uno.Basis, "
+            f"got {type(basis).__name__}"
+        )
+    for j, b in enumerate(basis):
+        if not isinstance(b, (Tensor, list, tuple)):
+            raise TypeError(
+                f"{what}[{j}] must be a Tensor or a sequence of Tensors, got {type(b).__name__}"
+                + (" (a parameter without .grad?)" if b is None else "")
+            )
+    if all(isinstance(b, Tensor) for b in basis):
+        # With a one-piece grad every tensor is a whole vector (k = len(basis)); with a multi-piece
+        # grad a list of tensors is one vector given piece by piece.
+        return [[b] for b in basis] if n_pieces == 1 else [list(basis)]
+    if all(isinstance(b, (list, tuple)) for b in basis):
+        return [list(b) for b in basis]
+    raise TypeError(
+        f"{what} mixes tensors and sequences; give one vector (tensors shaped like grad's pieces) "
+        "or a sequence of such vectors"
+    )
 
 
 def rows_for(
@@ -128,30 +180,7 @@ def rows_for(
             f"(one vector) or (k, *{tuple(g.shape)}) (k vectors)"
         )
 
-    if not isinstance(basis, (list, tuple)) or len(basis) == 0:
-        if isinstance(basis, (list, tuple)):
-            raise ValueError(f"{what} is an empty sequence; expected at least one vector")
-        raise TypeError(
-            f"{what} must be a Tensor, a sequence of Tensors, a sequence of vectors or a uno.Basis, "
-            f"got {type(basis).__name__}"
-        )
-    for j, b in enumerate(basis):
-        if not isinstance(b, (Tensor, list, tuple)):
-            raise TypeError(
-                f"{what}[{j}] must be a Tensor or a sequence of Tensors, got {type(b).__name__}"
-                + (" (a parameter without .grad?)" if b is None else "")
-            )
-    if all(isinstance(b, Tensor) for b in basis):
-        # With a one-piece grad every tensor is a whole vector (k = len(basis)); with a multi-piece
-        # grad a list of tensors is one vector given piece by piece.
-        vectors = [[b] for b in basis] if len(grad) == 1 else [list(basis)]
-    elif all(isinstance(b, (list, tuple)) for b in basis):
-        vectors = [list(b) for b in basis]
-    else:
-        raise TypeError(
-            f"{what} mixes tensors and sequences; give one vector (tensors shaped like grad's pieces) "
-            "or a sequence of such vectors"
-        )
+    vectors = vector_list(basis, len(grad), what)
     pieces0 = as_pieces(vectors[0], f"{what}[0]")
     for j, v in enumerate(vectors):
         pv = as_pieces(v, f"{what}[{j}]")
@@ -170,3 +199,18 @@ def rows_for(
                 raise ValueError(f"{what}[{t}] has shape {tuple(b.shape)}, expected {tuple(s)}")
         return [b.reshape(1, -1) for b in v], False
     return _rows_of_vectors(vectors, shapes, what), False
+
+
+def local_vectors(vectors: object, lay: _dist.Layout, what: str) -> List[List[Tensor]]:
+    """Raw vectors made of DTensors distributed as ``lay`` (a grad's layout), as lists of their local
+    pieces (for :func:`rows_for` with the grad's local pieces)."""
+    n = len(lay.shapes)
+    if isinstance(vectors, Tensor):
+        if n != 1:
+            raise ValueError(
+                f"{what} is a single Tensor but grad has {n} pieces; give the basis as a list of "
+                "tensors shaped like grad (or a sequence of such lists, or a uno.Basis)"
+            )
+        vectors = [vectors]
+    vecs = [as_pieces(v, f"{what}[{j}]") for j, v in enumerate(vector_list(vectors, n, what))]
+    return _dist.localize_like(vecs, lay, what)

@@ -11,7 +11,7 @@ from torch import Tensor
 from uno import _backends
 from uno._abi import wide_dtype
 from uno._backends._layout import RowBlocks
-from uno.ops import _small
+from uno.ops import _dist, _small
 from uno.ops._rows import orthogonalize_new_row
 from uno.ops._vectors import VectorLike, as_pieces, check_row_dtype
 
@@ -25,11 +25,15 @@ class Basis:
     recomputation. Build one with :func:`uno.orthonormalize` or :meth:`Basis.empty` + :meth:`append_`.
 
     Attributes:
-        shapes: the shape of every piece.
+        shapes: the shape of every piece (of its local shard for a distributed basis).
         offsets: start of every piece within a row.
         numel: P, the number of elements of one vector.
         k: the rank (number of orthonormal vectors).
         buffer: the ``[capacity, P]`` storage; only the first ``k`` rows are meaningful.
+        dist: None, or for a basis over DTensor vectors (FSDP2 shards) the vectors' distribution
+            (:class:`uno.ops._dist.Layout`): the buffer then holds this rank's shards (``P`` local
+            elements), the reductions of every op on it are summed over the mesh, and
+            :meth:`vector` returns DTensors.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class Basis:
         *,
         rtol: Optional[float] = None,
         backend: Optional[str] = None,
+        dist: Optional[_dist.Layout] = None,
     ) -> None:
         if buffer.dim() != 2 or not buffer.is_contiguous():
             raise ValueError(
@@ -62,6 +67,7 @@ class Basis:
         self.k = k
         self.rtol = rtol
         self.backend = backend
+        self.dist = dist
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -80,6 +86,9 @@ class Basis:
         precision basis could not be orthonormal beyond 1e-3).
         """
         pieces = as_pieces(like, "like")
+        lay = None
+        if _dist.is_dtensor(pieces[0]):  # a basis over DTensors: this rank's shards
+            pieces, lay = _dist.localize(pieces, "like")
         if not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"capacity must be a non-negative int, got {capacity!r}")
         dt = dtype or wide_dtype(pieces[0].dtype)
@@ -87,7 +96,7 @@ class Basis:
             raise TypeError(f"a Basis is stored in float32 or float64, got dtype={dt}")
         numel = sum(p.numel() for p in pieces)
         buf = torch.zeros(max(capacity, 1), numel, dtype=dt, device=pieces[0].device)
-        return cls(buf, 0, [p.shape for p in pieces], rtol=rtol, backend=backend)
+        return cls(buf, 0, [p.shape for p in pieces], rtol=rtol, backend=backend, dist=lay)
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -129,11 +138,15 @@ class Basis:
         return cached[1].copy()
 
     def vector(self, j: int) -> List[Tensor]:
-        """Vector ``j`` as views shaped like the pieces."""
+        """Vector ``j`` as views shaped like the pieces (DTensors over them for a distributed basis)."""
         if not 0 <= j < self.k:
             raise IndexError(f"vector index {j} out of range for a basis of rank {self.k}")
         row = self.buffer[j]
-        return [row[o : o + n].view(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)]
+        out = [row[o : o + n].view(s) for o, n, s in zip(self.offsets, self.sizes, self.shapes)]
+        if self.dist is not None:
+            lay = self.dist
+            return [_dist.as_dtensor(t, lay, i) for i, t in enumerate(out)]
+        return out
 
     @property
     def vectors(self) -> List[List[Tensor]]:
@@ -145,11 +158,16 @@ class Basis:
     def __repr__(self) -> str:
         return (
             f"Basis(k={self.k}, numel={self.numel}, pieces={len(self.shapes)}, dtype={self.dtype}, "
-            f"device={self.device}, capacity={self.capacity})"
+            f"device={self.device}, capacity={self.capacity}"
+            + (", distributed" if self.dist is not None else "")
+            + ")"
         )
 
     def clone(self) -> Basis:
-        return Basis(self.buffer.clone(), self.k, self.shapes, rtol=self.rtol, backend=self.backend)
+        return Basis(
+            self.buffer.clone(), self.k, self.shapes, rtol=self.rtol, backend=self.backend,
+            dist=self.dist,
+        )  # fmt: skip
 
     # -- growth -------------------------------------------------------------------------------
     def _reserve(self, k: int) -> None:
@@ -168,6 +186,15 @@ class Basis:
         numerically inside the current span by the rank rule (see :mod:`uno.ops._small`).
         """
         pieces = as_pieces(v, "v")
+        lay = None
+        if self.dist is not None or _dist.is_dtensor(pieces[0]):
+            if not _dist.is_dtensor(pieces[0]) or self.dist is None:
+                raise TypeError(
+                    "v and the basis must both be over DTensors or both over plain tensors, got "
+                    + ("a plain v for a distributed basis" if self.dist else "a DTensor v")
+                )
+            pieces, lay = _dist.localize(pieces, "v")
+            _dist.check_same(self.dist, lay, "the basis", "v")
         if [p.shape for p in pieces] != list(self.shapes):
             raise ValueError(
                 f"v has pieces of shapes {[tuple(p.shape) for p in pieces]}, the basis expects "
@@ -180,7 +207,7 @@ class Basis:
             )
         check_row_dtype(pieces[0].dtype, self.dtype, "the basis")
         tol = _small.check_rtol(rtol if rtol is not None else self.rtol, pieces[0].dtype)
-        be = _backends.get(self.backend, self.device)
+        be = _dist.reduced(_backends.get(self.backend, self.device), lay)
         self._reserve(self.k + 1)
         row = self.buffer[self.k]
         new = [row[o : o + n] for o, n in zip(self.offsets, self.sizes)]

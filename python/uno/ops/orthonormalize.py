@@ -11,8 +11,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from uno import _backends
 from uno._abi import wide_dtype
-from uno.ops import _small, library
+from uno.ops import _dist, _rows, _small, library
 from uno.ops._vectors import as_pieces, rows_for
 from uno.ops.basis import Basis
 
@@ -44,11 +45,20 @@ def orthonormalize(
         capacity: room for this many rows, for later :meth:`Basis.append_` without reallocation.
         backend: ``reference``, ``cpu``, ``cuda`` or ``triton`` (default: see :func:`uno.backends`).
 
+    DTensor vectors (FSDP2 parameters' shapes and placements) give a distributed Basis: each rank
+    keeps its shards and every reduction is summed over the mesh (docs/distributed.md).
+
     Returns:
         A Basis whose rank ``k`` may be smaller than the number of vectors given. Its span equals the
         span of the kept vectors, and ``Q Qᵀ = I`` to working precision.
     """
+    lay = None
     if isinstance(vectors, Tensor):
+        if _dist.is_dtensor(vectors):
+            raise TypeError(
+                "vectors is one (k, *shape) DTensor; give DTensor vectors as a sequence of k "
+                "vectors (each a DTensor or a list of DTensors, e.g. shaped like the parameters)"
+            )
         if vectors.dim() < 1 or vectors.shape[0] == 0:
             raise ValueError(
                 f"vectors must be a (k, *shape) tensor with k >= 1, got shape {tuple(vectors.shape)}"
@@ -57,6 +67,9 @@ def orthonormalize(
         rows, _ = rows_for(vectors, like, "vectors")
     elif isinstance(vectors, (list, tuple)) and vectors:
         vecs = [as_pieces(v, f"vectors[{j}]") for j, v in enumerate(vectors)]
+        if _dist.is_dtensor(vecs[0][0]):  # DTensor vectors: this rank's shards, reductions summed
+            lay = _dist.layout_of(vecs[0], "vectors[0]")
+            vecs = _dist.localize_like(vecs, lay, "vectors")
         like = vecs[0]
         rows, _ = rows_for(vecs, like, "vectors")
     else:
@@ -69,7 +82,11 @@ def orthonormalize(
     tol = _small.check_rtol(rtol, src_dtype)
     if torch.is_grad_enabled() and any(r.requires_grad for r in rows):
         rows = [r.detach() for r in rows]
-    buf = library.orthonormalize_op(rows, tol, dt, backend or "")
+    if lay is None:
+        buf = library.orthonormalize_op(rows, tol, dt, backend or "")
+    else:
+        be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
+        buf = _rows.orthonormalize_rows(be, rows, tol, dt)  # type: ignore[arg-type]
     r = buf.shape[0]
     if capacity is not None and capacity > r:
         full = torch.zeros(capacity, buf.shape[1], dtype=dt, device=buf.device)
@@ -77,4 +94,4 @@ def orthonormalize(
         buf = full
     elif r == 0:
         buf = torch.zeros(1, buf.shape[1], dtype=dt, device=buf.device)
-    return Basis(buf, r, [p.shape for p in like], rtol=rtol, backend=backend)
+    return Basis(buf, r, [p.shape for p in like], rtol=rtol, backend=backend, dist=lay)

@@ -11,8 +11,9 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from uno.ops import _small, library
-from uno.ops._vectors import VectorLike, as_pieces, check_basis_for, rows_for
+from uno import _backends
+from uno.ops import _dist, _rows, _small, library
+from uno.ops._vectors import VectorLike, as_pieces, check_basis_for, local_vectors, rows_for
 from uno.ops.basis import Basis
 
 
@@ -40,8 +41,14 @@ def project_(
     After the call grad is orthogonal to every basis vector to working precision, also when it lay
     almost inside the span; the basis is unchanged. Bad input raises TypeError/ValueError before any
     write. A grad with inf/nan entries is left unchanged.
+
+    DTensor grads (FSDP2's sharded gradients, ``Replicate()`` pieces): the basis must be a Basis built
+    over DTensors distributed alike, or raw DTensor vectors; every rank projects its own shard and
+    the reductions are summed over the mesh (docs/distributed.md).
     """
     pieces = as_pieces(grad, "grad")
+    if _dist.is_dtensor(pieces[0]):
+        return _project_dist(pieces, basis, rtol, backend)
     rows: List[Tensor]
     if isinstance(basis, Basis):
         check_basis_for(basis, pieces, "basis")
@@ -52,3 +59,21 @@ def project_(
         rows, orthonormal = rows_for(basis, pieces, "basis")
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
     library.project_(pieces, rows, orthonormal, tol, backend)
+
+
+def _project_dist(
+    pieces: List[Tensor], basis: object, rtol: Optional[float], backend: Optional[str]
+) -> None:
+    """:func:`project_` of DTensor pieces: the same algorithm on the local shards, its reductions
+    all-reduced (one collective per pass, :class:`uno.ops._dist.Reduced`)."""
+    xs, lay = _dist.localize(pieces, "grad")
+    rows: List[Tensor]
+    if isinstance(basis, Basis):
+        check_basis_for(basis, xs, "basis", lay)
+        rows, orthonormal = basis._row_blocks(), True
+    else:
+        rows, orthonormal = rows_for(local_vectors(basis, lay, "basis"), xs, "basis")
+    tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else xs[0].dtype)
+    be = _dist.Reduced(_backends.get(backend, xs[0].device), lay)
+    _rows.project_rows_(be, xs, rows, orthonormal, tol)  # type: ignore[arg-type]
+    library.bump_versions(xs)

@@ -3,17 +3,19 @@ accumulation.
 
 All four are thin wrappers over one custom op, ``uno::inner`` (the `inner` primitive of
 docs/kernels.md): the inner products of a vector x with k row vectors, ‖x‖², and optionally the Gram
-matrix of the rows, in a single pass over memory.
+matrix of the rows, in a single pass over memory. DTensor vectors (FSDP2 shards) are reduced over
+their local shards and summed over the mesh with one ``all_reduce`` (docs/distributed.md).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from uno.ops import library
+from uno import _backends
+from uno.ops import _dist, _rows, library
 from uno.ops._vectors import VectorLike, as_pieces, check_same_device, rows_for
 from uno.ops.basis import Basis
 
@@ -26,10 +28,27 @@ def _check_no_autograd(*vs: Sequence[Tensor]) -> None:
         )
 
 
-def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor]]:
-    """The pieces of two vectors that must match piece for piece (shape, device, dtype; no autograd)."""
+def _inner(
+    x: List[Tensor], rows: List[Tensor], with_gram: bool, backend: Optional[str], lay: Any
+) -> Tensor:
+    """``uno::inner``, or for DTensor vectors (``lay``) the same over the local shards, summed."""
+    if lay is None:
+        return library.inner(x, rows, with_gram, backend)
+    be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
+    return _rows.inner(be, x, rows, with_gram)  # type: ignore[arg-type]
+
+
+def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor], Any]:
+    """The pieces of two vectors that must match piece for piece (shape, device, dtype; no autograd)
+    and, for DTensor vectors, their layout (the pieces are then the local shards)."""
     pa = as_pieces(a, "a")
     pb = as_pieces(b, "b")
+    lay = None
+    if _dist.is_dtensor(pa[0]) or _dist.is_dtensor(pb[0]):
+        pa, lay = _dist.localize(pa, "a") if _dist.is_dtensor(pa[0]) else (pa, None)
+        if lay is None or not _dist.is_dtensor(pb[0]):
+            raise TypeError("a and b must both be DTensor vectors or both plain, got one of each")
+        pb = _dist.localize_like([pb], lay, "b")[0]
     if [p.shape for p in pa] != [p.shape for p in pb]:
         raise ValueError(
             f"a and b differ in shape: {[tuple(p.shape) for p in pa]} vs {[tuple(p.shape) for p in pb]}"
@@ -38,7 +57,7 @@ def _pair(a: VectorLike, b: VectorLike) -> tuple[List[Tensor], List[Tensor]]:
     if pa[0].dtype != pb[0].dtype:
         raise TypeError(f"a and b differ in dtype: {pa[0].dtype} and {pb[0].dtype}")
     _check_no_autograd(pa, pb)
-    return pa, pb
+    return pa, pb, lay
 
 
 def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tensor:
@@ -47,8 +66,8 @@ def dot(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) -> Tenso
     Returns:
         0-d float64 tensor on the vectors' device (accumulated in float64).
     """
-    pa, pb = _pair(a, b)
-    out = library.inner(pa, [p.reshape(1, -1) for p in pb], False, backend)
+    pa, pb, lay = _pair(a, b)
+    out = _inner(pa, [p.reshape(1, -1) for p in pb], False, backend, lay)
     return out[0]
 
 
@@ -65,11 +84,14 @@ def gram(
     Returns:
         ``(k, k)`` float64 tensor on the vectors' device.
     """
+    lay = None
     if isinstance(vectors, Basis):
-        rows = vectors.rows()
+        rows, lay = vectors.rows(), vectors.dist
         if vectors.k == 0:
             return torch.zeros(0, 0, dtype=torch.float64, device=vectors.device)
     elif isinstance(vectors, Tensor):
+        if _dist.is_dtensor(vectors):
+            raise TypeError("give DTensor vectors to gram as a sequence of vectors or a Basis")
         if vectors.dim() < 1:
             raise ValueError("vectors must have a leading k dimension, got a 0-d tensor")
         ref = like if like is not None else vectors[0] if vectors.shape[0] else None
@@ -78,6 +100,9 @@ def gram(
         rows, _ = rows_for(vectors, as_pieces(ref, "like"), "vectors")
     elif isinstance(vectors, (list, tuple)) and vectors:
         vecs = [as_pieces(v, f"vectors[{j}]") for j, v in enumerate(vectors)]
+        if _dist.is_dtensor(vecs[0][0]):
+            lay = _dist.layout_of(vecs[0], "vectors[0]")
+            vecs = _dist.localize_like(vecs, lay, "vectors")
         rows, _ = rows_for(vecs, vecs[0], "vectors")
     else:
         raise ValueError(
@@ -85,7 +110,7 @@ def gram(
         )
     _check_no_autograd(rows)
     k = rows[0].shape[0]
-    out = library.inner([], rows, True, backend)
+    out = _inner([], rows, True, backend, lay)
     tri = out[k + 1 :]
     iu = torch.triu_indices(k, k, device=tri.device)
     g = torch.zeros(k, k, dtype=torch.float64, device=tri.device)
@@ -98,7 +123,7 @@ def dot_norms(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) ->
     """``(<a, b>, ‖a‖², ‖b‖²)`` of two separate vectors in one pass, without stacking them.
 
     One ``uno::inner`` call with ``b`` as its single row and the row's Gram (``‖b‖²``): the three
-    numbers a cosine, a projection coefficient or METHOD.md's c² need, for the cost of one read of
+    numbers a cosine, a projection coefficient or docs/method.md's c² need, for the cost of one read of
     each vector instead of three separate :func:`dot` calls (which read each vector twice).
 
     Args:
@@ -108,14 +133,14 @@ def dot_norms(a: VectorLike, b: VectorLike, *, backend: Optional[str] = None) ->
     Returns:
         ``(3,)`` float64 tensor ``[<a, b>, ‖a‖², ‖b‖²]`` on the vectors' device (float64 sums).
     """
-    pa, pb = _pair(a, b)
-    return library.inner(pa, [p.reshape(1, -1) for p in pb], True, backend)[:3]
+    pa, pb, lay = _pair(a, b)
+    return _inner(pa, [p.reshape(1, -1) for p in pb], True, backend, lay)[:3]
 
 
 def cos2(
     a: VectorLike, b: VectorLike, *, eps: float = 1e-30, backend: Optional[str] = None
 ) -> Tensor:
-    """Squared cosine ``<a, b>² / (‖a‖²‖b‖² + eps)`` in one pass (METHOD.md's c²).
+    """Squared cosine ``<a, b>² / (‖a‖²‖b‖² + eps)`` in one pass (docs/method.md's c²).
 
     ``eps`` guards zero vectors: two zero vectors give 0, not nan.
 

@@ -65,6 +65,13 @@ Hyperparameters (``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``betas`
 finite real numbers in torch's ranges; they are checked at construction and again at every step (a
 scheduler may change ``param_groups``), before anything is written.
 
+FSDP2 (DTensor parameters and gradients, ``Shard(0)`` or ``Replicate()``): the fused passes run on
+every rank's local shards; the k coefficients of a step are summed over the mesh with one
+``all_reduce`` (replicated parameters counted once), so every rank subtracts the same global
+projection; the basis must be built over DTensors distributed like the parameters, and the states
+are DTensors like the parameters. Under DDP the gradients are already global and nothing is reduced.
+See docs/distributed.md.
+
 The functional forms :func:`project_sgd_` and :func:`project_adam_` take parameter, gradient and
 state tensor lists, for users with their own optimizer loops. They update every parameter they are
 given with the basis as it is (there is no None gradient there): to leave parameters out, pass the

@@ -13,7 +13,10 @@ import torch
 from torch import Tensor
 
 from uno import _abi
+from uno.ops import _dist
 from uno.ops._checks import check_disjoint, check_writable
+
+_PLAIN = _dist._PLAIN
 
 PROJECT_MODES = ("grad", "update")
 
@@ -27,7 +30,27 @@ def check_project(project: str) -> str:
 state_dtype = _abi.wide_dtype
 
 
+def _local_pair(p: Tensor, g: Tensor, i: int) -> Tuple[Tensor, Tensor]:
+    """The local shards of a DTensor parameter and its gradient, distributed alike (else an error)."""
+    if not (_dist.is_dtensor(p) and _dist.is_dtensor(g)):
+        raise TypeError(
+            f"parameter {i} is {'a DTensor' if _dist.is_dtensor(p) else 'a plain tensor'} but its "
+            f"grad is {'a DTensor' if _dist.is_dtensor(g) else 'a plain tensor'}; expected both alike"
+        )
+    pd: Any = p  # DTensors: their mesh and placements
+    gd: Any = g
+    pm, gm, pp, gp = pd.device_mesh, gd.device_mesh, tuple(pd.placements), tuple(gd.placements)
+    if (pm is not gm and pm != gm) or pp != gp:
+        raise ValueError(
+            f"grad {i} is placed {gp} on {gm} but parameter {i} is placed {pp} on {pm}; expected "
+            "them distributed alike"
+        )
+    return _dist.local(p), _dist.local(g)
+
+
 def check_param(p: Tensor, g: Tensor, i: int, write_grad: bool = False) -> None:
+    if type(p) not in _PLAIN or type(g) not in _PLAIN:  # FSDP2: the local shards are stepped
+        p, g = _local_pair(p, g, i)
     _abi.dtype_code(p.dtype, f"parameter {i}")
     if g.is_sparse or p.is_sparse:
         raise TypeError(f"parameter {i}: sparse gradients/parameters are not supported")
@@ -54,6 +77,9 @@ def basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> Lis
 
     if not isinstance(basis, Basis):
         raise TypeError(f"{what} must be a uno.Basis here, got {type(basis).__name__}")
+    if basis.dist is not None or any(type(p) not in _PLAIN for p in params):
+        _check_dist_basis(basis, params, what)
+        params = [_dist.local(p) for p in params]
     shapes = [tuple(p.shape) for p in params]
     if [tuple(s) for s in basis.shapes] != shapes:
         raise ValueError(
@@ -74,6 +100,19 @@ def basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> Lis
     if basis.k == 0:
         return []
     return basis.rows()
+
+
+def _check_dist_basis(basis: Any, params: Sequence[Tensor], what: str) -> None:
+    """DTensor parameters need a basis over DTensors distributed as they are (and vice versa)."""
+    dist_params = _dist.check_kind(params, "the parameters")
+    if basis.dist is None or not dist_params:
+        raise TypeError(
+            f"the parameters are {'DTensors' if dist_params else 'plain tensors'} but the {what} "
+            f"was built over {'DTensors' if basis.dist is not None else 'plain tensors'}; build it "
+            "from vectors shaped and placed like the parameters (e.g. uno.orthonormalize of "
+            "DTensor vectors)"
+        )
+    _dist.check_same(_dist.layout_of(params, "the parameters"), basis.dist, "the parameters", what)
 
 
 def as_basis(basis: Any, params: Sequence[Tensor], backend: Optional[str]) -> Any:
@@ -159,6 +198,10 @@ def validate_states(
             continue
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}[{i}] must be a tensor, got {type(s).__name__}")
+        if type(s) not in _PLAIN or type(p) not in _PLAIN:  # DTensors: compare the local shards
+            if _dist.is_dtensor(s) != _dist.is_dtensor(p):
+                raise TypeError(f"{name}[{i}] and its parameter must both be DTensors or neither")
+            s, p = _dist.local(s), _dist.local(p)
         if s.shape != p.shape or s.device != p.device or not s.is_contiguous():
             raise ValueError(
                 f"{name}[{i}] must be a contiguous tensor of shape {tuple(p.shape)} on {p.device}, "
@@ -195,6 +238,14 @@ def fix_state(s: Tensor, p: Tensor, what: str = "state") -> Tensor:
             f"{what} has shape {tuple(getattr(s, 'shape', ()))} ({type(s).__name__}), its parameter "
             f"{tuple(p.shape)} (a state_dict of another model?)"
         )
+    if type(s) not in _PLAIN or type(p) not in _PLAIN:
+        if _dist.is_dtensor(s) != _dist.is_dtensor(p):
+            raise TypeError(
+                f"{what} is {'a DTensor' if _dist.is_dtensor(s) else 'a plain tensor'} but its "
+                f"parameter is {'a DTensor' if _dist.is_dtensor(p) else 'a plain tensor'} (for "
+                "FSDP2 load the optimizer state with torch.distributed.checkpoint)"
+            )
+        return s  # made alike by the optimizer (zeros_like of the DTensor parameter)
     want = state_dtype(p.dtype)
     if s.dtype not in (p.dtype, want) or s.device != p.device or not s.is_contiguous():
         s = s.to(device=p.device, dtype=want if s.dtype not in (p.dtype, want) else s.dtype)

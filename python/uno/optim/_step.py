@@ -25,7 +25,7 @@ from uno._abi import (
     PHASE_WRITE,
     StepArgs,
 )
-from uno.ops import library
+from uno.ops import _dist, library
 from uno.optim._checks import (
     as_basis,
     basis_rows,
@@ -35,6 +35,8 @@ from uno.optim._checks import (
     check_scalars,
     version_of,
 )
+
+_PLAIN = _dist._PLAIN
 
 
 @dataclass
@@ -52,9 +54,16 @@ class Call:
     hyper: List[float] = field(default_factory=list)
     flags: int = 0
     be: Any = None  # the backend module (uno._backends) of the call's device
+    # DTensor parameters (FSDP2): the pieces above are the local shards; the coefficients are summed
+    # over ``group``; ``uncounted`` are the positions of replicated copies another rank counts.
+    dist: bool = False
+    group: Any = None
+    uncounted: List[int] = field(default_factory=list)
 
 
 def flat_view(t: Tensor, flat: bool = True) -> Tensor:
+    if type(t) not in _PLAIN:
+        t = _dist.local(t)  # a DTensor state: its local shard
     if not flat and t.is_contiguous():
         return t
     return t.view(-1) if t.is_contiguous() else t.reshape(-1)
@@ -79,6 +88,12 @@ def group_key(p: Tensor, s: Optional[Tensor], extra: Any = None) -> Tuple[Any, .
 
 
 def add_piece(c: Call, p: Tensor, g: Tensor, rows: List[Tensor], i: int, flat: bool) -> None:
+    if type(p) not in _PLAIN and _dist.is_dtensor(p):  # FSDP2: step the local shard
+        if not _dist.counts_here(p):
+            c.uncounted.append(len(c.params))
+        if not c.dist:  # the call's pieces share one mesh (checked with the basis)
+            c.dist, c.group = True, _dist.group_of(p.device_mesh)  # type: ignore[attr-defined]
+        p, g = _dist.local(p), _dist.local(g)
     c.params.append(p.view(-1) if flat else p)
     c.user_grads.append(g)
     if g.is_contiguous():
@@ -120,8 +135,14 @@ def run(
     if k > 0:
         phase = PHASE_GRAD_COEF if project == "grad" else PHASE_UPDATE_COEF
         for c in calls:
-            part = call_phase(c, None, grad_scale, found_inf, kind, phase)
+            cc = counted_part(c)
+            if cc.params:
+                part = call_phase(cc, None, grad_scale, found_inf, kind, phase)
+            else:  # every piece of the call is another rank's to count
+                part = torch.zeros(k, dtype=torch.float64, device=c.params[0].device)
             coef = part if coef is None else coef + part
+        if calls[0].dist and coef is not None:  # the one collective of a step: k float64 sums
+            coef = _dist.all_reduce(coef, calls[0].group)
     for c in calls:
         call_phase(c, coef, grad_scale, found_inf, kind, PHASE_WRITE)
         if c.flags & FLAG_WRITE_GRAD:
@@ -130,6 +151,20 @@ def run(
                     ug.copy_(g.view(ug.shape))
     if kind == KIND_ADAM:
         undo_increment(torch_steps, found_inf)
+
+
+def counted_part(c: Call) -> Call:
+    """The pieces of ``c`` this rank counts in the coefficients (all but replicated copies that
+    another rank counts); the coefficient phases only read, so a filtered call is safe."""
+    if not c.uncounted:
+        return c
+    skip = set(c.uncounted)
+    keep = [t for t in range(len(c.params)) if t not in skip]
+    pick = lambda xs: [xs[t] for t in keep] if xs else xs  # noqa: E731
+    return Call(
+        pick(c.params), pick(c.grads), pick(c.user_grads), pick(c.s1), pick(c.s2), pick(c.s3),
+        pick(c.steps), pick(c.rows), c.hyper, c.flags, c.be,
+    )  # fmt: skip
 
 
 def call_phase(
@@ -295,7 +330,14 @@ class Projected(torch.optim.Optimizer):
             from uno.ops.orthonormalize import orthonormalize
 
             params = self._params()
-            vecs = [[rows_all[i][j].view(params[i].shape) for i in updated] for j in range(b.k)]
+            if b.dist is None:
+                vecs = [[rows_all[i][j].view(params[i].shape) for i in updated] for j in range(b.k)]
+            else:  # DTensors over the local rows: the restricted basis is distributed alike
+                shapes, lay = b.shapes, b.dist
+                vecs = [
+                    [_dist.as_dtensor(rows_all[i][j].view(shapes[i]), lay, i) for i in updated]
+                    for j in range(b.k)
+                ]
             sub = orthonormalize(vecs, dtype=b.dtype, backend=self.backend)
             self._restricted = (b, key, sub)
         if sub.k == 0:

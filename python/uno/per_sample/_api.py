@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from uno import _backends
+from uno.ops import _dist
 from uno.per_sample._core import Block, Direct, Factored, block_grad, capture, use_ghost
 from uno.per_sample._ghost_op import ghost_gram
 
@@ -57,8 +58,24 @@ def _check_options(
         )
 
 
+def _check_not_sharded(model: nn.Module, params: Optional[Sequence[Tensor]]) -> None:
+    """Per-sample gradients are a local-batch computation; FSDP2 (DTensor) parameters are refused.
+
+    Under DDP (plain parameters on every rank) every function here works on the rank's local batch
+    only: no collective runs (docs/distributed.md).
+    """
+    ps = model.parameters() if params is None else params
+    if any(_dist.is_dtensor(p) for p in ps):
+        raise TypeError(
+            "uno.per_sample does not support DTensor (FSDP2-sharded) parameters: per-sample "
+            "gradients need every parameter whole on the rank. Run it on an unsharded copy of the "
+            "model, or under DDP, where it works on the rank's local batch"
+        )
+
+
 def _run(model, loss_fn, batch, params, batchnorm, check, backend=None):
     _check_options(model, loss_fn, batchnorm, check, backend)
+    _check_not_sharded(model, params)
     plist, blocks, B = capture(model, loss_fn, batch, params, batchnorm, check)
     return plist, _merge(plist, blocks), B
 
