@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 import uno.per_sample as ps
-from uno.per_sample import _core
+from uno.per_sample import _blocks
 
 
 class MnistVAE(nn.Module):
@@ -219,7 +219,7 @@ def test_conv_transpose2d_hyperparameters(k, s, pad, dil, op, groups, b):
 
     # the fast path (unfolded output gradients, one bmm per group), never the torch.func fallback
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_core, "_fallback", no_fallback)
+        mp.setattr(_blocks, "_fallback", no_fallback)
         _check(m, loss, torch.randn(b, 4, 4, 5))
 
 

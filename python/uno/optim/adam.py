@@ -9,13 +9,14 @@ import torch
 from torch import Tensor
 
 from uno._abi import FLAG_AMSGRAD, FLAG_DECOUPLED, KIND_ADAM
+from uno.optim import _calls
 from uno.optim import _checks as checks
-from uno.optim import _step as step
+from uno.optim._step import Projected
 
 __all__ = ["ProjectedAdam", "project_adam_"]
 
 
-class ProjectedAdam(step.Projected):
+class ProjectedAdam(Projected):
     """``torch.optim.Adam`` / ``AdamW`` whose step moves orthogonally to a basis (fused passes).
 
     Args:
@@ -71,7 +72,7 @@ class ProjectedAdam(step.Projected):
     def _check_group(self, group: Dict[str, Any]) -> None:
         _check_adam_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"])
 
-    def _group_calls(self, g: step.StepGroup) -> Tuple[List[step.Call], step.NewState]:
+    def _group_calls(self, g: _calls.StepGroup) -> Tuple[List[_calls.Call], _calls.NewState]:
         group, ps, rows, flags, index, bes = g
         amsgrad = bool(group["amsgrad"])
         states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
@@ -167,19 +168,19 @@ def project_adam_(
                 f"state_steps[{i}] is on {s.device}, its parameter on {p.device}; the kernels read "
                 "the step count on the parameters' device"
             )
-    rows = step.resolve_rows(basis, params, backend)
+    rows = _calls.resolve_rows(basis, params, backend)
     named = [(n, list(st)) for n, st in zip(names, states)] + [("state_steps", list(state_steps))]
     checks.check_fn_aliasing(params, grads, named, rows, write_grad)
-    if step.skip_on_host(found_inf, force=False):
+    if _calls.skip_on_host(found_inf, force=False):
         return
-    flags = step.mode_flags(project, write_grad, maximize)
+    flags = _calls.mode_flags(project, write_grad, maximize)
     flags |= (FLAG_AMSGRAD if amsgrad else 0) | (FLAG_DECOUPLED if decoupled_weight_decay else 0)
     steps = list(state_steps)
     calls = _adam_calls(
         params, grads, states, steps, rows, [lr, beta1, beta2, eps, weight_decay], flags, backend,
         {},
     )  # fmt: skip
-    step.run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
+    _calls.run(KIND_ADAM, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def _check_adam_hyper(lr, betas, eps, weight_decay) -> None:
@@ -193,20 +194,22 @@ def _check_adam_hyper(lr, betas, eps, weight_decay) -> None:
     checks.real_number("weight_decay", weight_decay, "weight_decay value")
 
 
-def _adam_calls(params, grads, states, steps, rows, hyper, flags, backend, bes) -> List[step.Call]:
-    calls: Dict[Tuple[Any, ...], step.Call] = {}
+def _adam_calls(
+    params, grads, states, steps, rows, hyper, flags, backend, bes
+) -> List[_calls.Call]:
+    calls: Dict[Tuple[Any, ...], _calls.Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
-        be = step.backend_of(bes, backend, p.device)
-        flat = step.needs_flat(be)
+        be = _calls.backend_of(bes, backend, p.device)
+        flat = _calls.needs_flat(be)
         c = calls.setdefault(
-            step.group_key(p, states[0][i]),
-            step.Call(hyper=[float(h) for h in hyper], flags=flags, be=be),
+            _calls.group_key(p, states[0][i]),
+            _calls.Call(hyper=[float(h) for h in hyper], flags=flags, be=be),
         )
-        step.add_piece(c, p, g, rows, i, flat)
-        c.s1.append(step.flat_view(states[0][i], flat))
-        c.s2.append(step.flat_view(states[1][i], flat))
+        _calls.add_piece(c, p, g, rows, i, flat)
+        c.s1.append(_calls.flat_view(states[0][i], flat))
+        c.s2.append(_calls.flat_view(states[1][i], flat))
         if len(states) > 2:
-            c.s3.append(step.flat_view(states[2][i], flat))
+            c.s3.append(_calls.flat_view(states[2][i], flat))
         c.steps.append(steps[i])
     return list(calls.values())
 

@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from uno._abi import FLAG_FIRST, FLAG_NESTEROV, KIND_SGD
+from uno.optim import _calls
 from uno.optim import _checks as checks
-from uno.optim import _step as step
+from uno.optim._step import Projected
 
 __all__ = ["ProjectedSGD", "project_sgd_"]
 
 
-class ProjectedSGD(step.Projected):
+class ProjectedSGD(Projected):
     """``torch.optim.SGD`` whose step moves orthogonally to a basis (one fused pass per phase).
 
     Args:
@@ -75,7 +76,7 @@ class ProjectedSGD(step.Projected):
             for p in ps
         )
 
-    def _group_calls(self, g: step.StepGroup) -> Tuple[List[step.Call], step.NewState]:
+    def _group_calls(self, g: _calls.StepGroup) -> Tuple[List[_calls.Call], _calls.NewState]:
         group, ps, rows, flags, index, bes = g
         bufs: List[Optional[Tensor]] = []
         if group["momentum"] != 0:
@@ -87,7 +88,7 @@ class ProjectedSGD(step.Projected):
             ps, [p.grad for p in ps], bufs, rows, group["lr"], group["momentum"],
             group["dampening"], group["weight_decay"], group["nesterov"], flags, self.backend, bes,
         )  # fmt: skip
-        new: step.NewState = []
+        new: _calls.NewState = []
         if group["momentum"] != 0:
             new = [(p, "momentum_buffer", b) for p, b in zip(ps, bufs) if b is not None]
         return calls, new
@@ -142,17 +143,17 @@ def project_sgd_(
                 "momentum_buffers must be a list when it has None entries (the new buffers are "
                 f"stored into it), got a {type(momentum_buffers).__name__}"
             )
-    rows = step.resolve_rows(basis, params, backend)
+    rows = _calls.resolve_rows(basis, params, backend)
     bufs = momentum_buffers if momentum != 0 else []
     checks.check_fn_aliasing(params, grads, [("momentum_buffers", bufs)], rows, write_grad)
     new_bufs = momentum != 0 and any(b is None for b in momentum_buffers)
-    if step.skip_on_host(found_inf, force=new_bufs):
+    if _calls.skip_on_host(found_inf, force=new_bufs):
         return
     calls = _sgd_calls(
         params, grads, momentum_buffers, rows, lr, momentum, dampening, weight_decay, nesterov,
-        step.mode_flags(project, write_grad, maximize), backend, {},
+        _calls.mode_flags(project, write_grad, maximize), backend, {},
     )  # fmt: skip
-    step.run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
+    _calls.run(KIND_SGD, calls, len(rows) and rows[0].shape[0], project, grad_scale, found_inf)
 
 
 def _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov) -> None:
@@ -166,13 +167,13 @@ def _check_sgd_hyper(lr, momentum, dampening, weight_decay, nesterov) -> None:
 
 def _sgd_calls(
     params, grads, bufs, rows, lr, momentum, dampening, weight_decay, nesterov, flags, backend, bes
-) -> List[step.Call]:
+) -> List[_calls.Call]:
     hyper = [float(lr), float(momentum), float(dampening), float(weight_decay)]
     base = flags | (FLAG_NESTEROV if nesterov else 0)
-    calls: Dict[Tuple[Any, ...], step.Call] = {}
+    calls: Dict[Tuple[Any, ...], _calls.Call] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
-        be = step.backend_of(bes, backend, p.device)
-        flat = step.needs_flat(be)
+        be = _calls.backend_of(bes, backend, p.device)
+        flat = _calls.needs_flat(be)
         buf = None
         first = False
         if momentum != 0:
@@ -184,10 +185,10 @@ def _sgd_calls(
                 bufs[i] = buf
                 first = True
         c = calls.setdefault(
-            step.group_key(p, buf, first),
-            step.Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0), be=be),
+            _calls.group_key(p, buf, first),
+            _calls.Call(hyper=hyper, flags=base | (FLAG_FIRST if first else 0), be=be),
         )
-        step.add_piece(c, p, g, rows, i, flat)
+        _calls.add_piece(c, p, g, rows, i, flat)
         if buf is not None:
-            c.s1.append(step.flat_view(buf, flat))
+            c.s1.append(_calls.flat_view(buf, flat))
     return list(calls.values())

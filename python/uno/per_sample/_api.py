@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from uno import _backends
 from uno.ops import _dist
-from uno.per_sample._core import Block, Direct, Factored, block_grad, capture, use_ghost
+from uno.per_sample._blocks import Block, Direct, Factored, block_grad, use_ghost
+from uno.per_sample._core import capture
 from uno.per_sample._ghost_op import ghost_gram
 
 LossFn = Callable[..., Tensor]

@@ -162,3 +162,9 @@ def fmt_mean_std(values: Sequence[Optional[float]], digits: int = 3) -> str:
 
 def cpu_threads() -> int:
     return torch.get_num_threads() if os.cpu_count() else 1
+
+
+def nanmean(v: Sequence[float]) -> float:
+    """Mean of the non-NaN entries of ``v`` (NaN when there are none)."""
+    w = [x for x in v if not math.isnan(x)]
+    return sum(w) / len(w) if w else float("nan")

@@ -388,14 +388,9 @@ def _summary(
         "fid_before": s0["fid_before"],
         "fid_at_forget": progress.fid_at_forget,
         "elbo_before": s0["elbo_before"],
-        "cos2_mean": _nanmean([r["cos2"] for r in rows[1:]]),
+        "cos2_mean": metrics.nanmean([r["cos2"] for r in rows[1:]]),
         "peak_mem_bytes": max(
             (r["peak_mem"] for r in rows[1:] if not math.isnan(r["peak_mem"])), default=float("nan")
         ),
         "zero_norm_steps": sum(r["zero_norm"] for r in rows),
     }
-
-
-def _nanmean(v: list[float]) -> float:
-    w = [x for x in v if not math.isnan(x)]
-    return sum(w) / len(w) if w else float("nan")
