@@ -46,17 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="pretrain a model on MNIST (embedded default) and cache it")
-    t.add_argument("kind", choices=["vae", "gan", "judge"])
+    t.add_argument("kind", choices=["vae", "gan", "judge", "diffusion"])
     t.add_argument("--data", default=None, help="MNIST root (torchvision layout or flat IDX files)")
     t.add_argument("--epochs", type=int, default=None, help="vae/judge epochs (vae 50, judge 10)")
-    t.add_argument("--steps", type=int, default=None, help="gan generator steps (1000)")
+    t.add_argument(
+        "--steps", type=int, default=None, help="gan generator steps (1000), diffusion steps (4000)"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--retrain", action="store_true", help="ignore the cached model")
     t.add_argument("--out", default=None, help="also copy the model to this file")
     _common(t)
 
     u = sub.add_parser("unlearn", help="run one unlearning method")
-    u.add_argument("--model", default="vae", help="'vae', 'gan' or a model file (.safetensors)")
+    u.add_argument(
+        "--model", default="vae", help="'vae', 'gan', 'diffusion' or a model file (.safetensors)"
+    )
     u.add_argument("--method", default="uno", help="see `uno methods`")
     u.add_argument("--forget", nargs="+", default=["1"], help="class(es) to forget")
     u.add_argument("--steps", type=int, default=100)
@@ -184,11 +188,13 @@ def _check_args(args: argparse.Namespace) -> None:
     if getattr(args, "threads", None) is not None:
         preflight.int_at_least("--threads", args.threads, 1)
     if args.cmd == "train":
-        gan = args.kind == "gan"
+        gan = args.kind in ("gan", "diffusion")  # budgets in steps
         if args.steps is not None and not gan:
             raise _ArgError(f"uno train {args.kind}: --steps is the gan's budget; use --epochs")
         if args.epochs is not None and gan:
-            raise _ArgError("uno train gan: --epochs is the vae's and judge's budget; use --steps")
+            raise _ArgError(
+                f"uno train {args.kind}: --epochs is the vae's and judge's budget; use --steps"
+            )
         preflight.int_at_least("--epochs", args.epochs, 1, optional=True)
         preflight.int_at_least("--steps", args.steps, 1, optional=True)
         preflight.seed("--seed", args.seed)
@@ -241,7 +247,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         from uno.unlearn.train import get_or_train
 
-        budget = {"steps": args.steps} if args.kind == "gan" else {"epochs": args.epochs}
+        if args.kind == "diffusion":
+            from uno.unlearn.diffusion.train import get_or_train_kind as get_or_train
+        budget = (
+            {"steps": args.steps} if args.kind in ("gan", "diffusion") else {"epochs": args.epochs}
+        )
         _, path = get_or_train(
             args.kind,
             data_root=args.data,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from uno.unlearn import methods, preflight
+from uno.unlearn.diffusion.checks import check_config as check_diffusion_config
 from uno.unlearn.errors import UnoUserError
 
 
@@ -18,7 +19,7 @@ from uno.unlearn.errors import UnoUserError
 class RunConfig:
     """Configuration of one unlearning run (CLI flags map 1:1)."""
 
-    model: str = "vae"  # "vae", "gan" or a path to a saved model
+    model: str = "vae"  # "vae", "gan", "diffusion" or a path to a saved model
     method: str = "uno"
     forget: list[str] = field(default_factory=lambda: ["1"])
     steps: int = 100
@@ -84,10 +85,13 @@ class RunConfig:
             preflight.real(flag, w, low=0.0)
         if self.dataset not in ("mnist", "celeba"):
             raise UnoUserError(f"unknown dataset {self.dataset!r}; choose mnist or celeba")
-        if self.model not in ("vae", "gan") and not preflight.is_file("--model", self.model):
+        if self.model not in ("vae", "gan", "diffusion") and not preflight.is_file(
+            "--model", self.model
+        ):
             raise UnoUserError(
-                f"unknown model {self.model!r}: not 'vae', 'gan' or an existing file"
+                f"unknown model {self.model!r}: not 'vae', 'gan', 'diffusion' or an existing file"
             )
+        check_diffusion_config(self)
         preflight.existing_file("--judge", self.judge)
         preflight.existing_file("--critic", self.critic)
         preflight.existing_path("--data", self.data)

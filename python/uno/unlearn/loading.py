@@ -11,6 +11,7 @@ from torch import nn
 from uno.unlearn import io
 from uno.unlearn.config import RunConfig
 from uno.unlearn.data import ImageData, load_celeba, load_mnist
+from uno.unlearn.diffusion.train import MODEL_KINDS as DIFFUSION_KINDS
 from uno.unlearn.errors import UnoUserError
 
 
@@ -21,7 +22,7 @@ class Loaded:
     model: nn.Module
     judge: nn.Module
     critic: Optional[nn.Module] = None
-    kind: str = "vae"  # "vae" or "gan"
+    kind: str = "vae"  # "vae", "gan" or "diffusion"
 
 
 def load_models(cfg: RunConfig) -> Loaded:
@@ -37,12 +38,18 @@ def load_models(cfg: RunConfig) -> Loaded:
             "gan", data_root=cfg.data, quiet=cfg.quiet, steps=cfg.gan_steps
         )
         kind = "gan"
+    elif cfg.model == "diffusion":
+        from uno.unlearn.diffusion.train import get_or_train as get_diffusion
+
+        model, _, _ = get_diffusion(data_root=cfg.data, quiet=cfg.quiet)
+        kind = "diffusion"
     else:
         p = Path(cfg.model).expanduser()
         if not p.exists():
             raise UnoUserError(f"unknown model {cfg.model!r}: not 'vae', 'gan' or an existing file")
-        model, _ = io.load_model(p, ("mnist_vae", "conv_vae", "dcgan_g"))
-        kind = "gan" if model.config["kind"] == "dcgan_g" else "vae"  # type: ignore[index]
+        model, _ = io.load_model(p, ("mnist_vae", "conv_vae", "dcgan_g", *DIFFUSION_KINDS))
+        mkind = str(model.config["kind"])  # type: ignore[index]
+        kind = "gan" if mkind == "dcgan_g" else "diffusion" if mkind in DIFFUSION_KINDS else "vae"
     if cfg.critic is not None:
         critic, _ = io.load_model(cfg.critic, "dcgan_d")
     if cfg.judge is not None:

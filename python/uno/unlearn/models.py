@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uno.unlearn.diffusion.model import DiffusionMLP, DiffusionUNet
+
 
 class VAEBase(nn.Module):
     """What the VAEs share: the reparameterised forward pass and the loss (subclasses: encode, decode)."""
@@ -291,6 +293,8 @@ _KINDS: dict[str, Any] = {
     "dcgan_d": DCGANCritic,
     "mlp_judge": MLPJudge,
     "cnn_judge": CNNJudge,
+    "diffusion_mlp": DiffusionMLP,
+    "diffusion_unet": DiffusionUNet,
 }
 
 

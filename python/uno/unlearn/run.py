@@ -172,7 +172,8 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         task=task,
         method=method,
         opt=method.optimizer(task.params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
-        fid=metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
+        fid=getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
+        or metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
         write_pngs=inputs.get("write_pngs", True),
@@ -204,6 +205,12 @@ def _build_task(cfg: RunConfig, loaded: Loaded, train: ImageData, targets: Seque
     common: dict[str, Any] = dict(
         batch=cfg.batch, n_monitor=cfg.n_monitor, w_u=w_u, seed=cfg.seed, bn_train=cfg.bn_train
     )
+    if loaded.kind == "diffusion":
+        from uno.unlearn.diffusion.task import DiffusionTask
+
+        return DiffusionTask(
+            model, judge, train, targets, original=original, fid_n=cfg.fid_n, **common
+        )
     if loaded.kind == "gan":
         return GANTask(
             model, judge, targets, original=original, critic=loaded.critic, w_c=cfg.w_c,

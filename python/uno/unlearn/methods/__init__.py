@@ -5,6 +5,7 @@ decorated with ``@register("<name>")`` (its hyper-parameters in ``defaults``, it
 import it below.
 """
 
+from uno.unlearn.diffusion import esd  # noqa: F401  (the diffusion task's ESD baseline)
 from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
     ascent,
     ascent_descent,

@@ -27,6 +27,8 @@ N_SALIENCY = 1024
 
 def saliency_loss(task: Any) -> Tensor:
     """ℓ_f over the first :data:`N_SALIENCY` of the whole forget side (not a step's batch)."""
+    if hasattr(task, "saliency_loss"):  # a task with its own (the diffusion task)
+        return task.saliency_loss(N_SALIENCY)
     if hasattr(task, "z_forget"):  # GANTask
         return task.ell_forget_on(task.z_forget[:N_SALIENCY])
     return task.model.loss(task.forget_x[:N_SALIENCY])
@@ -34,6 +36,8 @@ def saliency_loss(task: Any) -> Tensor:
 
 def salun_loss(task: Any) -> Tensor:
     """The step's loss: forget samples mapped onto retain ones (see the module docstring) plus ℓ_r."""
+    if hasattr(task, "salun_loss"):  # a task with its own (the diffusion task: masked remapping)
+        return task.salun_loss()
     model = task.model
     if hasattr(task, "z_forget"):  # GANTask: the frozen original's retain outputs are the target
         with torch.no_grad():
