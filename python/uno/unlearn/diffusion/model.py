@@ -84,12 +84,11 @@ class _Denoiser(nn.Module):
         """Images ``(N, 1, H, W)`` in [0, 1] from the codes ``z (N, H·W)`` (the initial noise) by the
         model's default DDIM chain (``config['sample_steps']`` steps, guidance ``config['guidance']``)
         with labels ``y``; without labels, ``z``'s row i gets class i mod n_classes. No gradients."""
-        from uno.unlearn.diffusion.sampling import ddim
+        from uno.unlearn.diffusion.sampling import model_chain
 
         if y is None:
             y = torch.arange(len(z), device=z.device) % self.n_classes
-        x = z.reshape(len(z), *self.image_shape)
-        return ddim(self, x, y, self.config["sample_steps"], self.config["guidance"])
+        return model_chain(self, z, y)
 
 
 class DiffusionMLP(_Denoiser):

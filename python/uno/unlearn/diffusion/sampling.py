@@ -80,3 +80,10 @@ def codes(n: int, seed: int, size: int = 28) -> Tensor:
     """``n`` fixed initial noises x_T ``(n, 1, size, size)`` from a generator seeded by ``seed``."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(n, 1, size, size, generator=g)
+
+
+def model_chain(model: Any, z: Tensor, y: Optional[Tensor]) -> Tensor:
+    """Images from codes ``z`` (``(N, H·W)`` or ``(N, 1, H, W)``) with labels ``y`` by the model's own
+    default chain (``config['sample_steps']`` DDIM steps, guidance ``config['guidance']``)."""
+    x = z.reshape(len(z), *model.image_shape)
+    return ddim(model, x, y, model.config["sample_steps"], model.config["guidance"])

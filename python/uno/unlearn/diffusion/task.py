@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from uno.unlearn.data import ImageData
-from uno.unlearn.diffusion.sampling import ddim
+from uno.unlearn.diffusion.sampling import model_chain
 from uno.unlearn.diffusion.schedule import (
     alpha_bar,
     loss_weight,
@@ -76,7 +76,8 @@ class DiffusionTask(Task):
         self.ab = alpha_bar(model.T, model.schedule)  # type: ignore[arg-type]
         self.T: int = model.T  # type: ignore[assignment]
         self._draw_from(torch.Generator().manual_seed(step_seed(self.seed, -3)))
-        self.classifier_fid = RetainFID(self, train, FID_N if fid_n is None else fid_n)
+        n_fid = FID_N if fid_n is None else fid_n
+        self.classifier_fid = RetainFID(judge, train, self.targets, n_fid, self.zdim)
 
     # -- batches -------------------------------------------------------------------------------
     def _t(self, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -193,9 +194,7 @@ class DiffusionTask(Task):
 
     def sample(self, z: Tensor, y: Tensor, model: Optional[nn.Module] = None) -> Tensor:
         """DDIM images from codes ``z (N, H·W)`` with labels ``y`` (the model's default chain)."""
-        m: Any = self.model if model is None else model
-        x = z.reshape(len(z), *m.image_shape)
-        return ddim(m, x, y, m.config["sample_steps"], m.config["guidance"])
+        return model_chain(self.model if model is None else model, z, y)
 
     def monitor_images(self) -> Tensor:
         return self.sample(self.z_monitor, self.labels_for(len(self.z_monitor)))
@@ -206,22 +205,25 @@ class DiffusionTask(Task):
 
 
 class RetainFID:
-    """Classifier FID on the retain classes: the judge's features of ``n`` real retain training images
-    against ``n`` samples from fixed codes (seed 1234) with the same labels (so the same class mix)."""
+    """Classifier FID on the retain classes: ``judge``'s features of ``n`` real retain training images
+    against ``n`` samples (the model's default chain) from fixed codes (seed 1234) with the same labels,
+    so the same class mix. Any judge with ``features`` works (the MLP judge's 200-d layer by default)."""
 
-    def __init__(self, task: DiffusionTask, train: ImageData, n: int) -> None:
+    def __init__(
+        self, judge: nn.Module, train: ImageData, targets: Sequence[int], n: int, zdim: int = 784
+    ) -> None:
         from uno.unlearn.metrics import features
 
-        keep = ~train.forget_mask(task.targets)
+        keep = ~train.forget_mask(targets)
         x, y = train.x[keep], train.y[keep]
         n = min(int(n), len(x))
-        self.task, self.judge = task, task.judge
-        self.real_feat = features(task.judge, x[:n])
+        self.judge = judge
+        self.real_feat = features(judge, x[:n])
         self.y = y[:n]
-        self.z = torch.randn(n, task.zdim, generator=torch.Generator().manual_seed(1234))
+        self.z = torch.randn(n, zdim, generator=torch.Generator().manual_seed(1234))
 
     def __call__(self, model: nn.Module) -> float:
         from uno.unlearn.metrics import features, frechet_distance
 
-        fake = self.task.sample(self.z, self.y, model)
+        fake = model_chain(model, self.z, self.y)
         return frechet_distance(self.real_feat, features(self.judge, fake))

@@ -1,0 +1,116 @@
+"""The diffusion table's outputs: ``table.md``, ``table.csv``, ``rows.json`` and the sample figure."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from uno.unlearn import io
+from uno.unlearn.diffusion.evaluate import class_samples, fresh_codes
+from uno.unlearn.metrics import fmt_mean_std
+
+#: (column title, row key, scale, digits)
+COLUMNS: list[tuple[str, str, float, int]] = [
+    ("stable steps τ=0.02", "stable_0.02", 1.0, 3),
+    ("first crossing τ=0.02", "first_0.02", 1.0, 3),
+    ("stable steps τ=0.18", "stable_0.18", 1.0, 3),
+    ("time to forget (s)", "time_0.02", 1.0, 3),
+    ("f fresh (MLP)", "f_fresh", 1.0, 2),
+    ("f fresh (CNN)", "f_fresh_cnn", 1.0, 2),
+    ("FID retain (MLP)", "fid", 1.0, 3),
+    ("FID (CNN)", "fid_cnn", 1.0, 3),
+    ("f after attack (i)", "attack_retain_f", 1.0, 2),
+    ("attack (ii) steps to ½ f₀", "attack_forget_steps", 1.0, 2),
+    ("per-step (ms, median)", "per_step_s", 1e3, 3),
+    ("peak mem (MB)", "peak_mem_bytes", 1e-6, 3),
+]
+
+
+def _vals(rows: Sequence[dict], key: str, scale: float) -> list[Optional[float]]:
+    return [None if r.get(key) is None else float(r[key]) * scale for r in rows]
+
+
+def _cell(rows: Sequence[dict], key: str, scale: float, digits: int) -> str:
+    if key not in rows[0]:
+        return "–"  # a reference row (original, retrained): no unlearning steps
+    return fmt_mean_std(_vals(rows, key, scale), digits)
+
+
+def summary_rows(o_row: dict, r_row: dict, rows: Sequence[dict]) -> list[tuple[str, list[dict]]]:
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    return [("original", [o_row]), ("retrain", [r_row])] + [
+        (m, [r for r in rows if r["method"] == m]) for m in names
+    ]
+
+
+def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[str, Any]) -> None:
+    """Write the table (markdown, CSV) and every row (JSON) under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    retrain_s = info.get("retrain_s") or float("nan")
+    fid_r = float(r_row["fid"])
+    head = (
+        ["method", "seeds"]
+        + [c[0] for c in COLUMNS]
+        + ["speed-up vs retrain", "FID gap to retrain"]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table: list[list[str]] = []
+    for name, rs in summary_rows(o_row, r_row, rows):
+        cells = [name, str(len(rs))] + [_cell(rs, k, s, d) for _, k, s, d in COLUMNS]
+        t = [r.get("time_0.02") for r in rs]
+        sp = [None if x is None or x <= 0 else retrain_s / x for x in t]
+        cells.append("–" if name in ("original", "retrain") else fmt_mean_std(sp, 3))
+        cells.append(fmt_mean_std([float(r["fid"]) - fid_r for r in rs], 3))
+        table.append(cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    io.write_text(out / "table.md", "\n".join(lines) + "\n\n" + notes(info) + "\n")
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(head)
+    w.writerows(table)
+    io.write_text(out / "table.csv", buf.getvalue())
+    io.write_json(
+        out / "rows.json", {"info": info, "original": o_row, "retrain": r_row, "rows": list(rows)}
+    )
+
+
+def notes(info: dict[str, Any]) -> str:
+    a = info["args"]
+    return (
+        f"Forget class 1; {a['steps']} updates per run, lr {a['lr']}, λ {a['lam']}, w_u {a['w_u']}, "
+        f"batch {a['batch']}; f per update on {a['monitor']} monitor codes by both judges (a step counts "
+        f"as forgotten when both see f < τ; stable = 10 consecutive updates); f fresh on {a['fresh']} "
+        f"fresh codes; FID on {a['fid_n']} retain images/samples; attack (i) {a['attack_steps']} Adam "
+        f"steps (lr 1e-3, batch 128) on retain data, f every {a['attack_every']} steps on "
+        f"{a['attack_codes']} codes; attack (ii) 10 steps on 64 class-1 images. Time to forget = median "
+        f"step time × stable steps. Training: {fmt(info.get('train_s'))} s, retraining without class 1: "
+        f"{fmt(info.get('retrain_s'))} s ({info.get('threads')} thread). Judges' held-out accuracy: MLP "
+        f"{info['judge_acc']:.3f}, CNN {info['cnn_judge_acc']:.3f}."
+    )
+
+
+def fmt(x: Any) -> str:
+    return "nan" if x is None else f"{float(x):.0f}"
+
+
+def figure(
+    path: Path, orig: Any, retrained: Any, models: dict[str, Any], c: int, n: int = 10
+) -> None:
+    """One labelled image: a row of class-c samples (the same fresh codes) per model."""
+    from uno.unlearn.plots import _plt, image_grid
+
+    plt = _plt()
+    z = fresh_codes(n)
+    named = [("original", orig), ("retrain", retrained), *models.items()]
+    fig, axes = plt.subplots(len(named), 1, figsize=(n * 0.55 + 1.6, len(named) * 0.62 + 0.4))
+    for ax, (name, m) in zip(axes, named):
+        ax.imshow(image_grid(class_samples(m, z, [c]), nrow=n))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"class-{c}-conditioned samples, same codes (top: before)", fontsize=9)
+    fig.tight_layout()
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
