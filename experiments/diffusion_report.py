@@ -87,7 +87,10 @@ def notes(info: dict[str, Any]) -> str:
         f"{a['attack_codes']} codes; attack (ii) 10 steps on 64 class-1 images. Time to forget = median "
         f"step time × stable steps. Training: {fmt(info.get('train_s'))} s, retraining without class 1: "
         f"{fmt(info.get('retrain_s'))} s ({info.get('threads')} thread). Judges' held-out accuracy: MLP "
-        f"{info['judge_acc']:.3f}, CNN {info['cnn_judge_acc']:.3f}."
+        f"{info['judge_acc']:.3f}, CNN {info['cnn_judge_acc']:.3f}. The original model's class-conditioned "
+        f"samples ({a['fresh']}, labels 0-9) classified as their label: MLP judge "
+        f"{info['samples_acc']:.3f}, CNN judge {info['samples_acc_cnn']:.3f}; classifier FID over all "
+        f"classes {info['fid_all_classes']:.2f}."
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,14 +47,17 @@ TAUS = (0.02, 0.18)
 FORGET = 1
 
 
-def second_judge(train: Any, quiet: bool) -> torch.nn.Module:
-    """The CNN judge (seed 1, 3 epochs), cached beside the models."""
-    path = cache_dir() / "diffusion-table-cnn-judge-seed1.safetensors"
+def second_judge(train: Any, quiet: bool, tiny: bool = False) -> torch.nn.Module:
+    """The CNN judge (seed 1, 3 epochs; ``tiny``: width 4, one epoch on 500 digits), cached."""
+    name = "tiny" if tiny else "seed1"
+    path = cache_dir() / f"diffusion-table-cnn-judge-{name}.safetensors"
     if path.is_file():
         return io.load_model(path, "cnn_judge")[0].eval()
     torch.manual_seed(1)
-    j = train_judge(CNNJudge(), train, epochs=3, seed=1, quiet=quiet)
-    io.save_model(path, j, {"seed": 1, "epochs": 3})
+    data = train.subset(torch.arange(500)) if tiny else train
+    j = CNNJudge(width=4 if tiny else 32)
+    j = train_judge(j, data, epochs=1 if tiny else 3, seed=1, quiet=quiet)
+    io.save_model(path, j, {"seed": 1, "tiny": tiny})
     return j.eval()
 
 
@@ -129,6 +133,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
+    ap.add_argument(
+        "--merge", nargs="+", default=None, help="combine the rows.json of these folders"
+    )
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--lam", type=float, default=0.02)
@@ -143,6 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny model and budget (CI)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge([Path(p) for p in a.merge], Path(a.out))
     if a.quick:
         a.steps, a.monitor, a.fresh, a.fid_n, a.batch = 3, 8, 8, 8, 8
         a.attack_steps, a.attack_every, a.attack_codes = 2, 1, 8
@@ -154,28 +164,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     orig, _, meta = get_or_train(quiet=quiet, **size)
     retrained, _, meta_r = get_or_train(quiet=quiet, exclude=[FORGET], **size)
     judge1, _ = get_judge("judge", quiet=quiet, **({"epochs": 1} if a.quick else {}))
-    judges = [judge1, second_judge(train, quiet)]
-    acc = [accuracy(j, held) for j in judges]
+    judges = [judge1, second_judge(train, quiet, tiny=a.quick)]
+    acc = [accuracy(j, held) for j in judges] + ev.conditional_accuracy(orig, judges, a.fresh)
+    fid_all = RetainFID(judges[0], train, [], a.fid_n)(orig)  # every class: the model's quality
     t0 = time.time()
     o_row, r_row, f_orig = reference_rows(orig, retrained, meta_r, judges, train, a)
     rows, models = [], {}
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for m in a.methods:
             row, model = one_run(m, seed, orig, judges, (train, held), a)
             row.update(final_measures(model, judges, train, a, f_orig))
             rows.append(row)
-            if seed == 0:
+            if seed == a.first_seed:
                 models[m] = model
             print(f"[{time.time() - t0:7.0f}s] seed {seed} {m}: stable {row['stable_0.02']}, "
                   f"f_fresh {row['f_fresh']:.3f}/{row['f_fresh_cnn']:.3f}, FID {row['fid']:.2f}", flush=True)  # fmt: skip
-            diffusion_report.write(out, o_row, r_row, rows, info(a, meta, meta_r, acc))
-    diffusion_report.figure(out / "samples.png", orig, retrained, models, FORGET)
+            diffusion_report.write(out, o_row, r_row, rows, info(a, meta, meta_r, acc, fid_all))
+        if seed == a.first_seed:  # the first seed's models, as soon as they exist
+            diffusion_report.figure(out / "samples.png", orig, retrained, models, FORGET)
     return 0
 
 
-def info(a, meta, meta_r, acc) -> dict[str, Any]:
+def merge(folders: Sequence[Path], out: Path) -> int:
+    """One table from the ``rows.json`` of several runs of this script (e.g. seeds split over two
+    processes); the first folder's reference rows and settings, every folder's method rows of the
+    seeds that have every method."""
+    parts = [json.loads((f / "rows.json").read_text()) for f in folders]
+    rows = [r for p in parts for r in p["rows"]]
+    methods = {r["method"] for r in rows}
+    done = {
+        s
+        for s in {r["seed"] for r in rows}
+        if {r["method"] for r in rows if r["seed"] == s} == methods
+    }
+    rows = [
+        r for r in rows if r["seed"] in done
+    ]  # complete seeds only (a stopped process leaves one)
+    rows.sort(
+        key=lambda r: (r["seed"], METHODS.index(r["method"]) if r["method"] in METHODS else 99)
+    )
+    first = parts[0]
+    diffusion_report.write(out, first["original"], first["retrain"], rows, first["info"])
+    return 0
+
+
+def info(a, meta, meta_r, acc, fid_all) -> dict[str, Any]:
     return {"args": vars(a), "train_s": meta.get("train_s"), "retrain_s": meta_r.get("train_s"),
-            "judge_acc": acc[0], "cnn_judge_acc": acc[1], "threads": torch.get_num_threads()}  # fmt: skip
+            "judge_acc": acc[0], "cnn_judge_acc": acc[1], "samples_acc": acc[2],
+            "samples_acc_cnn": acc[3], "fid_all_classes": fid_all,
+            "threads": torch.get_num_threads()}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,6 +38,16 @@ def fractions(
     return [float(in_forget(j.eval(), x, targets).float().mean()) for j in judges]
 
 
+def conditional_accuracy(model: Any, judges: Sequence[nn.Module], n: int = 1000) -> list[float]:
+    """The quality bar: the share of class-conditioned samples (labels 0..9 cycling, ``n`` fresh
+    codes) that each judge classifies as their label."""
+    z = fresh_codes(n)
+    y = torch.arange(n) % int(model.n_classes)
+    x = model_chain(model, z, y)
+    with torch.no_grad():
+        return [float((j.eval()(x).argmax(1) == y).float().mean()) for j in judges]
+
+
 def stable_steps(fs: Sequence[float], tau: float, window: int = 10) -> Optional[int]:
     """The first logged step s with f < τ at s and at the ``window − 1`` steps after it (None: never;
     a run that ends before the window is full does not count)."""
