@@ -73,6 +73,11 @@ def test_decode_uses_the_models_chain_and_cycles_labels(mlp):
     x = mlp.decode(z)
     ref = sampling.ddim(mlp, z.reshape(3, 1, 28, 28), torch.arange(3), 3, 2.0)
     assert torch.equal(x, ref)
+    mlp.decode_labels = [1]
+    assert torch.equal(
+        mlp.decode(z),
+        sampling.ddim(mlp, z.reshape(3, 1, 28, 28), torch.ones(3, dtype=torch.long), 3, 2.0),
+    )
 
 
 def test_a_training_step_decreases_the_loss(model, digits):

@@ -12,7 +12,7 @@ import torch
 from uno.unlearn.run import RunConfig, unlearn
 
 METHODS = ["uno", "uno-s", "surgery", "retain", "uno-hat", "surgery-hat", "retain-hat", "esd",
-           "salun", "uno-subspace"]  # fmt: skip
+           "salun", "uno-subspace", "uno-subspace-ps", "ascent", "surgery-ascent"]  # fmt: skip
 
 
 def cfg(method, **kw):

@@ -84,6 +84,8 @@ def test_forget_fraction_uses_class_c_chains_from_fixed_codes(model, judge, digi
     f = task.forget_fraction()
     assert 0.0 <= f <= 1.0 and f == task.forget_fraction()
     assert bool((task.labels_for(4) == 1).all())
+    assert model.decode_labels == [1]  # the run loop's decode(z): class-1 samples
+    torch.testing.assert_close(model.decode(task.z_monitor), task.monitor_images())
     assert task.monitor_images().shape == (6, 1, 28, 28)
 
 

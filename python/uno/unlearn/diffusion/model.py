@@ -80,14 +80,20 @@ class _Denoiser(nn.Module):
         dt = self.y_emb.weight.dtype
         return self.t_mlp(timestep_embedding(t, self.emb_dim).to(dt)) + self.y_emb(y)
 
+    #: the classes :meth:`decode` draws without labels (None: all of them); the diffusion task sets the
+    #: forget classes, so that what the run loop decodes (f, grids, fresh codes) is class-c samples
+    decode_labels: Optional[list[int]] = None
+
     def decode(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Images ``(N, 1, H, W)`` in [0, 1] from the codes ``z (N, H·W)`` (the initial noise) by the
         model's default DDIM chain (``config['sample_steps']`` steps, guidance ``config['guidance']``)
-        with labels ``y``; without labels, ``z``'s row i gets class i mod n_classes. No gradients."""
+        with labels ``y``; without labels, row i of ``z`` gets class ``decode_labels[i mod len]``
+        (all classes when unset). No gradients."""
         from uno.unlearn.diffusion.sampling import model_chain
 
         if y is None:
-            y = torch.arange(len(z), device=z.device) % self.n_classes
+            classes = torch.as_tensor(self.decode_labels or list(range(self.n_classes)))
+            y = classes[torch.arange(len(z)) % len(classes)].to(z.device)
         return model_chain(self, z, y)
 
 

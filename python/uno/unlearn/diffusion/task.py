@@ -14,7 +14,9 @@ and every method of :mod:`uno.unlearn.methods` applies unchanged. The histogram 
 variants is judged on the model's one-step predictions x̂₀ of noised forget images, conditioned on c, at
 t ∈ [T/4, 3T/4) (:meth:`DiffusionTask.histogram_loss`): cheap and differentiable, and no sampling chain.
 The forget fraction f is measured on full DDIM chains from fixed codes (the monitor batch) conditioned on
-c; those codes enter no loss.
+c; those codes enter no loss. The task sets the model's ``decode_labels`` to the forget classes, so
+``model.decode(z)``, and with it every measure of the run loop that decodes codes (the before/after
+grids), draws class-c samples.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class DiffusionTask(Task):
                 "both must be non-empty"
             )
         self.original = original
+        for m in (
+            model,
+            original,
+        ):  # decode(z) draws the forget classes (see _Denoiser.decode_labels)
+            if m is not None:
+                m.decode_labels = list(self.targets)  # type: ignore[assignment]
         self.ab = alpha_bar(model.T, model.schedule)  # type: ignore[arg-type]
         self.T: int = model.T  # type: ignore[assignment]
         self._draw_from(torch.Generator().manual_seed(step_seed(self.seed, -3)))
