@@ -19,12 +19,12 @@ TINY = {"T": 50, "sample_steps": 3}
 
 def tiny_unet() -> DiffusionUNet:
     torch.manual_seed(0)
-    return DiffusionUNet((2, 2, 2), 4, **TINY)  # 999 parameters
+    return DiffusionUNet((2, 2, 2), emb=4, **TINY)  # 999 parameters
 
 
 def tiny_mlp() -> DiffusionMLP:
     torch.manual_seed(0)
-    return DiffusionMLP(8, 1, 8, **TINY)
+    return DiffusionMLP(8, 1, emb=8, **TINY)
 
 
 @pytest.fixture(autouse=True)

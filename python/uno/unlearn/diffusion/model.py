@@ -13,7 +13,7 @@ BatchNorm: a step's statistics never depend on the batch, so ``--bn-train`` has 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,24 @@ class _Denoiser(nn.Module):
     null_label: int
     n_classes: int
 
-    def _setup(self, emb: int, n_classes: int, size: int, T: int, schedule: str) -> None:
+    def _setup(
+        self,
+        kind: str,
+        arch: dict[str, Any],
+        emb: int = 128,
+        n_classes: int = 10,
+        size: int = 28,
+        T: int = 1000,
+        schedule: str = "cosine",
+        sample_steps: int = 20,
+        guidance: float = 2.0,
+    ) -> None:
+        """The config and the parts both denoisers share: ``arch`` is the architecture's own sizes;
+        ``T``, ``schedule`` the DDPM schedule's, ``sample_steps``, ``guidance`` the default chain's
+        (kept in the config, so a saved model carries the schedule and chain it was trained for)."""
+        self.config = {"kind": kind, **arch, "emb": emb, "n_classes": n_classes, "size": size,
+                       "T": T, "schedule": schedule, "sample_steps": sample_steps,
+                       "guidance": guidance}  # fmt: skip
         self.n_classes = n_classes
         self.null_label = n_classes
         self.image_shape = (1, size, size)
@@ -112,32 +129,12 @@ class DiffusionMLP(_Denoiser):
     sqrt_ab: Tensor
     sqrt_1mab: Tensor
 
-    def __init__(
-        self,
-        width: int = 384,
-        depth: int = 3,
-        emb: int = 128,
-        n_classes: int = 10,
-        size: int = 28,
-        T: int = 1000,
-        schedule: str = "cosine",
-        sample_steps: int = 20,
-        guidance: float = 2.0,
-    ) -> None:
+    def __init__(self, width: int = 384, depth: int = 3, **common: Any) -> None:
+        """``width``, ``depth``: the MLP's; ``common``: ``emb``, ``n_classes``, ``size``, ``T``,
+        ``schedule``, ``sample_steps``, ``guidance`` (see :meth:`_Denoiser._setup`)."""
         super().__init__()
-        self.config = {
-            "kind": "diffusion_mlp",
-            "width": width,
-            "depth": depth,
-            "emb": emb,
-            "n_classes": n_classes,
-            "size": size,
-            "T": T,
-            "schedule": schedule,
-            "sample_steps": sample_steps,
-            "guidance": guidance,
-        }
-        self._setup(emb, n_classes, size, T, schedule)
+        self._setup("diffusion_mlp", {"width": width, "depth": depth}, **common)
+        emb, size = self.emb_dim, self.image_shape[-1]
         d = size * size
         self.inp = nn.Linear(d, width)
         self.norms = nn.ModuleList(
@@ -152,7 +149,7 @@ class DiffusionMLP(_Denoiser):
         self.w2 = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
         self.out_norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, d)
-        ab = alpha_bar(T, schedule).float()
+        ab = alpha_bar(self.T, self.schedule).float()
         self.register_buffer("sqrt_ab", ab.sqrt(), persistent=False)
         self.register_buffer("sqrt_1mab", (1 - ab).sqrt(), persistent=False)
 
@@ -176,33 +173,14 @@ class DiffusionUNet(_Denoiser):
     schedule's (kept in the config so a saved model carries the schedule it was trained with).
     """
 
-    def __init__(
-        self,
-        channels: Sequence[int] = (32, 64, 64),
-        emb: int = 128,
-        n_classes: int = 10,
-        size: int = 28,
-        T: int = 1000,
-        schedule: str = "cosine",
-        sample_steps: int = 20,
-        guidance: float = 2.0,
-    ) -> None:
+    def __init__(self, channels: Sequence[int] = (32, 64, 64), **common: Any) -> None:
+        """``channels``: at 28, 14 and 7 pixels; ``common`` as :class:`DiffusionMLP`'s."""
         super().__init__()
         ch = [int(c) for c in channels]
         if len(ch) != 3:
             raise ValueError(f"channels needs three entries (28, 14, 7), got {ch}")
-        self.config = {
-            "kind": "diffusion_unet",
-            "channels": ch,
-            "emb": emb,
-            "n_classes": n_classes,
-            "size": size,
-            "T": T,
-            "schedule": schedule,
-            "sample_steps": sample_steps,
-            "guidance": guidance,
-        }
-        self._setup(emb, n_classes, size, T, schedule)
+        self._setup("diffusion_unet", {"channels": ch}, **common)
+        emb = self.emb_dim
         c0, c1, c2 = ch
         self.inp = nn.Conv2d(1, c0, 3, 1, 1)
         self.d0 = ResBlock(c0, c0, emb)

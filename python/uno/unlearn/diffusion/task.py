@@ -54,26 +54,19 @@ def _mse(pred: Tensor, eps: Tensor) -> Tensor:
 class DiffusionTask(Task):
     """Unlearning the classes ``targets`` of a class-conditional denoiser (see the module docstring)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        judge: nn.Module,
-        train: ImageData,
-        targets: Sequence[int],
-        *,
-        original: Optional[nn.Module] = None,
-        fid_n: Optional[int] = None,
-        **kw: Any,
-    ) -> None:
+    def __init__(self, model: nn.Module, judge: nn.Module, train: ImageData, targets: Sequence[int], *,
+                 original: Optional[nn.Module] = None, fid_n: Optional[int] = None, **kw: Any) -> None:  # fmt: skip
+        """``original``: the frozen model before unlearning (esd's target); ``fid_n``: the FID's size
+        (default :data:`FID_N`); ``kw``: :class:`~uno.unlearn.tasks.Task`'s."""
         super().__init__(model, judge, targets, **kw)
-        mask = train.forget_mask(targets)
-        self.forget_x, self.forget_y = to_model(train.x[mask]), train.y[mask]
-        self.retain_x, self.retain_y = to_model(train.x[~mask]), train.y[~mask]
-        if len(self.forget_x) == 0 or len(self.retain_x) == 0:
+        side = train.forget_mask(targets)
+        n_f, n_r = int(side.sum()), int((~side).sum())
+        if not n_f or not n_r:
             raise DataError(
-                f"forget set has {len(self.forget_x)} and retain set {len(self.retain_x)} samples; "
-                "both must be non-empty"
+                f"forget set has {n_f} and retain set {n_r} samples; both must be non-empty"
             )
+        self.forget_x, self.forget_y = to_model(train.x[side]), train.y[side]
+        self.retain_x, self.retain_y = to_model(train.x[~side]), train.y[~side]
         self.original = original
         for m in (
             model,
