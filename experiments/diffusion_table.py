@@ -48,15 +48,15 @@ FORGET = 1
 
 
 def second_judge(train: Any, quiet: bool, tiny: bool = False) -> torch.nn.Module:
-    """The CNN judge (seed 1, 3 epochs; ``tiny``: width 4, one epoch on 500 digits), cached."""
-    name = "tiny" if tiny else "seed1"
+    """The CNN judge (width 32, seed 1, 10 epochs; ``tiny``: width 4, one epoch on 500 digits), cached."""
+    name = "tiny" if tiny else "e10"
     path = cache_dir() / f"diffusion-table-cnn-judge-{name}.safetensors"
     if path.is_file():
         return io.load_model(path, "cnn_judge")[0].eval()
     torch.manual_seed(1)
     data = train.subset(torch.arange(500)) if tiny else train
     j = CNNJudge(width=4 if tiny else 32)
-    j = train_judge(j, data, epochs=1 if tiny else 3, seed=1, quiet=quiet)
+    j = train_judge(j, data, epochs=1 if tiny else 10, seed=1, quiet=quiet)
     io.save_model(path, j, {"seed": 1, "tiny": tiny})
     return j.eval()
 
