@@ -64,3 +64,14 @@ def test_the_original_model_is_not_changed(loaded, digits):
     run_model = ld.model
     unlearn(cfg("esd"), None, loaded=ld, data=digits, write_pngs=False)
     assert any(not torch.equal(a, b) for a, b in zip(ref.parameters(), run_model.parameters()))
+
+
+def test_esd_refuses_a_task_without_a_diffusion_model(judge, digits):
+    from uno.unlearn import methods
+    from uno.unlearn.errors import UnoUserError
+    from uno.unlearn.models import MnistVAE
+    from uno.unlearn.tasks import VAETask
+
+    task = VAETask(MnistVAE(hidden=8), judge, digits[0], [1], batch=4, n_monitor=4)
+    with pytest.raises(UnoUserError, match="esd needs a diffusion model"):
+        methods.create("esd").setup(task)
