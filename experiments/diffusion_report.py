@@ -1,4 +1,5 @@
-"""The diffusion table's outputs: ``table.md``, ``table.csv``, ``rows.json`` and the sample figure."""
+"""The diffusion table's outputs: ``table.md``, ``table.csv``, ``rows.json``, ``curves.png`` and the
+sample figure ``samples.png``."""
 
 from __future__ import annotations
 
@@ -74,6 +75,18 @@ def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[
     io.write_json(
         out / "rows.json", {"info": info, "original": o_row, "retrain": r_row, "rows": list(rows)}
     )
+    curves(out / "curves.png", rows)
+
+
+def curves(path: Path, rows: Sequence[dict]) -> None:
+    """f after each update (the larger of the two judges', monitor codes), mean ± std over seeds."""
+    from uno.unlearn.plots import save_curves
+
+    by: dict[str, list[list[float]]] = {}
+    for r in rows:
+        f = [max(a, b) for a, b in zip(r["f_monitor"], r["f_monitor_cnn"])]
+        by.setdefault(r["method"], []).append(f)
+    save_curves(path, by, 0.02, title="diffusion, forget class 1: f by both judges (the larger)")
 
 
 def notes(info: dict[str, Any]) -> str:
