@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffusion_report
 
-from uno.unlearn import io
+from uno.unlearn import io, metrics
 from uno.unlearn.data import load_mnist
 from uno.unlearn.diffusion import evaluate as ev
 from uno.unlearn.diffusion.task import RetainFID
@@ -90,7 +90,7 @@ def final_measures(model, judges, train, a, f_orig) -> dict[str, Any]:
 def one_run(method: str, seed: int, model, judges, data, a) -> tuple[dict[str, Any], Any]:
     cfg = RunConfig(model="diffusion", method=method, steps=a.steps, seed=seed, lr=a.lr, lam=a.lam,
                     w_u=a.w_u, n_monitor=a.monitor, fid_n=a.fid_n, tau=TAUS[0], quiet=True,
-                    batch=a.batch, ckpt_every=a.steps)  # fmt: skip
+                    batch=a.batch, ckpt_every=a.steps, fresh_n=0)  # fmt: skip
     run = prepare(cfg, None, loaded=Loaded(copy.deepcopy(model), judges[0], None, "diffusion"),
                   data=data, write_pngs=False)  # fmt: skip
     task = run.task
@@ -111,10 +111,10 @@ def one_run(method: str, seed: int, model, judges, data, a) -> tuple[dict[str, A
                            "peak_mem_bytes": summary["peak_mem_bytes"], "cos2_mean": summary["cos2_mean"],
                            "f_monitor": [h[0] for h in hist], "f_monitor_cnn": [h[1] for h in hist]}  # fmt: skip
     for tau in TAUS:
-        s = ev.stable_steps(worst, tau)
+        s = metrics.stable_steps_to_forget(worst, tau)
         row[f"stable_{tau}"] = s
-        row[f"first_{tau}"] = ev.first_crossing(worst, tau)
-        row[f"time_{tau}"] = None if s is None else s * med
+        row[f"first_{tau}"] = metrics.steps_to_forget(worst, tau)
+        row[f"time_{tau}"] = metrics.time_to_forget_median([r["dt"] for r in run.rows[1:]], s)
     return row, run.model
 
 

@@ -60,4 +60,4 @@ def loaded(judge):
     """A factory of fresh ``Loaded`` (the tiny MLP, the judge) for the run loop."""
     from uno.unlearn.loading import Loaded
 
-    return lambda: Loaded(tiny_mlp(), judge, None, "diffusion")
+    return lambda: Loaded(tiny_mlp(), judge, None, "diffusion", judge2=judge)

@@ -17,7 +17,7 @@ METHODS = ["uno", "uno-s", "surgery", "retain", "uno-hat", "surgery-hat", "retai
 
 def cfg(method, **kw):
     base = dict(model="diffusion", method=method, steps=2, batch=4, n_monitor=4, fid_n=4,
-                lr=1e-3, quiet=True, ckpt_every=1)  # fmt: skip
+                lr=1e-3, quiet=True, ckpt_every=1, fresh_n=8)  # fmt: skip
     base.update(kw)
     return RunConfig(**base)
 
@@ -29,6 +29,7 @@ def test_each_method_runs_two_steps(method, loaded, digits, tmp_path):
     s = unlearn(cfg(method), str(tmp_path / method), loaded=ld, data=digits, write_pngs=False)
     assert s["steps_run"] == 2 and s["n_params"] == sum(p.numel() for p in before)
     assert math.isfinite(s["fid_after"]) and 0.0 <= s["f_final"] <= 1.0
+    assert math.isfinite(s["fid2_after"])  # judge 2's FID: the task's, on the retain classes
     assert any(not torch.equal(a, b) for a, b in zip(before, ld.model.parameters()))
     rows = json.loads((tmp_path / method / "log.json").read_text())["rows"]
     assert [r["step"] for r in rows] == [0, 1, 2]

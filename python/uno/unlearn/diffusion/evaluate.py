@@ -1,5 +1,7 @@
 """Measures of the diffusion table (docs/diffusion.md "Measuring"): f on fresh codes by several judges,
-the stable steps to forget, the second judge, and the relearning attacks.
+the quality bar, and the relearning attacks with labels (the stable rule is
+:func:`uno.unlearn.metrics.stable_steps_to_forget`; :mod:`uno.unlearn.attacks` fine-tunes with an
+unconditional loss, which a class-conditional denoiser has not got).
 
 Every f here is the share of class-c-conditioned DDIM samples from fixed codes that a judge assigns to a
 forget class; the codes come from their own seed and enter no loss (the diffusion task's losses see
@@ -9,7 +11,7 @@ noised training images only), so they are fresh in the sense of docs/method.md �
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -46,20 +48,6 @@ def conditional_accuracy(model: Any, judges: Sequence[nn.Module], n: int = 1000)
     x = model_chain(model, z, y)
     with torch.no_grad():
         return [float((j.eval()(x).argmax(1) == y).float().mean()) for j in judges]
-
-
-def stable_steps(fs: Sequence[float], tau: float, window: int = 10) -> Optional[int]:
-    """The first logged step s with f < τ at s and at the ``window − 1`` steps after it (None: never;
-    a run that ends before the window is full does not count)."""
-    for s in range(len(fs) - window + 1):
-        if all(f < tau for f in fs[s : s + window]):
-            return s
-    return None
-
-
-def first_crossing(fs: Sequence[float], tau: float) -> Optional[int]:
-    """The first logged step with f < τ (None: never)."""
-    return next((s for s, f in enumerate(fs) if f < tau), None)
 
 
 def relearn(

@@ -55,9 +55,11 @@ class DiffusionTask(Task):
     """Unlearning the classes ``targets`` of a class-conditional denoiser (see the module docstring)."""
 
     def __init__(self, model: nn.Module, judge: nn.Module, train: ImageData, targets: Sequence[int], *,
-                 original: Optional[nn.Module] = None, fid_n: Optional[int] = None, **kw: Any) -> None:  # fmt: skip
+                 original: Optional[nn.Module] = None, fid_n: Optional[int] = None,
+                 judge2: Optional[nn.Module] = None, **kw: Any) -> None:  # fmt: skip
         """``original``: the frozen model before unlearning (esd's target); ``fid_n``: the FID's size
-        (default :data:`FID_N`); ``kw``: :class:`~uno.unlearn.tasks.Task`'s."""
+        (default :data:`FID_N`); ``judge2``: the second judge, whose features give
+        ``classifier_fid2``; ``kw``: :class:`~uno.unlearn.tasks.Task`'s."""
         super().__init__(model, judge, targets, **kw)
         side = train.forget_mask(targets)
         n_f, n_r = int(side.sum()), int((~side).sum())
@@ -79,6 +81,9 @@ class DiffusionTask(Task):
         self._draw_from(torch.Generator().manual_seed(step_seed(self.seed, -3)))
         n_fid = FID_N if fid_n is None else fid_n
         self.classifier_fid = RetainFID(judge, train, self.targets, n_fid, self.zdim)
+        self.classifier_fid2 = (
+            RetainFID(judge2, train, self.targets, n_fid, self.zdim) if judge2 is not None else None
+        )
 
     # -- batches -------------------------------------------------------------------------------
     def _t(self, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> Tensor:

@@ -176,5 +176,7 @@ def get_or_train_kind(kind: str, **kw: Any) -> tuple[nn.Module, Path]:
     (``kind`` is ``"diffusion"``), for ``uno train diffusion``."""
     if kind != "diffusion":
         raise ValueError(f"not a diffusion kind: {kind!r}")
+    if kw.get("seed") is None:  # `uno train`'s default
+        kw["seed"] = 0
     model, path, _ = get_or_train(**kw)
     return model, path
