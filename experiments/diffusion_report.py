@@ -67,6 +67,8 @@ def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[
         table.append(cells)
         lines.append("| " + " | ".join(cells) + " |")
     io.write_text(out / "table.md", "\n".join(lines) + "\n\n" + notes(info) + "\n")
+    short = [0, 1, 2, 4, 6, 7, 8, 10, 11, 12, 14]  # the README's columns
+    io.write_text(out / "table_short.md", "\n".join(_pick(lines, short)) + "\n")
     buf = _io.StringIO()
     w = csv.writer(buf)
     w.writerow(head)
@@ -87,6 +89,15 @@ def curves(path: Path, rows: Sequence[dict]) -> None:
         f = [max(a, b) for a, b in zip(r["f_monitor"], r["f_monitor_cnn"])]
         by.setdefault(r["method"], []).append(f)
     save_curves(path, by, 0.02, title="diffusion, forget class 1: f by both judges (the larger)")
+
+
+def _pick(lines: Sequence[str], cols: Sequence[int]) -> list[str]:
+    """The markdown rows ``lines`` with only the columns ``cols``."""
+    out = []
+    for ln in lines:
+        cells = ln.strip().strip("|").split("|")
+        out.append("|" + "|".join(cells[c] for c in cols) + "|")
+    return out
 
 
 def notes(info: dict[str, Any]) -> str:
