@@ -1,6 +1,6 @@
 """The diffusion unlearning table (issue 19): every method on the cached class-conditional denoiser.
 
-    PYTHONPATH=python OMP_NUM_THREADS=1 python experiments/diffusion_table.py --seeds 3
+    PYTHONPATH=python OMP_NUM_THREADS=1 python experiments/diffusion_table.py --seeds 2   # the defaults: the table
     PYTHONPATH=python python experiments/diffusion_table.py --quick --out /tmp/dt   # seconds (CI)
 
 For each seed and method: one ``uno.unlearn.run`` run (``--model diffusion``, forget class 1) with f
@@ -132,22 +132,22 @@ def reference_rows(orig, retrained, meta_r, judges, train, a) -> tuple[dict, dic
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", nargs="+", default=METHODS)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     ap.add_argument(
         "--merge", nargs="+", default=None, help="combine the rows.json of these folders"
     )
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lam", type=float, default=0.02)
-    ap.add_argument("--w-u", dest="w_u", type=float, default=1.0)
+    ap.add_argument("--w-u", dest="w_u", type=float, default=0.01)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--monitor", type=int, default=256)
-    ap.add_argument("--fresh", type=int, default=1000)
-    ap.add_argument("--fid-n", dest="fid_n", type=int, default=1000)
+    ap.add_argument("--monitor", type=int, default=128)
+    ap.add_argument("--fresh", type=int, default=500)
+    ap.add_argument("--fid-n", dest="fid_n", type=int, default=500)
     ap.add_argument("--attack-steps", type=int, default=100)
-    ap.add_argument("--attack-every", type=int, default=10)
-    ap.add_argument("--attack-codes", type=int, default=256)
+    ap.add_argument("--attack-every", type=int, default=20)
+    ap.add_argument("--attack-codes", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="a tiny model and budget (CI)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
