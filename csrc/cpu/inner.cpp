@@ -53,9 +53,9 @@ void gram_block(const V* const* rp, int64_t k, int64_t n, double* g) {
   if (i < k) g[at(i, i)] += dot(rp[i], rp[i], n);
 }
 
-// x_ptrs: T pointers to n_t elements of X, or empty (no x). row_ptrs: T pointers to (k, n_t) blocks
-// of R with row stride lds[t]. ns: the T piece sizes n_t. out: W = k + 1 (+ k(k+1)/2) float64
-// values.
+// x_ptrs: T pointers to n_t elements of X, or empty (no x). row_ptrs, lds: the rows of R (a RowSet:
+// T pointers to (k, n_t) blocks with row stride lds[t], or a table of T * k row pointers). ns: the
+// T piece sizes n_t. out: W = k + 1 (+ k(k+1)/2) float64 values.
 template <typename X, typename R>
 void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                   const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
@@ -65,21 +65,23 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
   const bool has_x = !x_ptrs.empty();
   const int64_t W = k + 1 + (with_gram ? k * (k + 1) / 2 : 0);
   const PieceIndex pieces(ns);
+  const RowSet rs{row_ptrs, lds, k};
   const int64_t B = block_size(k, sizeof(RV));
-  const int nchunks = plan_chunks(pieces.total() * (k + 1), num_threads);
-  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);  // one row of sums per chunk
+  const Plan plan = plan_work(pieces.total() * (k + 1), num_threads);
+  const int nchunks = plan.chunks;
+  const int64_t WP = partial_stride(W);  // one row of sums per chunk, on its own cache lines
+  std::vector<double> partial(static_cast<size_t>(nchunks * WP), 0.0);
   if (has_x || with_gram) {
-    parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
-      double* acc = partial.data() + c * W;
+    parallel_for(pieces.total(), plan, [&](int c, int64_t begin, int64_t end) {
+      double* acc = partial.data() + c * WP;
       std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
       std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
       std::vector<const RV*> rp(k);
       pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
-        const R* rows = reinterpret_cast<const R*>(row_ptrs[t]);
         for (int64_t b0 = lo; b0 < hi; b0 += B) {
           const int64_t n = std::min(B, hi - b0);
           for (int64_t j = 0; j < k; ++j) {
-            rp[j] = load_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
+            rp[j] = load_block(rs.row<const R>(t, j) + b0, n, rbuf.data() + j * B);
           }
           if (has_x) {
             const XV* xv = load_block(reinterpret_cast<const X*>(x_ptrs[t]) + b0, n, xbuf.data());
@@ -97,7 +99,7 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
   }
   for (int64_t w = 0; w < W; ++w) {
     double s = 0.0;
-    for (int c = 0; c < nchunks; ++c) s += partial[c * W + w];
+    for (int c = 0; c < nchunks; ++c) s += partial[c * WP + w];
     out[w] = s;
   }
 }
@@ -122,7 +124,7 @@ void inner_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& r
                const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                bool with_gram, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
   const char* what = "inner_cpu";
-  check_pieces(what, row_ptrs, lds, ns, k);
+  check_pieces(what, row_ptrs, lds, ns, k, /*table_ok=*/true);
   if (!x_ptrs.empty()) check_vector(what, "x", x_ptrs, ns);
   check_threads(what, num_threads);
   if (out_ptr == 0) throw std::invalid_argument("inner_cpu: out_ptr is null");
@@ -139,7 +141,9 @@ void register_inner_cpu(py::module_& m) {
       py::arg("ns"), py::arg("k"), py::arg("with_gram"), py::arg("x_dtype"), py::arg("row_dtype"),
       py::arg("out_ptr"), py::arg("num_threads"),
       "inner primitive on CPU: writes [<row_j, x>]_j, |x|^2 (zeros without x) and, with_gram, the "
-      "packed upper Gram triangle of the rows to the float64 buffer at out_ptr.");
+      "packed upper Gram triangle of the rows to the float64 buffer at out_ptr. row_ptrs: one "
+      "pointer per piece (row j at j * lds[t] elements after it) or a row table of len(ns) * k "
+      "pointers (row j of piece t at row_ptrs[t * k + j]).");
 }
 
 }  // namespace
