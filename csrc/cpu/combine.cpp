@@ -14,13 +14,14 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
+#include "uno/simd.h"
 
 namespace uno {
 namespace cpu {
@@ -95,26 +96,12 @@ SmallKernel<T_> small_kernel(int64_t k, int64_t r) {
 // them by kTileRows broadcast coefficients. The packed copy also makes in-place safe: a block is
 // read completely before any of its outputs is stored.
 //
-// Each output is sum_j m[i, j] * row_j in the order j = 0, 1, ..., k - 1 with a rounded product and
-// a rounded add (no FMA: -ffp-contract=off), the same operations at every vector width, so the
-// result is bit-identical at every ISA level.
-#if defined(__AVX512F__)
-#define UNO_VEC_BYTES 64
-constexpr int kTileRows = 8;  // 16 of the 32 zmm registers hold the tile
-#elif defined(__AVX__)
-#define UNO_VEC_BYTES 32
-constexpr int kTileRows = 6;  // 12 of the 16 ymm registers
-#else
-#define UNO_VEC_BYTES 16
-constexpr int kTileRows = 6;  // 12 of the 16 xmm registers
-#endif
-typedef double VecD __attribute__((vector_size(UNO_VEC_BYTES)));
-// The same vector at any double's address (unaligned, may alias doubles): loads and stores of
-// the tile without a round trip through a stack array.
-typedef double VecDu __attribute__((vector_size(UNO_VEC_BYTES), aligned(8), may_alias));
-constexpr int kVecD = UNO_VEC_BYTES / 8;  // doubles per vector
+// Each output is sum_j m[i, j] * row_j in the order j = 0, 1, ..., k - 1, each term added with a
+// fused multiply-add where the level has FMA (x86-64-v3 and v4, which therefore give the same bits)
+// and with a rounded product and a rounded add at x86-64-v2 (whose last bits may differ); the
+// result never depends on the vector width or the thread count.
+constexpr int kTileRows = kManyRegs ? 8 : 6;  // 16 of 32 zmm registers hold the tile; 12 of 16
 constexpr int kTileCols = 2 * kVecD;
-#undef UNO_VEC_BYTES
 
 // res[ii][c] = sum_j m[ii * ldm + j] * panel[j * kTileCols + c] for ii < RB, c < kTileCols.
 template <int RB>
@@ -128,13 +115,13 @@ inline void tile(const double* __restrict panel, int64_t k, const double* __rest
     acc1[ii] = VecD{};
   }
   for (int64_t j = 0; j < k; ++j) {
-    const VecD a0 = *reinterpret_cast<const VecDu*>(panel + j * kTileCols);
-    const VecD a1 = *reinterpret_cast<const VecDu*>(panel + j * kTileCols + kVecD);
+    const VecD a0 = load_vec(panel + j * kTileCols);
+    const VecD a1 = load_vec(panel + j * kTileCols + kVecD);
 #pragma GCC unroll 16
     for (int ii = 0; ii < RB; ++ii) {
-      const double c = m[ii * ldm + j];
-      acc0[ii] += c * a0;
-      acc1[ii] += c * a1;
+      const VecD c = splat(m[ii * ldm + j]);
+      acc0[ii] = fmadd(c, a0, acc0[ii]);
+      acc1[ii] = fmadd(c, a1, acc1[ii]);
     }
   }
 #pragma GCC unroll 16
@@ -219,7 +206,8 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
   parallel_for(pieces.total(), plan, [&](int, int64_t begin, int64_t end) {
     std::vector<const T_*> rp(k);
     std::vector<T_*> op(r);
-    std::vector<double> pack(small ? 0 : B * k);
+    // uninitialised (every value is written before it is read): no memset of B * k doubles per call
+    std::unique_ptr<double[]> pack(small ? nullptr : new double[static_cast<size_t>(B * k)]);
     pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
       for (int64_t j = 0; j < k; ++j) rp[j] = in.row<const T_>(t, j);
       for (int64_t i = 0; i < r; ++i) op[i] = outs.row<T_>(t, i);
@@ -228,7 +216,7 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
         return;
       }
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.data());
+        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get());
       }
     });
   });

@@ -9,14 +9,17 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
+#include "uno/simd.h"
 
 namespace uno {
 namespace cpu {
@@ -38,11 +41,78 @@ inline void gram_pair(const V* __restrict a0, const V* __restrict a1, const V* _
   *s1 += v;
 }
 
+// Register-blocked Gram tile (k >= kGramTileMin): s[i][j] = <ai[i], aj[j]> over n values for
+// i < RI, j < RJ, with RI * RJ vector accumulators (each load of a row serves RJ or RI products,
+// and RI * RJ independent sums hide the add latency; fused multiply-adds where the level has FMA).
+// Lanes are added in a fixed tree, then the tail in order: deterministic; the lane split and the
+// fusing follow the ISA level, so the last bits may differ between levels (like `dots`).
+template <typename V, int RI, int RJ>
+void gram_tile(const V* const* ai, const V* const* aj, int64_t n, double (*s)[4]) {
+  VecD acc[RI][RJ];
+#pragma GCC unroll 16
+  for (int i = 0; i < RI * RJ; ++i) acc[i / RJ][i % RJ] = VecD{};
+  int64_t p = 0;
+  for (; p + kVecD <= n; p += kVecD) {
+    VecD x[RI], y[RJ];
+#pragma GCC unroll 4
+    for (int i = 0; i < RI; ++i) x[i] = load_vec(ai[i] + p);
+#pragma GCC unroll 4
+    for (int j = 0; j < RJ; ++j) y[j] = load_vec(aj[j] + p);
+#pragma GCC unroll 16
+    for (int i = 0; i < RI * RJ; ++i) {
+      acc[i / RJ][i % RJ] = fmadd(x[i / RJ], y[i % RJ], acc[i / RJ][i % RJ]);
+    }
+  }
+  for (int i = 0; i < RI; ++i) {
+    for (int j = 0; j < RJ; ++j) {
+      double t = sum_vec(acc[i][j]);
+      for (int64_t q = p; q < n; ++q) {
+        t += static_cast<double>(ai[i][q]) * static_cast<double>(aj[j][q]);
+      }
+      s[i][j] = t;
+    }
+  }
+}
+
+// Tile edge: 4 x 4 with 32 vector registers (AVX-512), 3 x 3 with 16.
+constexpr int kGramTile = kManyRegs ? 4 : 3;
+constexpr int64_t kGramTileMin = 4;  // below, the pairwise sweeps (gram_pair) are as fast
+
+template <typename V>
+using GramTileFn = void (*)(const V* const*, const V* const*, int64_t, double (*)[4]);
+
+template <typename V, int RI, int... RJ>
+constexpr std::array<GramTileFn<V>, sizeof...(RJ)> gram_row(std::integer_sequence<int, RJ...>) {
+  return {&gram_tile<V, RI, RJ + 1>...};
+}
+template <typename V, int... RI>
+constexpr std::array<std::array<GramTileFn<V>, kGramTile>, sizeof...(RI)> gram_tiles(
+    std::integer_sequence<int, RI...>) {
+  return {gram_row<V, RI + 1>(std::make_integer_sequence<int, kGramTile>{})...};
+}
+
 // Adds the block's Gram upper triangle (packed row by row) to g. rp: k pointers to n values each.
 template <typename V>
 void gram_block(const V* const* rp, int64_t k, int64_t n, double* g) {
   // Packed index of (i, j), i <= j: i*k - i*(i-1)/2 + (j - i).
   auto at = [k](int64_t i, int64_t j) { return i * k - i * (i - 1) / 2 + (j - i); };
+  if (k >= kGramTileMin) {
+    static constexpr auto tiles = gram_tiles<V>(std::make_integer_sequence<int, kGramTile>{});
+    double s[4][4];
+    for (int64_t i0 = 0; i0 < k; i0 += kGramTile) {
+      const int ri = static_cast<int>(std::min<int64_t>(kGramTile, k - i0));
+      for (int64_t j0 = i0; j0 < k; j0 += kGramTile) {
+        const int rj = static_cast<int>(std::min<int64_t>(kGramTile, k - j0));
+        tiles[ri - 1][rj - 1](rp + i0, rp + j0, n, s);
+        for (int i = 0; i < ri; ++i) {
+          for (int j = 0; j < rj; ++j) {
+            if (i0 + i <= j0 + j) g[at(i0 + i, j0 + j)] += s[i][j];
+          }
+        }
+      }
+    }
+    return;
+  }
   int64_t i = 0;
   for (; i + 1 < k; i += 2) {
     g[at(i, i)] += dot(rp[i], rp[i], n);
