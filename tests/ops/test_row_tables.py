@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import uno
-from backend_params import TOL
+from backend_params import BACKEND_DEVICES, TOL
 
 pytest.importorskip("uno._backends.cpu")
 
@@ -44,6 +44,22 @@ def test_project_separate_vectors_matches_reference(k, dtype):
     uno.project_(g, vecs, backend="cpu")
     for a, b in zip(g, want):
         assert torch.allclose(a.double(), b.double(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_separate_vectors_on_every_backend(backend, device):
+    """Backends without row tables (reference, triton, cuda) get the stacked blocks instead."""
+    gen = torch.Generator().manual_seed(5)
+    vecs = [[x.to(device) for x in _vec(gen, torch.float32)] for _ in range(3)]
+    g = [x.to(device) for x in _vec(gen, torch.float32)]
+    want = [x.cpu().double() for x in g]
+    uno.project_(want, [[x.cpu().double() for x in v] for v in vecs], backend="reference")
+    uno.project_(g, vecs, backend=backend)
+    for a, b in zip(g, want):
+        assert torch.allclose(a.cpu().double(), b, **TOL[torch.float32])
+    b = uno.orthonormalize(vecs, backend=backend)
+    q = b.buffer[: b.k].double().cpu()
+    assert b.k == 3 and torch.allclose(q @ q.T, torch.eye(3, dtype=torch.float64), atol=1e-5)
 
 
 def test_project_separate_vectors_never_stacks(no_stack):

@@ -10,8 +10,8 @@ per-round ratios; ms and GB/s are medians of the uno method's own times.
 Bytes per parameter (fp32; k basis vectors; what one call must read and write at least):
   inner (dot_norms)      8: reads a and b
   project_ (Basis)       4·(3 + 2k): pass A reads g and k rows, pass B reads both and writes g
-  combine (k → r)        4·(k + r), and r·k multiply-adds per parameter (GFMA/s, % of a same-run
-                         float64 GEMM: torch.mm on 1024² matrices)
+  combine (k → r)        4·(k + r), and r·k multiply-adds per parameter (GFMA/s, % of a float64
+                         GEMM, torch.mm on 1024² matrices, in the same rounds)
   orthonormalize (k)     4·4k: CholeskyQR2's Gram (k rows), Q₁ = M V (k in, k out), Q₁'s Gram (k)
   ProjectedAdam (grad)   32 + 8k: pass A reads g and k rows; pass B reads p, g, m, v, k rows, writes
                          p, m, v
@@ -234,16 +234,16 @@ def cases(quick: bool) -> Iterator[Case]:
         yield ps
 
 
-def _fma_peak(threads: int, n: int = 1024) -> float:
-    """GFMA/s of a float64 torch.mm of two n x n matrices (the compute reference of combine)."""
-    a, b = torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64)
-    ts = [h.timeit(lambda: a @ b, torch.device("cpu"), 3, min_time=0.2) for _ in range(1)]
-    return n**3 / min(ts) / 1e9
+GEMM_N = 1024  # the float64 torch.mm of two GEMM_N x GEMM_N matrices: combine's compute reference
 
 
-def measure(case: Case, n_rounds: int, threads: int, gemm: float) -> Dict[str, object]:
-    """One table row: medians over interleaved rounds of ``case`` with the copy and the triad."""
+def measure(case: Case, n_rounds: int, threads: int) -> Dict[str, object]:
+    """One table row: medians over interleaved rounds of ``case`` with the copy and the triad (and,
+    for a case with multiply-adds, the float64 GEMM)."""
     methods = dict(_stream(case.p), **case.methods)
+    if case.fma_pp:
+        a = torch.randn(GEMM_N, GEMM_N, dtype=torch.float64)
+        methods["gemm"] = (None, partial(torch.mm, a, a))
     t = rounds(methods, n_rounds)
     uno_t = t["uno"]
     row: Dict[str, object] = dict(
@@ -262,7 +262,10 @@ def measure(case: Case, n_rounds: int, threads: int, gemm: float) -> Dict[str, o
         )
     if case.fma_pp:
         row["GFMAps"] = case.fma_pp * case.p / statistics.median(uno_t) / 1e9
-        row["frac_gemm"] = row["GFMAps"] / gemm  # type: ignore[operator]
+        row["gemm_GFMAps"] = GEMM_N**3 / statistics.median(t["gemm"]) / 1e9
+        row["frac_gemm"] = statistics.median(
+            case.fma_pp * case.p / GEMM_N**3 * g / u for g, u in zip(t["gemm"], uno_t)
+        )
     speedups = []
     for name in case.methods:
         if name != "uno":
@@ -332,10 +335,8 @@ def main(argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, Non
     try:
         for th in threads:
             torch.set_num_threads(th)
-            gemm = _fma_peak(th)
             for case in cases(args.quick):
-                row = measure(case, n_rounds, th, gemm)
-                row["gemm_GFMAps"] = gemm
+                row = measure(case, n_rounds, th)
                 print(format_row(COLUMNS, row), flush=True)
                 rows.append(row)
                 del case
