@@ -165,3 +165,32 @@ def test_blocked_combine_is_deterministic_across_threads():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+_ISA_SCRIPT = """
+import hashlib, torch
+from uno._backends import cpu as be
+g = torch.Generator().manual_seed(0)
+rows = torch.randn(16, 1007, generator=g, dtype=torch.float64)
+m = torch.randn(16, 16, generator=g, dtype=torch.float64)
+out = torch.empty(16, 1007, dtype=torch.float64)
+be.combine([out], [rows], m)
+print(hashlib.sha256(out.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_blocked_combine_same_bits_at_v3_and_v4():
+    """Explicit FMAs at both levels (docs/kernels.md): the micro-kernel's float64 outputs agree."""
+    import os
+    import subprocess
+    import sys
+
+    if not {"x86-64-v3", "x86-64-v4"} <= set(getattr(_C, "cpu_isa_supported", [])):
+        pytest.skip("this CPU or build lacks x86-64-v3 or v4")
+    digests = []
+    for level in ("v3", "v4"):
+        env = dict(os.environ, UNO_CPU_ISA=level)
+        res = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        digests.append(res.stdout.strip())
+    assert digests[0] == digests[1] and len(digests[0]) == 64
