@@ -314,8 +314,8 @@ def main(argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, Non
     if default_csv is not None:
         ap.set_defaults(out=Path(default_csv).parent)
     args = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
-    n_rounds = args.rounds or (2 if args.quick else 7)
-    threads = args.threads or ([1] if args.quick else [1, 2])
+    n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
+    threads = args.threads if args.threads is not None else ([1] if args.quick else [1, 2])
     if n_rounds < 1 or any(t < 1 for t in threads):
         ap.error("--rounds and --threads must be >= 1")
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else []
