@@ -2,7 +2,8 @@
 // column, computed in float64 and rounded once. `out` may be the memory of `rows` (in-place
 // transform of a Basis): every column (k <= 4) or block of columns is loaded for all k rows before
 // any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
-// the blocked kernel at these k, bench/bench_combine.py); larger k the blocked kernel.
+// the blocked kernel at these k, bench/bench_combine.py); larger k a register-blocked micro-kernel
+// over a packed float64 copy of each block (combine_block).
 #ifdef UNO_CPU_BINDINGS
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,12 +12,16 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "uno/cpu_kernels.h"
 #include "uno/dtype.h"
 #include "uno/parallel.h"
+#include "uno/simd.h"
 
 namespace uno {
 namespace cpu {
@@ -26,28 +31,32 @@ namespace {
 // Small k (<= 4, r <= k): each column's k values are held in registers and its r outputs computed
 // from them in one pass over memory, K and R known at compile time. In place is safe: a column's k
 // values are all loaded before any of its r outputs is stored, and out aliases rows only at the
-// same positions (same row stride and offsets, checked by the adapter).
+// same positions (same row stride and offsets, checked by the adapter). rp / op: the K input and R
+// output row pointers of one piece.
 template <typename T_, int K, int R>
-void combine_small(const T_* rows, int64_t ld, T_* out, int64_t old, int64_t lo, int64_t hi,
-                   const double* m) {
+void combine_small(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, const double* m) {
   double c[R][K];
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < K; ++j) c[i][j] = m[i * K + j];
   }
+  const T_* __restrict a_[K];
+  T_* __restrict o_[R];
+  for (int j = 0; j < K; ++j) a_[j] = rp[j];
+  for (int i = 0; i < R; ++i) o_[i] = op[i];
 #pragma omp simd
   for (int64_t p = lo; p < hi; ++p) {
     double a[K];
-    for (int j = 0; j < K; ++j) a[j] = static_cast<double>(Elem<T_>::load(rows[j * ld + p]));
+    for (int j = 0; j < K; ++j) a[j] = static_cast<double>(Elem<T_>::load(a_[j][p]));
     for (int i = 0; i < R; ++i) {
       double s = 0.0;
       for (int j = 0; j < K; ++j) s += c[i][j] * a[j];
-      out[i * old + p] = Elem<T_>::store(s);
+      o_[i][p] = Elem<T_>::store(s);
     }
   }
 }
 
 template <typename T_>
-using SmallKernel = void (*)(const T_*, int64_t, T_*, int64_t, int64_t, int64_t, const double*);
+using SmallKernel = void (*)(const T_* const*, T_* const*, int64_t, int64_t, const double*);
 
 // The register kernel for (k, r), or null when k > 4.
 template <typename T_>
@@ -78,44 +87,136 @@ SmallKernel<T_> small_kernel(int64_t k, int64_t r) {
   }
 }
 
-// out_ptrs: T pointers to (r, n_t) blocks of T_ with row stride out_lds[t]. row_ptrs: T pointers to
-// (k, n_t) blocks of T_ with row stride lds[t]. ns: the T piece sizes. m: (r, k) float64,
-// row-major. Every output is a float64 sum over j, rounded once.
+// k > 4: a register-blocked micro-kernel over a packed float64 copy of a block of columns.
+//
+// The block's k rows are converted to float64 and packed in panels of kTileCols columns (panel q
+// holds its k x kTileCols values contiguously, so one panel, k * kTileCols * 8 bytes, stays in L1
+// while every group of output rows reads it). A tile of kTileRows outputs x kTileCols columns is
+// held in 2 * kTileRows vector registers; every step j loads two vectors of row j and multiplies
+// them by kTileRows broadcast coefficients. The packed copy also makes in-place safe: a block is
+// read completely before any of its outputs is stored.
+//
+// Each output is sum_j m[i, j] * row_j in the order j = 0, 1, ..., k - 1, each term added with a
+// fused multiply-add where the level has FMA (x86-64-v3 and v4, which therefore give the same bits)
+// and with a rounded product and a rounded add at x86-64-v2 (whose last bits may differ); the
+// result never depends on the vector width or the thread count.
+constexpr int kTileRows = kManyRegs ? 8 : 6;  // 16 of 32 zmm registers hold the tile; 12 of 16
+constexpr int kTileCols = 2 * kVecD;
+
+// res[ii][c] = sum_j m[ii * ldm + j] * panel[j * kTileCols + c] for ii < RB, c < kTileCols.
+template <int RB>
+inline void tile(const double* __restrict panel, int64_t k, const double* __restrict m, int64_t ldm,
+                 double (*__restrict res)[kTileCols]) {
+  // Fully unrolled, so that the accumulators live in registers only (no zeroed stack copy).
+  VecD acc0[RB], acc1[RB];
+#pragma GCC unroll 16
+  for (int ii = 0; ii < RB; ++ii) {
+    acc0[ii] = VecD{};
+    acc1[ii] = VecD{};
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const VecD a0 = load_vec(panel + j * kTileCols);
+    const VecD a1 = load_vec(panel + j * kTileCols + kVecD);
+#pragma GCC unroll 16
+    for (int ii = 0; ii < RB; ++ii) {
+      const VecD c = splat(m[ii * ldm + j]);
+      acc0[ii] = fmadd(c, a0, acc0[ii]);
+      acc1[ii] = fmadd(c, a1, acc1[ii]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int ii = 0; ii < RB; ++ii) {
+    *reinterpret_cast<VecDu*>(res[ii]) = acc0[ii];
+    *reinterpret_cast<VecDu*>(res[ii] + kVecD) = acc1[ii];
+  }
+}
+
+using TileFn = void (*)(const double*, int64_t, const double*, int64_t, double (*)[kTileCols]);
+
+template <int... RB>
+constexpr std::array<TileFn, sizeof...(RB)> tile_table(std::integer_sequence<int, RB...>) {
+  return {&tile<RB + 1>...};
+}
+// tiles[rb - 1]: the tile of rb output rows (the last group of r rows may be short).
+constexpr std::array<TileFn, kTileRows> tiles =
+    tile_table(std::make_integer_sequence<int, kTileRows>{});
+
+// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2).
+inline int64_t blocked_cols(int64_t k) {
+  const int64_t cols = (256 * 1024) / (8 * k) / kTileCols * kTileCols;
+  return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
+}
+
+// One block of n columns of one piece: pack rows rp[j] + b0 (j < k), then out rows op[i] + b0.
+template <typename T_>
+void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t k, int64_t r,
+                   const double* m, double* pack) {
+  const int64_t panels = (n + kTileCols - 1) / kTileCols;
+  for (int64_t j = 0; j < k; ++j) {
+    const T_* __restrict src = rp[j] + b0;
+    for (int64_t q = 0; q < panels; ++q) {
+      double* __restrict dst = pack + (q * k + j) * kTileCols;
+      const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
+      if (w == kTileCols) {
+#pragma omp simd
+        for (int c = 0; c < kTileCols; ++c)
+          dst[c] = static_cast<double>(Elem<T_>::load(src[c0 + c]));
+      } else {  // the block's last panel: zero-padded (its padding columns are never stored)
+        for (int c = 0; c < kTileCols; ++c) {
+          dst[c] = c < w ? static_cast<double>(Elem<T_>::load(src[c0 + c])) : 0.0;
+        }
+      }
+    }
+  }
+  alignas(64) double res[kTileRows][kTileCols];
+  for (int64_t q = 0; q < panels; ++q) {
+    const double* panel = pack + q * k * kTileCols;
+    const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
+    for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
+      const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
+      tiles[rb - 1](panel, k, m + i0 * k, k, res);
+      for (int ii = 0; ii < rb; ++ii) {
+        T_* __restrict dst = op[i0 + ii] + b0 + c0;
+        if (w == kTileCols) {
+#pragma omp simd
+          for (int c = 0; c < kTileCols; ++c) dst[c] = Elem<T_>::store(res[ii][c]);
+        } else {
+          for (int64_t c = 0; c < w; ++c) dst[c] = Elem<T_>::store(res[ii][c]);
+        }
+      }
+    }
+  }
+}
+
+// out_ptrs, out_lds: the r output rows (a RowSet: T (r, n_t) blocks of T_ with row stride
+// out_lds[t], or a table of T * r row pointers). row_ptrs, lds: the k input rows, likewise. ns: the
+// T piece sizes. m: (r, k) float64, row-major. Every output is a float64 sum over j, rounded once.
 template <typename T_>
 void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t>& out_lds,
                     const std::vector<int64_t>& row_ptrs, const std::vector<int64_t>& lds,
                     const std::vector<int64_t>& ns, int64_t k, int64_t r, const double* m,
                     int num_threads) {
-  using V = typename Elem<T_>::V;
   const PieceIndex pieces(ns);
-  const int nchunks = plan_chunks(pieces.total() * (k + r), num_threads);
+  const RowSet in{row_ptrs, lds, k}, outs{out_ptrs, out_lds, r};
+  // The blocked kernel does r * k multiply-adds per column: count them as work too (k = 64 is
+  // compute-bound), so that mid-sized inputs use every thread.
+  const Plan plan = plan_work(pieces.total() * (k + r + (k > 4 ? r * k / 8 : 0)), num_threads);
   const SmallKernel<T_> small = small_kernel<T_>(k, r);
-  const int64_t B = block_size(k, sizeof(V));
-  parallel_for(pieces.total(), nchunks, [&](int, int64_t begin, int64_t end) {
-    // k > 4: blocks of columns; a copy of the block's k rows (out may overwrite rows), then every
-    // output as a float64 linear combination of the copies
-    std::vector<V> rbuf(small ? 0 : B * k);
-    std::vector<const V*> rp(k);
-    std::vector<double> s(small ? 0 : B);
+  const int64_t B = blocked_cols(k);
+  parallel_for(pieces.total(), plan, [&](int, int64_t begin, int64_t end) {
+    std::vector<const T_*> rp(k);
+    std::vector<T_*> op(r);
+    // uninitialised (every value is written before it is read): no memset of B * k doubles per call
+    std::unique_ptr<double[]> pack(small ? nullptr : new double[static_cast<size_t>(B * k)]);
     pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
-      const T_* rows = reinterpret_cast<const T_*>(row_ptrs[t]);
-      T_* out = reinterpret_cast<T_*>(out_ptrs[t]);
+      for (int64_t j = 0; j < k; ++j) rp[j] = in.row<const T_>(t, j);
+      for (int64_t i = 0; i < r; ++i) op[i] = outs.row<T_>(t, i);
       if (small) {
-        small(rows, lds[t], out, out_lds[t], lo, hi, m);
+        small(rp.data(), op.data(), lo, hi, m);
         return;
       }
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        const int64_t n = std::min(B, hi - b0);
-        for (int64_t j = 0; j < k; ++j) {
-          rp[j] = copy_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
-        }
-        for (int64_t i = 0; i < r; ++i) {
-          lincomb(rp.data(), m + i * k, k, n, s.data());
-          T_* __restrict ob = out + i * out_lds[t] + b0;
-          const double* __restrict sb = s.data();
-#pragma omp simd
-          for (int64_t p = 0; p < n; ++p) ob[p] = Elem<T_>::store(sb[p]);
-        }
+        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get());
       }
     });
   });
@@ -142,7 +243,7 @@ void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t
                  const std::vector<int64_t>& ns, int64_t k, int64_t r, int64_t m_ptr, int dtype,
                  int num_threads) {
   const char* what = "combine_cpu";
-  check_pieces(what, row_ptrs, lds, ns, k);
+  check_pieces(what, row_ptrs, lds, ns, k, /*table_ok=*/true);
   if (r < 1 || r > k) {
     throw std::invalid_argument("combine_cpu: r must be in [1, k] = [1, " + std::to_string(k) +
                                 "], got " + std::to_string(r));
@@ -151,7 +252,7 @@ void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t
     throw std::invalid_argument("combine_cpu: out has " + std::to_string(out_ptrs.size()) +
                                 " pieces but rows have " + std::to_string(ns.size()));
   }
-  check_pieces("combine_cpu (out)", out_ptrs, out_lds, ns, r);
+  check_pieces("combine_cpu (out)", out_ptrs, out_lds, ns, r, /*table_ok=*/true);
   check_threads(what, num_threads);
   if (m_ptr == 0) throw std::invalid_argument("combine_cpu: m_ptr is null");
   dispatch_one(dtype, what, [](auto) {});  // validate before releasing the GIL
@@ -166,7 +267,8 @@ void register_combine_cpu(py::module_& m) {
         py::arg("lds"), py::arg("ns"), py::arg("k"), py::arg("r"), py::arg("m_ptr"),
         py::arg("dtype"), py::arg("num_threads"),
         "combine primitive on CPU: out[t][i] = sum_j m[i, j] rows[t][j] for the (r, k) float64 "
-        "matrix at m_ptr; out may be the memory of rows (r <= k).");
+        "matrix at m_ptr; out may be the memory of rows (r <= k). rows and out: one pointer per "
+        "piece or a row table (len(ns) * k, resp. len(ns) * r pointers, as inner_cpu).");
 }
 
 }  // namespace

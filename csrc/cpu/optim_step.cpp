@@ -204,9 +204,11 @@ void step_kernel(const Args& a, double* out, int num_threads) {
   const C scale = static_cast<C>(a.scale);
   const PieceIndex pieces(a.ns);
   const int64_t B = block_size(std::max<int64_t>(k, 1) + 4, 8);
-  const int nchunks = plan_chunks(pieces.total() * (k + 4), num_threads);
+  const Plan plan = plan_work(pieces.total() * (k + 4), num_threads);
+  const int nchunks = plan.chunks;
   const int64_t W = std::max<int64_t>(k, 1);
-  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);
+  const int64_t WP = partial_stride(W);  // one row of sums per chunk, on its own cache lines
+  std::vector<double> partial(static_cast<size_t>(nchunks * WP), 0.0);
 
   // Hyperparameters (compute type).
   const C lr = static_cast<C>(a.hyper[0]);
@@ -254,8 +256,8 @@ void step_kernel(const Args& a, double* out, int num_threads) {
     }
   }
 
-  parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
-    double* acc = partial.data() + c * W;
+  parallel_for(pieces.total(), plan, [&](int c, int64_t begin, int64_t end) {
+    double* acc = partial.data() + c * WP;
     std::vector<double> s(B, 0.0);   // sum_j c_j q_j over the block (write phase)
     std::vector<double> ub(B, 0.0);  // the block's updates (phase 2)
     std::vector<C> gc(B);            // the gradient the optimizer sees (projected, unscaled)
@@ -303,7 +305,7 @@ void step_kernel(const Args& a, double* out, int num_threads) {
   if (phase != kWrite) {
     for (int64_t w = 0; w < k; ++w) {
       double sum = 0.0;
-      for (int c = 0; c < nchunks; ++c) sum += partial[c * W + w];
+      for (int c = 0; c < nchunks; ++c) sum += partial[c * WP + w];
       out[w] = sum;
     }
   }

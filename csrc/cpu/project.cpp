@@ -39,9 +39,9 @@ inline void project_one(const T* __restrict q, double c, T* __restrict x, int64_
   acc[1] += sum_lanes(v);
 }
 
-// x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs: T pointers to (k, n_t)
-// blocks of R with row stride lds[t]. ns: the T piece sizes. y: k float64 coefficients. out: k + 1
-// float64.
+// x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs, lds: the rows of R (a
+// RowSet: T (k, n_t) blocks with row stride lds[t], or a table of T * k row pointers). ns: the T
+// piece sizes. y: k float64 coefficients. out: k + 1 float64.
 template <typename X, typename R>
 void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>& row_ptrs,
                     const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
@@ -50,22 +50,24 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
   using RV = typename Elem<R>::V;
   const int64_t W = k + 1;
   const PieceIndex pieces(ns);
+  const RowSet rs{row_ptrs, lds, k};
   const int64_t B = block_size(k, sizeof(RV));
-  const int nchunks = plan_chunks(pieces.total() * (k + 1), num_threads);
-  std::vector<double> partial(static_cast<size_t>(nchunks * W), 0.0);  // one row of sums per chunk
-  parallel_for(pieces.total(), nchunks, [&](int c, int64_t begin, int64_t end) {
-    double* acc = partial.data() + c * W;
+  const Plan plan = plan_work(pieces.total() * (k + 1), num_threads);
+  const int nchunks = plan.chunks;
+  const int64_t WP = partial_stride(W);  // one row of sums per chunk, on its own cache lines
+  std::vector<double> partial(static_cast<size_t>(nchunks * WP), 0.0);
+  parallel_for(pieces.total(), plan, [&](int c, int64_t begin, int64_t end) {
+    double* acc = partial.data() + c * WP;
     std::vector<double> s(B);  // sum_j y_j row_j over the block
     std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
     std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
     std::vector<const RV*> rp(k);
     pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
-      const R* rows = reinterpret_cast<const R*>(row_ptrs[t]);
       X* x = reinterpret_cast<X*>(x_ptrs[t]);
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
         const int64_t n = std::min(B, hi - b0);
         for (int64_t j = 0; j < k; ++j) {
-          rp[j] = load_block(rows + j * lds[t] + b0, n, rbuf.data() + j * B);
+          rp[j] = load_block(rs.row<const R>(t, j) + b0, n, rbuf.data() + j * B);
         }
         X* __restrict xb = x + b0;
         if constexpr (std::is_same_v<X, XV> && std::is_same_v<R, RV>) {
@@ -89,7 +91,7 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
   });
   for (int64_t w = 0; w < W; ++w) {
     double sum = 0.0;
-    for (int c = 0; c < nchunks; ++c) sum += partial[c * W + w];
+    for (int c = 0; c < nchunks; ++c) sum += partial[c * WP + w];
     out[w] = sum;
   }
 }
@@ -114,7 +116,7 @@ void project_cpu(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>&
                  const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                  int64_t y_ptr, int x_dtype, int row_dtype, int64_t out_ptr, int num_threads) {
   const char* what = "project_cpu";
-  check_pieces(what, row_ptrs, lds, ns, k);
+  check_pieces(what, row_ptrs, lds, ns, k, /*table_ok=*/true);
   check_vector(what, "x", x_ptrs, ns);
   check_threads(what, num_threads);
   if (y_ptr == 0) throw std::invalid_argument("project_cpu: y_ptr is null");
@@ -131,7 +133,8 @@ void register_project_cpu(py::module_& m) {
         py::arg("ns"), py::arg("k"), py::arg("y_ptr"), py::arg("x_dtype"), py::arg("row_dtype"),
         py::arg("out_ptr"), py::arg("num_threads"),
         "project primitive on CPU: x -= sum_j y[j] row_j in place, then writes [<row_j, x>]_j and "
-        "|x|^2 of the stored x to the float64 buffer at out_ptr (k + 1 values).");
+        "|x|^2 of the stored x to the float64 buffer at out_ptr (k + 1 values). row_ptrs: one "
+        "pointer per piece or a row table of len(ns) * k pointers (as inner_cpu).");
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "uno/isa.h"
@@ -31,11 +32,33 @@ constexpr int64_t kMinWorkPerThread = 131072;
 constexpr int64_t kChunkGrain = 64;
 constexpr int kMaxThreads = 256;
 
-// How many chunks (= threads) to use for `work` units of work when the caller allows num_threads.
+// How many threads to use for `work` units of work when the caller allows num_threads.
 inline int plan_chunks(int64_t work, int num_threads) {
   const int64_t by_work = std::max<int64_t>(1, work / kMinWorkPerThread);
   return static_cast<int>(std::min<int64_t>({by_work, std::max(num_threads, 1), kMaxThreads}));
 }
+
+// Chunks per thread when more than one thread runs. With one chunk per thread a helper thread that
+// the OS starts late (its core still held by torch's spinning OpenMP workers right after a torch
+// op, or by another process) leaves the calling thread to run the whole range alone: half speed at
+// two threads. With several chunks each, the late helper still claims its share of what is left.
+constexpr int kChunksPerThread = 4;
+
+// A fixed split of a kernel's range: `chunks` chunks (each one partial result, added in chunk
+// order) run by `threads` threads. It depends only on the work and num_threads, so results are
+// deterministic for a given thread count.
+struct Plan {
+  int chunks, threads;
+};
+inline Plan plan_work(int64_t work, int num_threads) {
+  const int threads = plan_chunks(work, num_threads);
+  return Plan{threads == 1 ? 1 : threads * kChunksPerThread, threads};
+}
+
+// Partial sums of different chunks on different cache lines: a row of W doubles per chunk takes
+// partial_stride(W) slots (a multiple of 8 doubles, 64 bytes), so two threads adding into their
+// chunks' rows never write the same line.
+inline int64_t partial_stride(int64_t W) { return (W + 7) / 8 * 8; }
 
 // Elements per cache block: the kernels process all k rows of a block of columns before moving on,
 // so a block of k rows (rows * bytes_per_elem bytes per column) should stay within the L1/L2
@@ -57,14 +80,16 @@ inline void chunk_range(int64_t n, int nchunks, int c, int64_t* begin, int64_t* 
 
 // Runs fn(c, begin, end) for every chunk c in [0, nchunks) and returns when all have run; the first
 // exception by chunk order is rethrown. Chunks are claimed from a shared counter by the calling
-// thread and by nchunks - 1 helper threads, so a helper that the OS starts late (a core still held
-// by another runtime's spinning workers, e.g. torch's OpenMP pool right after a torch op) costs
-// nothing: the calling thread takes its chunks and only waits for chunks a helper actually claimed.
-// Helpers are detached; one that starts after the last chunk was claimed exits without touching fn.
-// Which thread runs a chunk never changes its result: per-chunk partial results stay deterministic.
+// thread and by nthreads - 1 helper threads (default: one thread per chunk), so a helper that the
+// OS starts late (a core still held by another runtime's spinning workers, e.g. torch's OpenMP pool
+// right after a torch op) costs nothing: the calling thread takes its chunks and only waits for
+// chunks a helper actually claimed. Helpers are detached; one that starts after the last chunk was
+// claimed exits without touching fn. Which thread runs a chunk never changes its result: per-chunk
+// partial results stay deterministic.
 template <typename F>
-void parallel_for(int64_t n, int nchunks, F&& fn) {
+void parallel_for(int64_t n, int nchunks, int nthreads, F&& fn) {
   nchunks = std::max(nchunks, 1);
+  nthreads = std::min(std::max(nthreads, 1), nchunks);
   if (nchunks == 1) {
     int64_t b, e;
     chunk_range(n, 1, 0, &b, &e);
@@ -98,7 +123,7 @@ void parallel_for(int64_t n, int nchunks, F&& fn) {
       }
     }
   };
-  for (int c = 1; c < nchunks; ++c) {
+  for (int c = 1; c < nthreads; ++c) {
     try {
       std::thread(work).detach();
     } catch (...) {  // std::system_error: no more threads; the calling thread takes the chunks
@@ -113,6 +138,17 @@ void parallel_for(int64_t n, int nchunks, F&& fn) {
   for (auto& e : st->errors) {
     if (e) std::rethrow_exception(e);
   }
+}
+
+template <typename F>
+void parallel_for(int64_t n, int nchunks, F&& fn) {
+  parallel_for(n, nchunks, nchunks, std::forward<F>(fn));
+}
+
+// parallel_for over the chunks of a Plan.
+template <typename F>
+void parallel_for(int64_t n, const Plan& plan, F&& fn) {
+  parallel_for(n, plan.chunks, plan.threads, std::forward<F>(fn));
 }
 
 // The T pieces of a vector laid end to end: a global element index space [0, total) over them.
@@ -136,24 +172,52 @@ struct PieceIndex {
   }
 };
 
+// Where row j of piece t of a row set starts. Two layouts (docs/kernels.md, "row tables"):
+// - strided: ptrs has T entries, row j of piece t at element j * lds[t] after ptrs[t] (the
+//   pieces of a uno.Basis, or of a user's (k, *shape) tensor);
+// - table: ptrs has T * k entries, row j of piece t at ptrs[t * k + j] (k separate vectors, whose
+//   pieces live apart in memory: never stacked or copied); lds is then not read.
+// With k == 1 both layouts are the same list.
+struct RowSet {
+  const std::vector<int64_t>& ptrs;
+  const std::vector<int64_t>& lds;
+  int64_t k;
+  bool table() const { return k > 1 && ptrs.size() != lds.size(); }
+  template <typename T>
+  T* row(size_t t, int64_t j) const {
+    if (table()) return reinterpret_cast<T*>(ptrs[t * static_cast<size_t>(k) + j]);
+    return reinterpret_cast<T*>(ptrs[t]) + j * lds[t];
+  }
+};
+
 // Checks of the per-piece lists every CPU entry point receives (throws std::invalid_argument, which
-// pybind11 turns into ValueError): equal lengths, k >= 1, sizes >= 0, non-null pointers for
-// non-empty pieces, and row strides ld >= n when there is more than one row.
+// pybind11 turns into ValueError): equal lengths (or, with table_ok, T * k pointers: a row table),
+// k >= 1, sizes >= 0, non-null pointers for non-empty pieces, and row strides ld >= n when there is
+// more than one strided row.
 inline void check_pieces(const char* what, const std::vector<int64_t>& ptrs,
-                         const std::vector<int64_t>& lds, const std::vector<int64_t>& ns,
-                         int64_t k) {
+                         const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
+                         bool table_ok = false) {
   const std::string w(what);
   if (k < 1) throw std::invalid_argument(w + ": k must be >= 1, got " + std::to_string(k));
-  if (lds.size() != ptrs.size() || ns.size() != ptrs.size()) {
+  const size_t T = ns.size();
+  const bool table = table_ok && k > 1 && ptrs.size() == T * static_cast<size_t>(k) && T > 0;
+  if (lds.size() != T || (ptrs.size() != T && !table)) {
     throw std::invalid_argument(
         w + ": per-piece lists differ in length (" + std::to_string(ptrs.size()) + " pointers, " +
-        std::to_string(lds.size()) + " strides, " + std::to_string(ns.size()) + " sizes)");
+        std::to_string(lds.size()) + " strides, " + std::to_string(T) + " sizes" +
+        (table_ok ? "; a row table has sizes * k pointers)" : ")"));
   }
-  for (size_t t = 0; t < ns.size(); ++t) {
+  const size_t per = table ? static_cast<size_t>(k) : 1;
+  for (size_t t = 0; t < T; ++t) {
     const std::string at = w + ": piece " + std::to_string(t);
     if (ns[t] < 0) throw std::invalid_argument(at + " has negative size " + std::to_string(ns[t]));
-    if (ns[t] > 0 && ptrs[t] == 0) throw std::invalid_argument(at + " has a null data pointer");
-    if (k > 1 && ns[t] > 0 && lds[t] < ns[t]) {
+    for (size_t j = 0; j < per; ++j) {
+      if (ns[t] > 0 && ptrs[t * per + j] == 0) {
+        throw std::invalid_argument(at + (table ? " row " + std::to_string(j) : std::string()) +
+                                    " has a null data pointer");
+      }
+    }
+    if (!table && k > 1 && ns[t] > 0 && lds[t] < ns[t]) {
       throw std::invalid_argument(at + " has row stride " + std::to_string(lds[t]) +
                                   " smaller than its size " + std::to_string(ns[t]));
     }

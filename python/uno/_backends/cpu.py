@@ -1,14 +1,16 @@
 """The cpu backend: the primitives of docs/kernels.md as the C++ kernels of csrc/cpu/.
 
 Every function passes data pointers, row strides and sizes of the pieces to ``uno._C`` (no copy, no
-concatenation) together with a float64 output buffer; the kernels split the element range into
+concatenation) together with a float64 output buffer; rows may also be a
+:class:`~uno._backends._rowtable.RowTable` (k separate vectors: one pointer per piece and row, never
+stacked); the kernels split the element range into
 ``torch.get_num_threads()`` fixed chunks (deterministic for a given thread count) and release the GIL
 while they run. Arguments and results are those of the spec, :mod:`uno.reference`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -26,8 +28,12 @@ from uno._backends._layout import (
     step_kwargs,
     vector_ptrs,
 )
+from uno._backends._rowtable import RowTable
 
 NAME = "cpu"
+#: The kernels read row tables (``RowTable``: one pointer per piece and row), so the ops layer
+#: passes separate vectors without stacking them (:func:`uno.ops._rows.for_backend`).
+ROW_TABLES = True
 _CPU = torch.device("cpu")
 
 
@@ -71,10 +77,21 @@ def _threads() -> int:
     return max(1, int(torch.get_num_threads()))
 
 
-def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
-    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64, on the CPU."""
+def _rows_args(rows: Sequence[Tensor]) -> Tuple[int, List[int], List[int], List[int]]:
+    """``(k, row_ptrs, lds, ns)`` of a row set: ``(k, n_t)`` blocks (one pointer per piece) or a
+    RowTable (``T * k`` pointers; ``lds`` then unread, passed as the sizes)."""
+    if isinstance(rows, RowTable):
+        if len(rows) and rows[0].device.type != "cpu":
+            raise ValueError(f"this backend needs cpu tensors, got rows on {rows[0].device}")
+        return rows.k, rows.ptrs, rows.ns, rows.ns
     k = int(rows[0].shape[0]) if len(rows) else 0
     lds, ns = row_layout(rows, k, "rows", "cpu")
+    return k, row_ptrs(rows), lds, ns
+
+
+def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
+    """``[<row_j, x>]_j, |x|^2`` (and the packed upper Gram triangle) in float64, on the CPU."""
+    k, rptrs, lds, ns = _rows_args(rows)
     row_code = code(rows[0].dtype, "rows")
     if x is not None:
         x_ptrs = vector_ptrs(x, ns, _CPU, "x")
@@ -85,7 +102,7 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
     width = k + 1 + (k * (k + 1) // 2 if with_gram else 0)
     out = torch.empty(width, dtype=torch.float64)
     _lib().inner_cpu(
-        x_ptrs, row_ptrs(rows), lds, ns, k, bool(with_gram), x_code, row_code,
+        x_ptrs, rptrs, lds, ns, k, bool(with_gram), x_code, row_code,
         int(out.data_ptr()), _threads(),
     )  # fmt: skip
     return out
@@ -93,14 +110,13 @@ def inner(x: Optional[Sequence[Tensor]], rows: Sequence[Tensor], with_gram: bool
 
 def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
     """In place ``x <- x - sum_j y_j row_j``; returns ``[<row_j, x_new>]_j, |x_new|^2`` (float64)."""
-    k = int(rows[0].shape[0]) if len(rows) else 0
-    lds, ns = row_layout(rows, k, "rows", "cpu")
+    k, rptrs, lds, ns = _rows_args(rows)
     x_ptrs = vector_ptrs(x, ns, _CPU, "x")
     check_pair(x[0].dtype, rows[0].dtype)
     y64 = coefficients(y, (k,), _CPU, "y")
     out = torch.empty(k + 1, dtype=torch.float64)
     _lib().project_cpu(
-        x_ptrs, row_ptrs(rows), lds, ns, k, int(y64.data_ptr()), code(x[0].dtype, "x"),
+        x_ptrs, rptrs, lds, ns, k, int(y64.data_ptr()), code(x[0].dtype, "x"),
         code(rows[0].dtype, "rows"), int(out.data_ptr()), _threads(),
     )  # fmt: skip
     return out
@@ -108,11 +124,23 @@ def project(x: Sequence[Tensor], rows: Sequence[Tensor], y: Tensor) -> Tensor:
 
 def combine(out: Sequence[Tensor], rows: Sequence[Tensor], m: Tensor) -> None:
     """Write ``out[t] = m @ rows[t]`` for every piece (float64 arithmetic, rounded once); ``out`` may
-    be the memory of ``rows`` (r <= k, same row stride and offsets)."""
-    k, r, lds, ns, out_lds = check_combine(out, rows, m, "cpu")
+    be the memory of ``rows`` (r <= k, same row stride and offsets); ``rows`` may be a RowTable."""
+    if isinstance(rows, RowTable):
+        k, rptrs, lds, ns = _rows_args(rows)
+        if m.dim() != 2 or m.shape[1] != k:
+            raise ValueError(f"m has shape {tuple(m.shape)}, expected (r, {k})")
+        r = int(m.shape[0])
+        out_lds, out_ns = row_layout(out, r, "out", "cpu")
+        if out_ns != ns:
+            raise ValueError(f"out pieces have {out_ns} columns, rows have {ns}")
+        if out[0].dtype != rows[0].dtype:
+            raise TypeError(f"out has dtype {out[0].dtype}, expected rows' dtype {rows[0].dtype}")
+    else:
+        k, r, lds, ns, out_lds = check_combine(out, rows, m, "cpu")
+        rptrs = row_ptrs(rows)
     m64 = coefficients(m, (r, k), _CPU, "m")
     _lib().combine_cpu(
-        [int(o.data_ptr()) for o in out], out_lds, row_ptrs(rows), lds, ns, k, r,
+        [int(o.data_ptr()) for o in out], out_lds, rptrs, lds, ns, k, r,
         int(m64.data_ptr()), code(rows[0].dtype, "rows"), _threads(),
     )  # fmt: skip
 

@@ -3,6 +3,7 @@
     uno bench project --quick          # or: python -m uno.bench project --quick
     uno bench optim | per-sample | combine [--device cuda] [--threads N] [--csv PATH]
     uno bench dist [--quick] [--world 2]   # uno.project_ on FSDP2-style shards vs all-gathering
+    uno bench roofline [--quick]       # every CPU kernel vs copy/triad bandwidth, one table (md + CSV)
     uno bench table ...                # the unlearning comparison table (uno.bench.table)
 
 Each benchmark prints a table (time, GB/s, fraction of a same-run copy's bandwidth, speed-ups against
@@ -26,6 +27,7 @@ BENCHES: Dict[str, str] = {
     "optim": "uno.bench.optim",
     "per-sample": "uno.bench.per_sample",
     "project": "uno.bench.project",
+    "roofline": "uno.bench.roofline",
     "table": "uno.bench.table",
 }
 

@@ -9,8 +9,10 @@ Baselines, measured in the same run on the same machine:
 uno rows: ``uno.project_`` with a prebuilt ``uno.Basis`` (the steady state: a basis reused over many
 steps) and with raw vectors (k = 1, what ``surgery`` does every step).
 
-Every timed call starts from the same (non-orthogonal) gradient; the reset copy is timed alone and
-subtracted, so each row measures the projection itself. GB/s counts the bytes the fused algorithm must
+Every timed call starts from the same (non-orthogonal) gradient, copied in before the call and not
+timed: the way a training loop calls the op, right after the backward pass wrote a fresh gradient
+(docs/kernels.md, "Measuring the way callers call"; this bench used to time reset + call and subtract
+the reset's median). GB/s counts the bytes the fused algorithm must
 move: pass A reads g and the k rows, pass B reads both and writes g, (3 + 2k) elements per parameter.
 
     uno bench project              # P from 1e5 to 1e7 (1e8 with --big or on CUDA), k in {1, 4, 16, 64}
@@ -21,7 +23,6 @@ move: pass A reads g and the k rows, pass B reads both and writes g, (3 + 2k) el
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -89,17 +90,12 @@ def measure(cfg: Config, ctx: h.Context) -> h.Rows:
         for a, b in zip(grads, g0):
             a.copy_(b)
 
-    t_reset = h.timeit(reset, dev, reps)
-    times = {"naive": h.timeit(h.chain(reset, lambda: naive_project(grads, vectors)), dev, reps)}
+    times = {"naive": h.timeit(lambda: naive_project(grads, vectors), dev, reps, setup=reset)}
     if p * cfg.k * esz <= 2e9 and cfg.k <= 64:
-        times["torch qr"] = h.timeit(h.chain(reset, lambda: qr_project(grads, vectors)), dev, reps)
-    times["uno Basis"] = h.timeit(h.chain(reset, lambda: uno.project_(grads, basis)), dev, reps)
+        times["torch qr"] = h.timeit(lambda: qr_project(grads, vectors), dev, reps, setup=reset)
+    times["uno Basis"] = h.timeit(lambda: uno.project_(grads, basis), dev, reps, setup=reset)
     if cfg.k == 1:
-        times["uno raw"] = h.timeit(
-            h.chain(reset, lambda: uno.project_(grads, vectors[0])), dev, reps
-        )
-    # A row whose time is within the noise of the reset's shows blanks rather than a made-up number.
-    times = {name: t - t_reset if t > t_reset else math.nan for name, t in times.items()}
+        times["uno raw"] = h.timeit(lambda: uno.project_(grads, vectors[0]), dev, reps, setup=reset)
     base = dict(model=cfg.model, P=p, k=cfg.k, dtype=h.dtype_name(cfg.dtype))
     copy = dict(ms=t_copy * 1e3, GBps=copy_gbs, copy_GBps=copy_gbs, frac_copy=1.0)
     rows: h.Rows = [dict(base, method="copy", **copy)]

@@ -44,8 +44,9 @@ from torch import Tensor
 
 from uno._abi import wide_dtype
 from uno._backends._layout import Pieces, RowBlocks
+from uno._backends._rowtable import RowTable
 from uno.ops import _small
-from uno.ops._checks import check_no_overlap, check_no_overlap_span, check_writable
+from uno.ops._checks import check_disjoint, check_no_overlap, check_no_overlap_span, check_writable
 
 MAX_PASSES = 4  # classical Gram-Schmidt passes of one call at most (twice is enough; margin)
 
@@ -60,9 +61,32 @@ def pass_tol(dtype: torch.dtype, k: int) -> float:
     return 2.0 * float(torch.finfo(dtype).eps) * math.sqrt(max(k, 1))
 
 
+def for_backend(be: ModuleType, rows: Sequence[Tensor]) -> List[Tensor]:
+    """``rows`` as backend ``be`` reads them: a :class:`RowTable` stays one where the backend reads
+    row tables (``ROW_TABLES``), else it becomes its stacked ``(k, n_t)`` blocks."""
+    if isinstance(rows, RowTable) and not getattr(be, "ROW_TABLES", False):
+        return rows.stacked()
+    return list(rows) if not isinstance(rows, list) else rows
+
+
+def op_rows(rows: Sequence[Tensor]) -> List[Tensor]:
+    """``rows`` as a custom op's schema takes them: plain ``(k, n_t)`` tensors (a RowTable stacked)."""
+    return rows.stacked() if isinstance(rows, RowTable) else list(rows)
+
+
+def row_count(rows: Sequence[Tensor]) -> int:
+    """k, the number of rows of a row set (blocks or a table)."""
+    return rows.k if isinstance(rows, RowTable) else int(rows[0].shape[0])
+
+
+def row_sizes(rows: Sequence[Tensor]) -> List[int]:
+    """The piece sizes ``n_t`` of a row set."""
+    return list(rows.ns) if isinstance(rows, RowTable) else [int(x.shape[1]) for x in rows]
+
+
 def kernel_rows(rows: Sequence[Tensor]) -> List[Tensor]:
     """Rows as the kernels accept them: unit element stride and non-overlapping rows."""
-    if isinstance(rows, RowBlocks):
+    if isinstance(rows, (RowBlocks, RowTable)):
         return rows  # validated when made
     out = []
     for r in rows:
@@ -79,7 +103,7 @@ def flat(x: Sequence[Tensor]) -> List[Tensor]:
 
 def inner(be: ModuleType, x: List[Tensor], rows: Sequence[Tensor], with_gram: bool) -> Tensor:
     """The ``inner`` primitive on the ops' inputs (x: any-shaped pieces or empty; rows: row blocks)."""
-    return be.inner(flat(x) if x else None, kernel_rows(rows), with_gram)
+    return be.inner(flat(x) if x else None, kernel_rows(for_backend(be, rows)), with_gram)
 
 
 # -- project_ -----------------------------------------------------------------------------------------
@@ -98,7 +122,7 @@ def _run_passes(
     shrinks the norm by more than half, what is left is rounding noise of a vector that lies in the
     span to working precision, and the exact answer, zero, is written.
     """
-    k = rows[0].shape[0]
+    k = row_count(rows)
     passes = 0
     while True:
         cq = c if m is None else m @ c  # coefficients in an orthonormal basis of the span
@@ -120,6 +144,7 @@ def project_rows_(
 ) -> None:
     """``uno.project_`` on canonical inputs: grad pieces (any shape) and (k, n_t) row blocks."""
     xs: List[Tensor]
+    rows = for_backend(be, rows)
     # Fast path for a Basis on the pointer-based backends: every piece's layout is read once for the
     # overlap check and both passes (the per-piece Python cost dominates below ~1e6 elements).
     basis_span = rows.span if isinstance(rows, RowBlocks) else None
@@ -130,11 +155,18 @@ def project_rows_(
     else:
         for i, g in enumerate(grad):
             check_writable(g, f"grad[{i}]")
-        check_no_overlap(grad, rows, "basis")
+        if isinstance(rows, RowTable):  # separate vectors: every piece of every vector is checked
+            check_disjoint(
+                [(f"grad[{i}]", g) for i, g in enumerate(grad)],
+                rows.named("basis"),
+                "project_ writes grad in place, so grad must not alias itself or the basis",
+            )
+        else:
+            check_no_overlap(grad, rows, "basis")
         # 1-D views of the grad pieces; non-contiguous pieces go through a copy written back after.
         xs = [g.view(-1) if g.is_contiguous() else g.contiguous().view(-1) for g in grad]
     rows = kernel_rows(rows)
-    k = rows[0].shape[0]
+    k = row_count(rows)
     if k == 0:
         return
     tol = pass_tol(grad[0].dtype, k)
@@ -152,7 +184,7 @@ def project_rows_(
             q = orthonormalize_rows(be, rows, rtol, wide_dtype(rows[0].dtype))
             if q.shape[0] == 0:
                 return
-            qrows = pieces_of(q, [x.shape[1] for x in rows])
+            qrows = pieces_of(q, row_sizes(rows))
             out = be.inner(xs, qrows, False).cpu()
             _run_passes(be, xs, qrows, out[: q.shape[0]], float(out[-1]), None, tol)
             _write_back(grad, xs)
@@ -184,11 +216,11 @@ def orthonormalize_rows(
 ) -> Tensor:
     """CholeskyQR2 with a CGS2 fallback on canonical row blocks; returns the ``[r, P]`` buffer."""
     device = rows[0].device
-    rows = kernel_rows(rows)
+    rows = kernel_rows(for_backend(be, rows))
     if rows[0].dtype != dtype:  # float16/bfloat16 vectors → a float32 Basis: convert once
-        rows = [x.to(dtype) for x in rows]
-    k = rows[0].shape[0]
-    sizes = [x.shape[1] for x in rows]
+        rows = [x.to(dtype) for x in op_rows(rows)]
+    k = row_count(rows)
+    sizes = row_sizes(rows)
     numel = sum(sizes)
     packed = be.inner(None, rows, True)
     if not bool(torch.isfinite(packed).all()):
@@ -219,16 +251,17 @@ def orthonormalize_rows(
 def _cgs2(be: ModuleType, rows: List[Tensor], out: Tensor, rtol: float) -> int:
     """Vector-space re-orthogonalised Gram-Schmidt of ``rows`` into ``out`` ([k, P]); returns r."""
     r = 0
+    sizes = row_sizes(rows)
     offsets, o = [], 0
-    for x in rows:
+    for n in sizes:
         offsets.append(o)
-        o += x.shape[1]
-    k = rows[0].shape[0]
+        o += n
+    k = row_count(rows)
     for j in range(k):
-        dst = [out[r, o : o + x.shape[1]] for o, x in zip(offsets, rows)]
-        for d, x in zip(dst, rows):
-            d.copy_(x[j])
-        kept = [out[:r, o : o + x.shape[1]] for o, x in zip(offsets, rows)]
+        dst = [out[r, o : o + n] for o, n in zip(offsets, sizes)]
+        for t, d in enumerate(dst):
+            d.copy_(rows.piece(t, j) if isinstance(rows, RowTable) else rows[t][j])
+        kept = [out[:r, o : o + n] for o, n in zip(offsets, sizes)]
         if orthogonalize_new_row(be, dst, kept, rtol):
             r += 1
     out[r:].zero_()

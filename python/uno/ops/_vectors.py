@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from uno._abi import FLOAT_DTYPES, FLOAT_NAMES, PAIRS
+from uno._backends._rowtable import RowTable
 from uno.ops import _dist
 
 VectorLike = Union[Tensor, Sequence[Tensor]]
@@ -71,25 +72,6 @@ def check_row_dtype(x_dtype: torch.dtype, row_dtype: torch.dtype, what: str) -> 
 def check_same_device(a: torch.device, b: torch.device, what: str) -> None:
     if a != b:
         raise ValueError(f"expected grad and {what} on the same device, got {a} and {b}")
-
-
-def _rows_of_vectors(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch.Size], what: str):
-    """Stack piece t of every vector into a (k, n_t) block (a copy: the pieces live apart in memory)."""
-    rows = []
-    for t, shape in enumerate(shapes):
-        block = []
-        for j, v in enumerate(vectors):
-            if len(v) != len(shapes):
-                raise ValueError(
-                    f"{what}[{j}] has {len(v)} tensors, expected {len(shapes)} (one per grad piece)"
-                )
-            if v[t].shape != shape:
-                raise ValueError(
-                    f"{what}[{j}][{t}] has shape {tuple(v[t].shape)}, expected {tuple(shape)}"
-                )
-            block.append(v[t].reshape(-1))
-        rows.append(torch.stack(block))
-    return rows
 
 
 def check_basis_for(
@@ -151,14 +133,15 @@ def vector_list(basis: object, n_pieces: int, what: str) -> List[List[Any]]:
 
 
 def rows_for(
-    basis: object, grad: Sequence[Tensor], what: str = "basis"
+    basis: object, grad: Sequence[Tensor], what: str = "basis", *, table: bool = False
 ) -> tuple[List[Tensor], bool]:
     """Canonical row blocks of raw vectors ``basis`` for a vector with pieces ``grad`` (a
     :class:`uno.Basis` is the caller's to handle: its rows are ``basis.rows()``).
 
     Returns:
         ``(rows, False)``: ``rows[t]`` of shape ``(k, grad[t].numel())``; False says the rows are raw
-        (not known to be orthonormal).
+        (not known to be orthonormal). With ``table``, k >= 2 vectors given piece by piece come as a
+        :class:`~uno._backends._rowtable.RowTable` (no copy; :mod:`uno.ops._rows` reads it).
     """
     shapes = [g.shape for g in grad]
     if isinstance(basis, Tensor):
@@ -198,7 +181,29 @@ def rows_for(
             if b.shape != s:
                 raise ValueError(f"{what}[{t}] has shape {tuple(b.shape)}, expected {tuple(s)}")
         return [b.reshape(1, -1) for b in v], False
-    return _rows_of_vectors(vectors, shapes, what), False
+    if table and not torch.compiler.is_compiling():  # traced: plain blocks (a table reads pointers)
+        return RowTable.of(vectors, shapes, what), False  # the pieces stay apart in memory
+    return stack_rows(vectors, shapes, what), False
+
+
+def stack_rows(vectors: Sequence[Sequence[Tensor]], shapes: Sequence[torch.Size], what: str):
+    """Piece t of every vector stacked into a (k, n_t) block (a copy), for the backends and code paths
+    without row tables (torch.compile, the custom ops' schema)."""
+    rows = []
+    for t, shape in enumerate(shapes):
+        block = []
+        for j, v in enumerate(vectors):
+            if len(v) != len(shapes):
+                raise ValueError(
+                    f"{what}[{j}] has {len(v)} tensors, expected {len(shapes)} (one per grad piece)"
+                )
+            if v[t].shape != shape:
+                raise ValueError(
+                    f"{what}[{j}][{t}] has shape {tuple(v[t].shape)}, expected {tuple(shape)}"
+                )
+            block.append(v[t].reshape(-1))
+        rows.append(torch.stack(block))
+    return rows
 
 
 def local_vectors(vectors: object, lay: _dist.Layout, what: str) -> List[List[Tensor]]:

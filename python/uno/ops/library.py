@@ -131,7 +131,7 @@ def inner(
     """``uno::inner``."""
     if direct_ok(x, rows):
         return _inner(x, rows, with_gram, backend or "")  # type: ignore[arg-type]
-    return inner_op(x, list(rows), with_gram, backend or "")
+    return inner_op(x, _rows.op_rows(rows), with_gram, backend or "")
 
 
 def project_(
@@ -146,7 +146,16 @@ def project_(
         _project(grad, rows, orthonormal, rtol, backend or "")  # type: ignore[arg-type]
         bump_versions(grad)
     else:
-        project_op(grad, list(rows), orthonormal, rtol, backend or "")  # the op takes plain lists
+        project_op(grad, _rows.op_rows(rows), orthonormal, rtol, backend or "")  # plain lists
+
+
+def orthonormalize(
+    rows: Sequence[Tensor], rtol: float, dtype: torch.dtype, backend: Optional[str]
+) -> Tensor:
+    """``uno::orthonormalize``; an eager call reads separate vectors in place (a ``RowTable``)."""
+    if direct_ok(rows):
+        return _orthonormalize(rows, rtol, dtype, backend or "")  # type: ignore[arg-type]
+    return orthonormalize_op(_rows.op_rows(rows), rtol, dtype, backend or "")
 
 
 def optim_step(a: StepArgs, be: ModuleType) -> Tensor:

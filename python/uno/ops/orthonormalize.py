@@ -13,6 +13,7 @@ from torch import Tensor
 
 from uno import _backends
 from uno._abi import wide_dtype
+from uno._backends._rowtable import RowTable
 from uno.ops import _dist, _rows, _small, library
 from uno.ops._vectors import as_pieces, rows_for
 from uno.ops.basis import Basis
@@ -71,7 +72,7 @@ def orthonormalize(
             lay = _dist.layout_of(vecs[0], "vectors[0]")
             vecs = _dist.localize_like(vecs, lay, "vectors")
         like = vecs[0]
-        rows, _ = rows_for(vecs, like, "vectors")
+        rows, _ = rows_for(vecs, like, "vectors", table=lay is None)
     else:
         raise ValueError(
             "vectors must be a non-empty sequence of vectors or a (k, *shape) tensor, got "
@@ -81,9 +82,9 @@ def orthonormalize(
     dt = _basis_dtype(src_dtype, dtype)
     tol = _small.check_rtol(rtol, src_dtype)
     if torch.is_grad_enabled() and any(r.requires_grad for r in rows):
-        rows = [r.detach() for r in rows]
+        rows = rows.detached() if isinstance(rows, RowTable) else [r.detach() for r in rows]
     if lay is None:
-        buf = library.orthonormalize_op(rows, tol, dt, backend or "")
+        buf = library.orthonormalize(rows, tol, dt, backend)
     else:
         be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
         buf = _rows.orthonormalize_rows(be, rows, tol, dt)  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ def project_(
         rows = basis.rows() if torch.compiler.is_compiling() else basis._row_blocks()
         orthonormal = True
     else:
-        rows, orthonormal = rows_for(basis, pieces, "basis")
+        rows, orthonormal = rows_for(basis, pieces, "basis", table=True)
     tol = _small.check_rtol(rtol, rows[0].dtype if not orthonormal else pieces[0].dtype)
     library.project_(pieces, rows, orthonormal, tol, backend)
 

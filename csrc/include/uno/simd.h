@@ -1,0 +1,97 @@
+// Vectors of doubles for the register-blocked CPU kernels (combine's micro-kernel, inner's Gram
+// tiles): GCC/Clang vector extensions, as wide as the ISA level's preferred vectors (512 bits at
+// x86-64-v4, 256 at v3, 128 below), so each level's compile gets its own width.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include "uno/isa.h"
+
+namespace uno {
+// Per ISA level (uno/isa.h): each level's copy of these inline helpers has its own symbols.
+inline namespace UNO_ISA_NS {
+
+#if defined(__AVX512F__)
+#define UNO_VEC_BYTES 64
+#elif defined(__AVX__)
+#define UNO_VEC_BYTES 32
+#else
+#define UNO_VEC_BYTES 16
+#endif
+typedef double VecD __attribute__((vector_size(UNO_VEC_BYTES)));
+// The same vector at any double's address (unaligned, may alias doubles): loads and stores without
+// a round trip through a stack array.
+typedef double VecDu __attribute__((vector_size(UNO_VEC_BYTES), aligned(8), may_alias));
+// Half as many floats (one VecD after conversion), at any float's address.
+typedef float VecFh __attribute__((vector_size(UNO_VEC_BYTES / 2), aligned(4), may_alias));
+typedef float VecFhv __attribute__((vector_size(UNO_VEC_BYTES / 2)));
+constexpr int kVecD = UNO_VEC_BYTES / 8;  // doubles per vector
+// The widest vectors have more registers: 32 at AVX-512, 16 below.
+constexpr bool kManyRegs = UNO_VEC_BYTES == 64;
+#undef UNO_VEC_BYTES
+
+// kVecD values at p as doubles (converted from float). The float conversion is spelled with
+// intrinsics: GCC lowers __builtin_convertvector of 8 floats to 8 doubles as two 4-wide halves.
+inline VecD load_vec(const double* p) { return *reinterpret_cast<const VecDu*>(p); }
+inline VecD load_vec(const float* p) {
+#if defined(__AVX512F__)
+  // The all-lanes masked form (the same vcvtps2pd): _mm512_cvtps_pd merges into an "undefined"
+  // register, which GCC 12 reports as maybe-uninitialized.
+  return reinterpret_cast<VecD>(
+      _mm512_mask_cvtps_pd(_mm512_setzero_pd(), static_cast<__mmask8>(0xff), _mm256_loadu_ps(p)));
+#elif defined(__AVX__)
+  return reinterpret_cast<VecD>(_mm256_cvtps_pd(_mm_loadu_ps(p)));
+#elif defined(__SSE2__)
+  const __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+  return reinterpret_cast<VecD>(_mm_cvtps_pd(two));
+#else
+  return __builtin_convertvector(static_cast<VecFhv>(*reinterpret_cast<const VecFh*>(p)), VecD);
+#endif
+}
+
+// a * b + c, fused (one rounding) where the level has FMA (x86-64-v3 and v4: the same bits at
+// both), else a rounded product and a rounded add (x86-64-v2). Written out explicitly: the build's
+// -ffp-contract=off keeps the compiler from fusing anything behind the code's back.
+// c in every lane (a broadcast; `VecD{} + c` would cost an add).
+inline VecD splat(double c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<VecD>(_mm512_set1_pd(c));
+#elif defined(__AVX__)
+  return reinterpret_cast<VecD>(_mm256_set1_pd(c));
+#elif defined(__SSE2__)
+  return reinterpret_cast<VecD>(_mm_set1_pd(c));
+#else
+  VecD v;
+  for (int l = 0; l < kVecD; ++l) v[l] = c;
+  return v;
+#endif
+}
+
+inline VecD fmadd(VecD a, VecD b, VecD c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<VecD>(_mm512_fmadd_pd(
+      reinterpret_cast<__m512d>(a), reinterpret_cast<__m512d>(b), reinterpret_cast<__m512d>(c)));
+#elif defined(__FMA__)
+  return reinterpret_cast<VecD>(_mm256_fmadd_pd(
+      reinterpret_cast<__m256d>(a), reinterpret_cast<__m256d>(b), reinterpret_cast<__m256d>(c)));
+#else
+  return a * b + c;
+#endif
+}
+
+// The lanes of v added in a fixed tree (pairs of halves), whatever the width.
+inline double sum_vec(VecD v) {
+  double t[kVecD];
+  *reinterpret_cast<VecDu*>(t) = v;
+  for (int w = kVecD / 2; w >= 1; w /= 2) {
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  }
+  return t[0];
+}
+
+}  // namespace UNO_ISA_NS
+}  // namespace uno

@@ -1,0 +1,74 @@
+"""``uno bench roofline``: the one command behind docs/kernels.md's roofline table (no timing asserted).
+
+The quick run must write the table (markdown) and its CSV rows for every kernel, and each baseline
+must compute what the uno method it is compared with computes.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import uno
+from uno.bench import roofline
+
+pytest.importorskip("uno._backends.cpu")
+
+
+def test_quick_run_writes_table_and_csv(tmp_path, capsys):
+    assert roofline.main(["--quick", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "roofline.md").read_text()
+    with open(tmp_path / "roofline.csv") as f:
+        rows = list(csv.DictReader(f))
+    kernels = {r["kernel"].split(" (")[0] for r in rows}
+    assert {"inner dot_norms", "project_ Basis", "combine", "orthonormalize"} <= kernels
+    assert any(k.startswith("ProjectedAdam") for k in kernels)
+    for r in rows:
+        assert float(r["ms"]) > 0
+        if r["kernel"].startswith(("project_", "combine")):
+            assert float(r["frac_copy"]) > 0 and float(r["frac_triad"]) > 0
+            assert "x" in r["speedups"]
+    assert md.count("\n| ") == len(rows) + 1  # the header row and one row per CSV row
+    assert "load average" in md
+    out = capsys.readouterr().out
+    assert "wrote" in out
+
+
+def test_rounds_runs_setup_before_every_call():
+    calls = []
+    methods = {
+        "a": (lambda: calls.append("setup a"), lambda: calls.append("a")),
+        "b": (None, lambda: calls.append("b")),
+    }
+    t = roofline.rounds(methods, 2)
+    assert len(t["a"]) == len(t["b"]) == 2
+    assert calls == ["setup a", "a", "b"] + ["setup a", "a", "b"] * 2  # warm-up, then A B A B
+
+
+def test_bad_options_exit_2():
+    with pytest.raises(SystemExit) as e:
+        roofline.main(["--rounds", "0", "--no-csv"])
+    assert e.value.code == 2
+
+
+def test_combine_baselines_compute_what_uno_computes():
+    case = next(iter(roofline._combine_cases(1000, (8,))))
+    results = {}
+    for name, (_, fn) in case.methods.items():
+        fn()
+        out = case.methods["uno"][1].args[0][0]  # the shared output buffer
+        results[name] = out.clone()
+    assert torch.allclose(results["uno"], results["torch f64 mm"], rtol=1e-6, atol=1e-5)
+    assert torch.allclose(results["uno"], results["torch f32 mm"], rtol=1e-3, atol=1e-3)
+
+
+def test_orthonormalize_baseline_spans_the_same_space():
+    case = roofline._ortho_case(3)
+    basis = case.methods["uno"][1]()
+    q = case.methods["torch qr"][1]()
+    assert isinstance(basis, uno.Basis) and basis.k == 3
+    qb = basis.buffer[:3].double()
+    qq = q.T.double()
+    assert torch.allclose(qb.T @ (qb @ qq.T), qq.T, atol=1e-4)
