@@ -166,9 +166,11 @@ def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
     assert cli.main(["bench", "table", "--rebuild", "--out", str(out)]) == 0
     assert (out / "table.md").read_text() == table
     assert all((out / n).stat().st_size > 0 for n in ("curves.png", "relearn.png", "samples.png"))
-    # a second table (another method) merged with the first: one table, the retrain row once
+    # a second table (another method, no retrain row) merged with the first: one table, the retrain row
     out2 = tmp_path / "out2"
-    assert cli.main(["bench", "table", "--methods", "surgery", *small, "--out", str(out2)]) == 0
+    argv2 = ["bench", "table", "--methods", "surgery", *small, "--skip-retrain", "--out", str(out2)]
+    assert cli.main(argv2) == 0
+    assert "| retrain " not in (out2 / "table.md").read_text()
     both = tmp_path / "both"
     assert cli.main(["bench", "table", "--merge", str(out), str(out2), "--out", str(both)]) == 0
     merged = (both / "table.md").read_text()

@@ -65,6 +65,7 @@ from uno.unlearn.evaluation_table import (
     LEGACY_COLUMNS,
     RETRAIN,
     Reference,
+    as_nan,
     attack_record,
     legacy_rows,
     markdown,
@@ -163,6 +164,11 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
         help="only rewrite --out/table.md and the figures from its CSVs and meta.json (no runs)",
     )
     ap.add_argument("--merge", nargs="+", default=None, help="finished tables to merge into --out")
+    ap.add_argument(
+        "--skip-retrain",
+        action="store_true",
+        help="no retrain row (a table split over processes: --merge it with one that has the row)",
+    )
     return ap
 
 
@@ -248,11 +254,12 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
     runs: list[dict[str, Any]] = []
     sheet = outputs.Sheet.start(model, ref)
     t_start = time.time()
-    q_rt = quality(got["retrain"], ref)
-    for s in range(args.seeds):
-        runs.append(measure_model(got["retrain"], ref, s, q_rt))
-    sheet.add(RETRAIN, got["retrain"], ref)
-    print(f"[{time.time() - t_start:7.1f}s] retrain: {args.seeds} seeds of attacks", flush=True)
+    if not args.skip_retrain:
+        q_rt = quality(got["retrain"], ref)
+        for s in range(args.seeds):
+            runs.append(measure_model(got["retrain"], ref, s, q_rt))
+        sheet.add(RETRAIN, got["retrain"], ref)
+        print(f"[{time.time() - t_start:7.1f}s] retrain: {args.seeds} seeds of attacks", flush=True)
     table_rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="uno-table-") as tmp:
         for m in args.methods:
@@ -274,7 +281,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
                 runs.append(summ)
                 if s == 0:
                     sheet.add(m, loaded.model, ref)
-                f_end = both([summ["f_fresh_final"], summ["f_fresh2_final"] or float("nan")])
+                f_end = both([summ["f_fresh_final"], as_nan(summ["f_fresh2_final"])])
                 print(
                     f"[{time.time() - t_start:7.1f}s] {m:20s} seed {s}: stable {summ['stable_steps']}, "
                     f"f end {f_end:.4f}, FID {summ['fid_after']:.2f}, "

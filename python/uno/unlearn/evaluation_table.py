@@ -193,7 +193,7 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             "FID (judge 2)": _ms([r.get("fid2_after") for r in rs]),
             "retain ELBO": _ms([r["elbo_after"] for r in rs], digits=4),
             "f at end (fresh, both)": _ms(
-                [both([r["f_fresh_final"], r["f_fresh2_final"] or float("nan")]) for r in rs],
+                [both([as_nan(r["f_fresh_final"]), as_nan(r["f_fresh2_final"])]) for r in rs],
                 digits=2,
             ),
             "f after attack (i)": _ms([r["f_attack_i"] for r in rs], digits=2),
@@ -220,6 +220,11 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             })  # fmt: skip
         out.append({c: cells[c] for c in COLUMNS})
     return out
+
+
+def as_nan(x: Optional[float]) -> float:
+    """``None`` (not measured, e.g. no second judge) as NaN."""
+    return float("nan") if x is None else float(x)
 
 
 def _times(txt: str) -> str:
