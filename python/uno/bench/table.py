@@ -314,18 +314,22 @@ def _table_text(
 ) -> str:
     n = len({r["seed"] for r in runs if r["method"] != RETRAIN})
     acc = getattr(args, "judge_accuracy", None) or [None, None]
-    accs = ", ".join("-" if a is None else f"{100 * a:.1f} %" for a in acc)
+    accs = ", ".join("-" if a is None else f"{100 * a:.2f} %" for a in acc)
+    n_final = args.fresh_n if args.quick else max(args.fresh_n, N_FRESH)
     return (
         f"{_title(args)}\n\n{markdown(table_rows)}\n\n"
         f"Mean ± std over {n} seeds (0–{n - 1}); steps in brackets [mean ± std], before them the median. "
         f"τ = {args.tau}. Stable steps: the first step after which f on {args.fresh_n:,} fresh codes, the "
         "larger of the two judges' fractions, stays below τ for 10 logged steps (not stable: the runs "
-        "without one); first crossing: the first step below τ on the same series. Time to forget: the "
+        "without one); first crossing: the first step below τ on the same series (k/n: the seeds that "
+        "crossed, when not all). Time to forget: the "
         "run's median per-step time × stable steps, for every method; speed-up vs retrain: the "
         "retrained model's training wall time / time to forget. Per-step time: the median of each run. "
-        "FID, ELBO, f at end and the attacks: after the fixed budget; FID (judge 1): the MLP judge's "
+        f"FID, ELBO, f at end (on {n_final:,} fresh codes, both judges) and the attacks: after the fixed "
+        "budget; FID (judge 1): the MLP judge's "
         "200-d features, FID (judge 2): the CNN judge's 64-d features (held-out accuracy of the judges: "
-        f"{accs}). f after attack (i): on every fresh code after 100 retain-only Adam steps; attack (ii): "
+        f"{accs}). f after attack (i): on {n_final:,} fresh codes after 100 retain-only Adam steps (f "
+        f"during the attacks: on {getattr(args, 'attack_n', 1000):,} codes per step); attack (ii): "
         "the first of 10 steps on 64 images of the forgotten class with f ≥ ½·f of the original "
         "(> 10: not within them). The retrain row: one model, its attacks seeded per seed.\n"
     )

@@ -166,12 +166,21 @@ def _ms(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) 
     return f"{statistics.fmean(v):.{digits}g} ± {s:.{digits}g}"
 
 
+def _pm(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± std`` (the mean to ``digits``, the std to 2 significant digits; ``-`` when none)."""
+    v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return "-"
+    s = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.fmean(v):.{digits}g} ± {s:.2g}"
+
+
 def _steps(values: Sequence[Optional[float]], none: str) -> str:
     """``median [mean ± std]`` over the runs that got there (``none`` when no run did)."""
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
     if not v:
         return none
-    return f"{statistics.median(v):g} [{_ms(v)}]"
+    return f"{statistics.median(v):g} [{_pm(v)}]"
 
 
 def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list[dict[str, str]]:
@@ -188,15 +197,15 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
         ii = _steps([r["attack_ii_steps"] for r in rs], "> 10")
         cells = {
             "method": m,
-            "FID (judge 1)": _ms([r["fid_after"] for r in rs]),
-            "FID gap to retrain": _ms([r["fid_after"] - fid_rt for r in rs]),
-            "FID (judge 2)": _ms([r.get("fid2_after") for r in rs]),
-            "retain ELBO": _ms([r["elbo_after"] for r in rs], digits=4),
-            "f at end (fresh, both)": _ms(
+            "FID (judge 1)": _pm([r["fid_after"] for r in rs]),
+            "FID gap to retrain": _pm([r["fid_after"] - fid_rt for r in rs]),
+            "FID (judge 2)": _pm([r.get("fid2_after") for r in rs]),
+            "retain ELBO": _pm([r["elbo_after"] for r in rs], digits=4),
+            "f at end (fresh, both)": _pm(
                 [both([as_nan(r["f_fresh_final"]), as_nan(r["f_fresh2_final"])]) for r in rs],
                 digits=2,
             ),
-            "f after attack (i)": _ms([r["f_attack_i"] for r in rs], digits=2),
+            "f after attack (i)": _pm([r["f_attack_i"] for r in rs], digits=2),
             "attack (ii) steps to ½·f₀": ii
             + (f" ({n_ii}/{len(rs)} > 10)" if n_ii and n_ii < len(rs) else ""),
         }
@@ -209,14 +218,16 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             })  # fmt: skip
         else:
             st = [r["stable_steps"] for r in rs]
+            fc = [r["first_crossing"] for r in rs]
+            n_fc = sum(x is not None for x in fc)
             ttf = [r["time_to_forget_median_s"] for r in rs]
             cells.update({
                 "stable steps (fresh, both judges)": _steps(st, f"not reached (≤ {steps})"),
                 "not stable": f"{sum(x is None for x in st)}/{len(rs)}",
-                "first crossing": _steps([r["first_crossing"] for r in rs], "-"),
-                "time to forget (s)": _ms(ttf),
-                "speed-up vs retrain": _times(_ms([t_rt / t if t else None for t in ttf])),
-                "per-step (ms, median of the run)": _ms([r["per_step_median_s"] for r in rs], 1e3),
+                "first crossing": _steps(fc, "-") + (f" ({n_fc}/{len(rs)})" if 0 < n_fc < len(rs) else ""),
+                "time to forget (s)": _pm(ttf),
+                "speed-up vs retrain": _times(_pm([t_rt / t if t else None for t in ttf])),
+                "per-step (ms, median of the run)": _pm([r["per_step_median_s"] for r in rs], 1e3),
             })  # fmt: skip
         out.append({c: cells[c] for c in COLUMNS})
     return out
