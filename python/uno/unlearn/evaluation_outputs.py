@@ -77,7 +77,11 @@ class Sheet:
         self.panels[name] = (x, marks, f"forgotten class: {100 * f:.2f} % of {ref.fresh.n:,} fresh")
 
     def save(self, path: Path) -> None:
-        tensors = {f"{i}.x": p[0] for i, p in enumerate(self.panels.values())}
+        """The panels as 8-bit images (what the PNG shows; a quarter of float32's bytes in the repo)."""
+        tensors = {
+            f"{i}.x": (p[0].clamp(0, 1) * 255).round().to(torch.uint8)
+            for i, p in enumerate(self.panels.values())
+        }
         tensors.update(
             {f"{i}.marks": torch.tensor(p[1]) for i, p in enumerate(self.panels.values())}
         )
@@ -89,7 +93,9 @@ class Sheet:
         t, meta = io.load_tensors(path)
         sheet = cls()
         for i, (name, cap) in enumerate(zip(meta["names"], meta["captions"])):
-            sheet.panels[name] = (t[f"{i}.x"], [bool(b) for b in t[f"{i}.marks"]], cap)
+            x = t[f"{i}.x"]
+            x = x.float() / 255 if x.dtype == torch.uint8 else x
+            sheet.panels[name] = (x, [bool(b) for b in t[f"{i}.marks"]], cap)
         return sheet
 
 
