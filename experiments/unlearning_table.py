@@ -5,10 +5,14 @@ Runs :mod:`uno.bench.table` (the package's table, also ``uno bench table``) with
 inherit ``uno``'s λ, which ``--lam`` sets like any declared hyper-parameter), writing to
 ``experiments/results/table`` unless ``--out`` says otherwise::
 
-    PYTHONPATH=python python experiments/unlearning_table.py --seeds 10 --steps 100
+    PYTHONPATH=python python experiments/unlearning_table.py --seeds 10 --steps 30
     PYTHONPATH=python python experiments/unlearning_table.py --methods uno uno-paper --seeds 2 --quick
-    PYTHONPATH=python python experiments/unlearning_table.py --model gan --gan-steps 500 --seeds 3 \
-        --steps 50 --out experiments/results/table_gan
+    PYTHONPATH=python python experiments/unlearning_table.py --model gan --seeds 3 --steps 20 \
+        --fresh-n 1000 --out experiments/results/honest_gan
+
+The table has the retrain row, stable steps on fresh codes by both judges, speed-up vs retraining and both
+relearning attacks (``uno.bench.table``'s docstring; docs/method.md §4b). A table split over two processes
+(``--skip-retrain`` on all but one) is joined with ``--merge A B --out AB``.
 """
 
 from __future__ import annotations

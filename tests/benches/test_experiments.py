@@ -119,50 +119,63 @@ def test_table_runs_from_the_package_alone(tmp_path):
 
 
 def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
+    """The CI form of the honest table: 2 methods × 1 seed × 3 steps on the quick budgets, with the
+    retrain row, both judges, the stable rule and both attacks (shortened), then --rebuild and --merge."""
     from uno import cli
 
     monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    rc = cli.main(
-        ["bench", "table", "--methods", "uno", "surgery", "--seeds", "1", "--steps", "3", "--quick",
-         "--fid-n", "300", "--vae-epochs", "1", "--judge-epochs", "1",
-         "--threads", "1", "--out", str(out)]
-    )  # fmt: skip
-    assert rc == 0
-    for name in ("table.md", "runs.csv", "curves.csv", "curves.png", "samples.png", "meta.json"):
+    small = ["--seeds", "1", "--steps", "3", "--quick", "--fid-n", "300", "--vae-epochs", "1",
+             "--judge-epochs", "1", "--fresh-n", "500", "--attack-n", "200", "--attack-steps", "3",
+             "--threads", "1"]  # fmt: skip
+    assert (
+        cli.main(["bench", "table", "--methods", "uno", "retain-hat", *small, "--out", str(out)])
+        == 0
+    )
+    for name in ("table.md", "runs.csv", "curves.csv", "relearn.csv", "curves.png", "relearn.png",
+                 "samples.png", "samples.safetensors", "meta.json"):  # fmt: skip
         assert (out / name).is_file(), name
     lines = (out / "table.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| method"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(table_mod.COLUMNS)
-    body = [line for line in lines if line.startswith("| uno ") or line.startswith("| surgery ")]
-    assert len(body) == 2
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
+    assert [b.split("|")[1].strip() for b in body] == ["retrain", "uno", "retain-hat"]
+    assert "Mean ± std over 1 seeds" in (out / "table.md").read_text()
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
-    assert {r["method"] for r in runs} == {"uno", "surgery"}
+    assert [r["method"] for r in runs] == ["retrain", "uno", "retain-hat"]
     for r in runs:
-        assert r["steps_run"] == "3"
-        # "not reached" is an explicit flag with an empty step count, never the last step
-        if r["reached"] == "False":
-            assert r["steps_to_forget"] == ""
-        else:
-            assert 0 <= int(r["steps_to_forget"]) <= 3
+        assert 0.0 <= float(r["f_attack_i"]) <= 1.0 and float(r["f_original"]) > 0
+        assert r["attack_ii_steps"] == "" or 1 <= float(r["attack_ii_steps"]) <= 10
+    for r in runs[1:]:
+        assert r["steps_run"] == "3" and float(r["fid2_after"]) >= 0
+        # not stable within 3 steps (10 logged steps below τ are needed): empty, never the last step
+        assert r["stable_steps"] == ""
+        assert r["first_crossing"] == "" or 0 <= int(float(r["first_crossing"])) <= 3
+    assert float(runs[0]["train_time_s"]) > 0
     with open(out / "curves.csv") as f:
         curve = list(csv.DictReader(f))
-    assert len(curve) == 2 * 4  # steps 0..3 for each method
-    n_nr = {
-        m: sum(r["reached"] == "False" for r in runs if r["method"] == m)
-        for m in ("uno", "surgery")
-    }
-    for m, k in n_nr.items():
-        row = next(line for line in body if line.startswith(f"| {m} "))
-        assert f"| {k}/1 |" in row
-    # --rebuild rewrites the table and the figure from the saved CSVs, with the same numbers
+    assert len(curve) == 2 * 4 and all(0 <= float(c["f_fresh2"]) <= 1 for c in curve)
+    with open(out / "relearn.csv") as f:
+        rel = list(csv.DictReader(f))
+    assert len(rel) == 3 * (4 + 11)  # attack (i): steps 0..3; attack (ii): 0..10; 3 models
+    # --rebuild rewrites the table and the figures from the saved files, with the same numbers
     table = (out / "table.md").read_text()
-    (out / "table.md").unlink()
-    (out / "curves.png").unlink()
+    for name in ("table.md", "curves.png", "relearn.png", "samples.png"):
+        (out / name).unlink()
     assert cli.main(["bench", "table", "--rebuild", "--out", str(out)]) == 0
     assert (out / "table.md").read_text() == table
-    assert (out / "curves.png").stat().st_size > 0
+    assert all((out / n).stat().st_size > 0 for n in ("curves.png", "relearn.png", "samples.png"))
+    # a second table (another method, no retrain row) merged with the first: one table, the retrain row
+    out2 = tmp_path / "out2"
+    argv2 = ["bench", "table", "--methods", "surgery", *small, "--skip-retrain", "--out", str(out2)]
+    assert cli.main(argv2) == 0
+    assert "| retrain " not in (out2 / "table.md").read_text()
+    both = tmp_path / "both"
+    assert cli.main(["bench", "table", "--merge", str(out), str(out2), "--out", str(both)]) == 0
+    merged = (both / "table.md").read_text()
+    assert [m for m in ("| retrain ", "| uno ", "| retain-hat ", "| surgery ") if m in merged]
+    assert merged.count("| retrain ") == 1 and "| surgery " in merged and "| uno " in merged
 
 
 def test_step_cost_bench(tmp_path, monkeypatch):

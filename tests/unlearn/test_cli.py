@@ -138,6 +138,9 @@ def test_demo_quick_forgets_digit_1_with_uno_hat(capsys, tmp_path):
     assert res[0]["method"] == "uno-hat"
     assert res[0]["reached"] and res[0]["f_final"] < 0.02
     assert res[0]["steps_to_forget"] <= 5
-    assert "uno-hat" in capsys.readouterr().out
+    # the headline: stable on fresh codes with both judges; and the output explains itself
+    assert res[0]["stable_steps"] is not None and res[0]["f_fresh2_final"] is not None
+    out = capsys.readouterr().out
+    assert "uno-hat" in out and "does not forget digit 1" in out and "docs/reproduction.md" in out
     for f in ("table.md", "curves.png", "uno-hat/before.png", "uno-hat/after.png"):
         assert (tmp_path / "demo" / f).is_file()

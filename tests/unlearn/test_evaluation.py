@@ -244,3 +244,22 @@ def test_cli_rejects_bad_evaluation_options(capsys, tmp_path, argv, msg):
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("uno: error:") and msg in err[0]
+
+
+def test_train_retain_kind_with_an_unknown_class_is_one_line(tmp_path):
+    """A bad class is rejected before the "training one" notice: one line, exit 2, no cache folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import uno
+
+    env = dict(os.environ, UNO_CACHE_DIR=str(tmp_path / "cache"))
+    env["PYTHONPATH"] = str(Path(uno.__file__).parents[1])
+    argv = [sys.executable, "-m", "uno.cli", "train", "vae-retain", "--forget", "12", "--quiet"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert err == ["uno: error: unknown class '12'; choose from 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"]
+    assert not (tmp_path / "cache").exists()

@@ -1,29 +1,40 @@
-"""The comparison table of the unlearning methods (issue 6): the paper's MNIST experiment, measured honestly.
+"""The comparison table of the unlearning methods, measured as docs/method.md §4b says (issues 6 and 14).
 
-Every method of the drivers runs on the paper's setting (MNIST VAE of docs/method.md §5, forget digit 1, batch 128
-per side, Adam 1e-3, λ = 1e3, τ = 0.02) for several seeds, through the drivers' own run loop
-(``uno.unlearn.run.unlearn``), so the measuring rules are the same for every method (docs/method.md §4):
-forget fraction f after each update (and at step 0), steps to forget = first step with f < τ or
-"not reached" (flagged and counted, never the last step), time to forget = the timed update steps only
-(monitoring excluded alike, device synchronised), FID on the judge's features after the same fixed budget
-for every method (and at each method's own forgetting step), retain ELBO, cos², peak extra memory.
+Every method runs on the paper's setting (MNIST VAE of docs/method.md §5, forget digit 1, batch 128 per side,
+Adam 1e-3, λ = 1e3, τ = 0.02) for several seeds, through the drivers' own run loop
+(``uno.unlearn.run.unlearn``), so the measuring rules are the same for every method. Per method and seed:
+
+- f after every update on the monitor batch, and on 10,000 fresh codes (``--fresh-n``) by the MLP judge
+  and the second, independent CNN judge; the headline is the **stable** rule on fresh codes with both
+  judges (the first step after which the larger of the two fractions stays below τ for 10 logged
+  steps), with the first crossing beside it;
+- time to forget = the run's median per-step time × stable steps (the same rule for every method);
+  speed-up vs retraining = the retrained model's training wall time / time to forget;
+- FID on judge 1's and judge 2's features after the fixed budget, its gap to the retrained model's,
+  the retain ELBO;
+- the relearning attacks of :mod:`uno.unlearn.attacks` on the model after the budget: f after attack (i)
+  (100 retain-only Adam steps; every fresh code) and the steps of attack (ii) (64 images of the class)
+  until f ≥ ½·f of the original model.
+
+The ``retrain`` row is the same model trained from scratch on the retain digits with the original's
+recipe (``get_or_train("vae-retain")``/``"gan-retain"``, cached, its wall time kept in the cache file).
 
 Usage (from an install; the source checkout's ``experiments/unlearning_table.py`` runs the same table
 with the paper-faithful ``uno-paper`` methods registered and ``experiments/results/table`` as default)::
 
-    uno bench table --seeds 10 --steps 100 --out uno-table
-    uno bench table --methods uno surgery --seeds 2 --steps 5 --quick
-    uno bench table --model gan --gan-steps 500 --seeds 3 --steps 50 --out uno-table-gan
-    uno bench table --rebuild --out uno-table     # rewrite table.md and curves.png from the CSVs
+    uno bench table --seeds 10 --steps 30 --out uno-table
+    uno bench table --methods uno retain-hat --seeds 2 --steps 5 --quick
+    uno bench table --model gan --seeds 3 --steps 30 --fresh-n 2000 --out uno-table-gan
+    uno bench table --rebuild --out uno-table     # rewrite table.md and the figures from the CSVs
+    uno bench table --merge a b --out ab           # one table from several finished tables' folders
 
-``--model gan`` runs the same table on the drivers' WGAN-GP generator (docs/unlearning.md, "GAN"): forget
-the latents whose original output the judge calls a 1; FID on the judge's features against the real retain
-digits; the retain ELBO column is empty (a GAN has none).
-
-Outputs under ``--out``: ``table.md`` (mean ± std per method), ``runs.csv`` (one row per method and seed),
-``curves.csv`` (f per step, per method and seed), ``curves.png`` (forgetting curves with ±std bands, all
-methods in one figure), ``samples.png`` (a sample grid per method after the budget, seed 0) and
-``meta.json`` (machine, date, versions, configuration).
+Outputs under ``--out``: ``table.md``, ``runs.csv`` (one row per method and seed), ``curves.csv`` (f per
+step: monitor batch, fresh codes by each judge), ``relearn.csv`` (f per attack step), ``curves.png``
+(forgetting curves on fresh codes, both judges, ±std bands), ``relearn.png`` (both attacks, retrain
+included), ``samples.png`` + ``samples.safetensors`` (before/after sheet: the original once, then the
+retrained model and every method after the budget, seed 0, forgotten-class samples framed in red) and
+``meta.json`` (machine, date, versions, configuration). A folder made before issue 14 (no stable-rule
+columns) is rebuilt in its own format.
 
 This module is part of the package so that ``uno bench table`` runs from an installed wheel; it needs
 the ``unlearn`` extra (matplotlib, scipy, safetensors, tqdm).
@@ -33,13 +44,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -49,10 +57,26 @@ from typing import Any, Optional, Sequence, Type, Union
 
 import torch
 
-from uno.unlearn import plots
-from uno.unlearn.data import load_mnist
-from uno.unlearn.models import sample_images
+from uno.unlearn import evaluation_outputs as outputs
+from uno.unlearn.data import load_mnist, resolve_targets
+from uno.unlearn.evaluation import N_FRESH, both
+from uno.unlearn.evaluation_table import (
+    COLUMNS,
+    LEGACY_COLUMNS,
+    RETRAIN,
+    Reference,
+    as_nan,
+    attack_record,
+    legacy_rows,
+    markdown,
+    measure_model,
+    quality,
+    rows,
+)
 from uno.unlearn.run import Loaded, RunConfig, unlearn
+
+__all__ = ["COLUMNS", "LEGACY_COLUMNS", "main", "markdown", "parse_cell", "rebuild", "run_table"]
+__all__ += ["summarize"]
 
 #: Every method of the drivers (docs/method.md §3); any other registered method can be named in ``--methods``.
 ALL_METHODS = (
@@ -74,81 +98,12 @@ ALL_METHODS = (
     "ascent-hat",
 )
 
-#: Columns of table.md, in order (the issue's list).
-COLUMNS = (
-    "method",
-    "steps to forget",
-    "not reached",
-    "time to forget (s)",
-    "per-step time (ms)",
-    "FID at forget",
-    "FID after budget",
-    "retain ELBO after",
-    "f after 5",
-    "f at end",
-    "cos²",
-    "peak extra mem (MB)",
-)
-
+#: The rows of a table made before issue 14 (``experiments/study/combine.py`` and old folders).
+summarize = legacy_rows
+parse_cell = outputs.parse_cell
 
 #: Where the table goes when ``--out`` is not given (the current directory, never the package).
 DEFAULT_OUT = "uno-table"
-
-
-def _ms(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
-    """``mean ± std`` over the values that exist (``-`` when none)."""
-    v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
-    if not v:
-        return "-"
-    s = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.fmean(v):.{digits}g} ± {s:.{digits}g}"
-
-
-def summarize(
-    runs: list[dict[str, Any]], methods: Sequence[str], steps: int
-) -> list[dict[str, str]]:
-    """One table row per method from the per-seed summaries (strings, keyed by ``COLUMNS``).
-
-    "steps to forget" and "time to forget" are mean ± std over the seeds that reached τ; the
-    "not reached" column counts the others (``k/n``). A method with no reaching seed shows
-    ``not reached``. The median steps over reaching seeds is appended in brackets.
-    """
-    rows = []
-    for m in methods:
-        rs = [r for r in runs if r["method"] == m]
-        if not rs:
-            continue
-        reached = [r for r in rs if r["reached"]]
-        n_nr = len(rs) - len(reached)
-        if reached:
-            st = [r["steps_to_forget"] for r in reached]
-            steps_txt = f"{_ms(st)} [median {statistics.median(st):g}]"
-            time_txt = _ms([r["time_to_forget_s"] for r in reached])
-        else:
-            steps_txt = time_txt = f"not reached (≤ {steps})"
-        rows.append(
-            {
-                "method": m,
-                "steps to forget": steps_txt,
-                "not reached": f"{n_nr}/{len(rs)}",
-                "time to forget (s)": time_txt,
-                "per-step time (ms)": _ms([r["per_step_median_s"] for r in rs], 1e3),
-                "FID at forget": _ms([r["fid_at_forget"] for r in reached]),
-                "FID after budget": _ms([r["fid_after"] for r in rs]),
-                "retain ELBO after": _ms([r["elbo_after"] for r in rs], digits=4),
-                "f after 5": _ms([r["f_after_5"] for r in rs], digits=2),
-                "f at end": _ms([r.get("f_final") for r in rs], digits=2),
-                "cos²": _ms([r["cos2_mean"] for r in rs], digits=2),
-                "peak extra mem (MB)": _ms([r["peak_mem_bytes"] for r in rs], 1e-6),
-            }
-        )
-    return rows
-
-
-def markdown(rows: list[dict[str, str]]) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |"
-    sep = "|" + "---|" * len(COLUMNS)
-    return "\n".join([head, sep] + ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows])
 
 
 def machine() -> dict[str, Any]:
@@ -168,11 +123,12 @@ def machine() -> dict[str, Any]:
 
 def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="uno bench table", description="comparison table of the unlearning methods (MNIST VAE)"
+        prog="uno bench table", description="comparison table of the unlearning methods (MNIST)"
     )
     ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
     ap.add_argument("--steps", type=int, default=100, help="fixed budget of updates per run")
+    ap.add_argument("--forget", nargs="+", default=["1"], help="class(es) to forget")
     ap.add_argument("--tau", type=float, default=0.02)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lam", type=float, default=1e3)
@@ -184,17 +140,19 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE pretraining epochs (50)")
     ap.add_argument("--judge-epochs", type=int, default=None, help="judge epochs (10)")
     ap.add_argument("--model", default="vae", choices=["vae", "gan"], help="generator kind")
-    ap.add_argument(
-        "--gan-steps",
-        type=int,
-        default=None,
-        help="WGAN-GP generator steps (drivers' default 1000)",
-    )
+    ap.add_argument("--gan-steps", type=int, default=None, help="WGAN-GP generator steps (1000)")
     ap.add_argument("--fid-n", type=int, default=None, help="images for FID (default: all)")
+    ap.add_argument(
+        "--fresh-n", type=int, default=10_000, help="fresh codes f is logged on after every step"
+    )
+    ap.add_argument("--attack-n", type=int, default=1000, help="fresh codes per attack step")
+    ap.add_argument("--attack-steps", type=int, default=None, help="attack (i) steps (100; tests)")
     ap.add_argument("--n-train", type=int, default=None, help="use only this many training digits")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
-        "--quick", action="store_true", help="tiny budget (tests): VAE 3 ep, judge 2 ep"
+        "--quick",
+        action="store_true",
+        help="tiny budget (tests): VAE 3 ep, judges 2 ep, final f on --fresh-n codes (else 10,000)",
     )
     ap.add_argument(
         "--out", default=str(default_out), help=f"output folder (default: {default_out})"
@@ -203,169 +161,178 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
     ap.add_argument(
         "--rebuild",
         action="store_true",
-        help="only rewrite --out/table.md from --out/runs.csv and meta.json (no runs)",
+        help="only rewrite --out/table.md and the figures from its CSVs and meta.json (no runs)",
+    )
+    ap.add_argument("--merge", nargs="+", default=None, help="finished tables to merge into --out")
+    ap.add_argument(
+        "--skip-retrain",
+        action="store_true",
+        help="no retrain row (a table split over processes: --merge it with one that has the row)",
     )
     return ap
 
 
-def parse_cell(v: str) -> Any:
-    """A cell of runs.csv back to None, bool, float or str (shared with experiments/study/combine.py)."""
-    if v in ("", "None"):
-        return None
-    if v in ("True", "False"):
-        return v == "True"
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
 def rebuild(out: Path) -> list[dict[str, str]]:
-    """Rewrite ``table.md`` and ``curves.png`` from a finished table's ``runs.csv``, ``curves.csv`` and
-    ``meta.json`` (current columns and figure style)."""
+    """Rewrite ``table.md`` and the figures of a finished table from its files (current columns and
+    figure style; a table made before issue 14 keeps its own columns)."""
     meta = json.loads((out / "meta.json").read_text())
     args = argparse.Namespace(**meta["args"])
-    with open(out / "runs.csv") as f:
-        runs = [{k: parse_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    runs = outputs.read_csv(out / "runs.csv")
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    rows = summarize(runs, methods, args.steps)
-    (out / "table.md").write_text(_table_text(args, rows))
-    if (out / "curves.csv").is_file():
-        curves: dict[str, dict[int, list[float]]] = {}
-        with open(out / "curves.csv") as f:
-            for r in csv.DictReader(f):
-                curves.setdefault(r["method"], {}).setdefault(int(r["seed"]), []).append(
-                    float(r["f"])
-                )
-        plots.save_curves(
-            out / "curves.png",
-            {m: list(c.values()) for m, c in curves.items()},
-            args.tau,
-            title=_title(args),
+    if "stable_steps" not in runs[0]:
+        table_rows = legacy_rows(runs, methods, args.steps)
+        outputs.write_legacy(out, args, table_rows, _title(args))
+        return table_rows
+    table_rows = rows(runs, methods, args.steps)
+    outputs.write_table(out, _table_text(args, table_rows, runs), args.tau, _title(args))
+    return table_rows
+
+
+def _models(args: argparse.Namespace) -> dict[str, Any]:
+    """The original, both judges and the retrained model (cache or training), with the cache paths."""
+    from uno.unlearn.train import get_or_train, trained_meta
+
+    ve = args.vae_epochs if args.vae_epochs is not None else (3 if args.quick else None)
+    je = args.judge_epochs if args.judge_epochs is not None else (2 if args.quick else None)
+    t0 = time.time()
+    got: dict[str, Any] = {"critic": None, "retrain_critic": None}
+    if args.model == "gan":
+        b = {"steps": args.gan_steps}
+        (got["model"], got["critic"]), p = get_or_train("gan", data_root=args.data, quiet=True, **b)
+        (got["retrain"], got["retrain_critic"]), rp = get_or_train(
+            "gan-retain", data_root=args.data, quiet=True, forget=args.forget, **b
         )
-    return rows
+    else:
+        got["model"], p = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
+        got["retrain"], rp = get_or_train(
+            "vae-retain", data_root=args.data, quiet=True, forget=args.forget, epochs=ve
+        )
+    got["judge"], jp = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
+    got["judge2"], j2p = get_or_train("judge2", data_root=args.data, quiet=True, epochs=je)
+    got["retrain_time_s"] = float(trained_meta(rp).get("train_time_s", float("nan")))
+    got["accuracy"] = [trained_meta(x).get("heldout_accuracy") for x in (jp, j2p)]
+    got["paths"] = {args.model: str(p), RETRAIN: str(rp), "judge": str(jp), "judge2": str(j2p)}
+    print(f"models ready ({time.time() - t0:.0f} s): {got['paths']}", flush=True)
+    return got
 
 
 def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> dict[str, Any]:
-    """Run every (method, seed) and write the outputs; returns ``{"runs", "rows", "curves"}``.
+    """Run the retrained model's seeds and every (method, seed), and write the outputs.
 
     ``config_cls`` builds each run's configuration (a ``RunConfig`` subclass can pass more keyword
     arguments to methods registered outside the package, e.g. the experiments' ``uno-paper``).
+
+    Returns:
+        ``{"runs", "rows"}``: the per-seed records and the table's cells.
     """
-    from uno.unlearn.train import get_or_train
+    from uno.unlearn.train import judge_accuracy
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ve = args.vae_epochs if args.vae_epochs is not None else (3 if args.quick else None)
-    je = args.judge_epochs if args.judge_epochs is not None else (2 if args.quick else None)
     fid_n = args.fid_n if args.fid_n is not None else (500 if args.quick else None)
     train, heldout = load_mnist(args.data)
     if args.n_train is not None:
         train = train.random_subset(args.n_train)
-    critic = None
-    if args.model == "gan":
-        t0 = time.time()
-        (vae, critic), vpath = get_or_train(
-            "gan", data_root=args.data, quiet=True, steps=args.gan_steps
-        )
-        print(f"GAN ready ({time.time() - t0:.0f} s): {vpath}", flush=True)
-    else:
-        vae, vpath = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
-    judge, jpath = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
+    targets = resolve_targets(train, args.forget)
+    got = _models(args)
+    model, judge, judge2 = got["model"], got["judge"], got["judge2"]
+    args.judge_accuracy = [
+        a if a is not None else judge_accuracy(j, heldout)
+        for a, j in zip(got["accuracy"], (judge, judge2))
+    ]
+    ref = Reference.build(
+        args.model, model, [judge, judge2], (train, heldout), targets, got["retrain"],
+        got["retrain_time_s"], critic=got["critic"], retrain_critic=got["retrain_critic"],
+        attack_n=args.attack_n, fid_n=fid_n,
+        n_fresh=args.fresh_n if args.quick else max(args.fresh_n, N_FRESH),
+    )  # fmt: skip
+    if args.attack_steps is not None:
+        ref.attack_steps = args.attack_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     known = {f.name for f in fields(config_cls)}
     runs: list[dict[str, Any]] = []
-    curves: dict[str, list[list[float]]] = {}
-    samples: dict[str, torch.Tensor] = {}
+    sheet = outputs.Sheet.start(model, ref)
     t_start = time.time()
-    models = {args.model: str(vpath), "judge": str(jpath)}
-    rows: list[dict[str, str]] = []
+    if not args.skip_retrain:
+        q_rt = quality(got["retrain"], ref)
+        for s in range(args.seeds):
+            runs.append(measure_model(got["retrain"], ref, s, q_rt))
+        sheet.add(RETRAIN, got["retrain"], ref)
+        print(f"[{time.time() - t_start:7.1f}s] retrain: {args.seeds} seeds of attacks", flush=True)
+    table_rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="uno-table-") as tmp:
         for m in args.methods:
-            curves[m] = []
             for s in range(args.seeds):
                 kw = {k: v for k, v in vars(args).items() if k in known}
-                cfg = config_cls(
-                    **kw,
-                    method=m,
-                    forget=["1"],
-                    seed=s,
-                    quiet=True,
-                    ckpt_every=10**9,
-                )
+                cfg = config_cls(**kw, method=m, seed=s, quiet=True, ckpt_every=10**9)
                 cfg.fid_n = fid_n
-                cfg.vae_epochs, cfg.judge_epochs = ve, je
-                loaded = Loaded(copy.deepcopy(vae), judge, critic=critic, kind=args.model)
+                loaded = Loaded(
+                    copy.deepcopy(model), judge, got["critic"], args.model, judge2=judge2
+                )
                 run_dir = Path(tmp) / f"{m}-{s}"
                 summ = unlearn(
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
                 )
-                log_rows = json.loads((run_dir / "log.json").read_text())["rows"]
-                curves[m].append([r["f"] for r in log_rows])
-                if s == 0:
-                    samples[m] = sample_images(
-                        loaded.model,
-                        torch.randn(16, vae.latent_dim, generator=torch.Generator().manual_seed(7)),
-                    )
+                summ["log"] = json.loads((run_dir / "log.json").read_text())["rows"]
+                if cfg.fresh_n < ref.fresh.n:  # the final f on every fresh code
+                    summ["f_fresh_final"], summ["f_fresh2_final"] = ref.fresh.pair(loaded.model)
+                summ.update(attack_record(loaded.model, ref, s))
                 runs.append(summ)
+                if s == 0:
+                    sheet.add(m, loaded.model, ref)
+                f_end = both([summ["f_fresh_final"], as_nan(summ["f_fresh2_final"])])
                 print(
-                    f"[{time.time() - t_start:7.1f}s] {m:20s} seed {s}: "
-                    f"steps {summ['steps_to_forget']}, f5 {summ['f_after_5']}, "
-                    f"FID {summ['fid_after']:.2f}",
+                    f"[{time.time() - t_start:7.1f}s] {m:20s} seed {s}: stable {summ['stable_steps']}, "
+                    f"f end {f_end:.4f}, FID {summ['fid_after']:.2f}, "
+                    f"f after attack (i) {summ['f_attack_i']:.4f}, attack (ii) {summ['attack_ii_steps']}",
                     flush=True,
                 )
             # written after every method, so an interrupted table keeps what it finished
-            rows = summarize(runs, args.methods, args.steps)
-            write_outputs(out, args, runs, rows, curves, samples, models)
-    return {"runs": runs, "rows": rows, "curves": curves}
+            table_rows = rows(runs, args.methods, args.steps)
+            meta = {
+                "machine": machine(),
+                "args": vars(args),
+                "models": got["paths"],
+                "command": sys.argv,
+            }
+            outputs.write_all(out, runs, sheet, meta)
+            outputs.write_table(out, _table_text(args, table_rows, runs), args.tau, _title(args))
+    return {"runs": runs, "rows": table_rows}
 
 
 def _title(args: argparse.Namespace) -> str:
+    forget = ",".join(getattr(args, "forget", None) or ["1"])
     return args.title or (
-        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget 1: {args.seeds} seeds, {args.steps} steps, "
+        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget {forget}: {args.seeds} seeds, {args.steps} steps, "
         f"λ={args.lam:g}, lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
     )
 
 
-def _table_text(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
+def _table_text(
+    args: argparse.Namespace, table_rows: list[dict[str, str]], runs: list[dict[str, Any]]
+) -> str:
+    n = len({r["seed"] for r in runs if r["method"] != RETRAIN})
+    acc = getattr(args, "judge_accuracy", None) or [None, None]
+    accs = ", ".join("-" if a is None else f"{100 * a:.2f} %" for a in acc)
+    n_final = args.fresh_n if args.quick else max(args.fresh_n, N_FRESH)
     return (
-        f"{_title(args)}\n\n{markdown(rows)}\n\nτ = {args.tau}; FID/ELBO/cos²/memory: mean ± std over "
-        "all seeds; steps/time to forget and FID at forget: over the seeds that reached τ.\n"
+        f"{_title(args)}\n\n{markdown(table_rows)}\n\n"
+        f"Mean ± std over {n} seeds (0–{n - 1}); steps in brackets [mean ± std], before them the median. "
+        f"τ = {args.tau}. Stable steps: the first step after which f on {args.fresh_n:,} fresh codes, the "
+        "larger of the two judges' fractions, stays below τ for 10 logged steps (not stable: the runs "
+        "without one); first crossing: the first step below τ on the same series (k/n: the seeds that "
+        "crossed, when not all). Time to forget: the "
+        "run's median per-step time × stable steps, for every method; speed-up vs retrain: the "
+        "retrained model's training wall time / time to forget. Per-step time: the median of each run. "
+        f"FID, ELBO, f at end (on {n_final:,} fresh codes, both judges) and the attacks: after the fixed "
+        "budget; FID (judge 1): the MLP judge's "
+        "200-d features, FID (judge 2): the CNN judge's 64-d features (held-out accuracy of the judges: "
+        f"{accs}). f after attack (i): on {n_final:,} fresh codes after 100 retain-only Adam steps (f "
+        f"during the attacks: on {getattr(args, 'attack_n', 1000):,} codes per step); attack (ii): "
+        "the first of 10 steps on 64 images of the forgotten class with f ≥ ½·f of the original "
+        "(> 10: not within them). The retrain row: one model, its attacks seeded per seed.\n"
     )
-
-
-def write_outputs(
-    out: Path,
-    args: argparse.Namespace,
-    runs: list[dict[str, Any]],
-    rows: list[dict[str, str]],
-    curves: dict[str, list[list[float]]],
-    samples: dict[str, torch.Tensor],
-    models: dict[str, str],
-) -> None:
-    title = _title(args)
-    (out / "table.md").write_text(_table_text(args, rows))
-    keys = sorted({k for r in runs for k in r})
-    with open(out / "runs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(runs)
-    with open(out / "curves.csv", "w", newline="") as f:
-        w2 = csv.writer(f)
-        w2.writerow(["method", "seed", "step", "f"])
-        for m, cs in curves.items():
-            for s, c in enumerate(cs):
-                w2.writerows([m, s, i, x] for i, x in enumerate(c))
-    plots.save_curves(out / "curves.png", dict(curves.items()), args.tau, title=title)
-    if samples:
-        grid = torch.cat([samples[m] for m in samples])
-        plots.save_grid(out / "samples.png", grid, nrow=16)
-        (out / "samples.txt").write_text(
-            "rows of samples.png, top to bottom:\n" + "\n".join(samples) + "\n"
-        )
-    meta = {"machine": machine(), "args": vars(args), "models": models, "command": sys.argv}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
 def main(
@@ -381,6 +348,9 @@ def main(
         config_cls: see :func:`run_table`.
     """
     args = _parser(default_out).parse_args(argv)
+    if args.merge:
+        outputs.merge([Path(p) for p in args.merge], Path(args.out))
+        args.rebuild = True
     if args.rebuild:
         print(markdown(rebuild(Path(args.out))))
         return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ from torch import Tensor, nn
 from uno.unlearn.evaluation import FreshForget, both
 from uno.unlearn.models import set_batchnorm
 from uno.unlearn.train import wgan_gp_update
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Attack (i): retain-only fine-tuning.
 RETAIN_STEPS = 100
@@ -63,17 +66,23 @@ class AttackResult:
         return next((s for s, x in enumerate(self.f) if s >= 1 and x >= threshold), None)
 
 
+class AttackOptions(TypedDict, total=False):
+    """Keyword options of both attacks."""
+
+    steps: int  # attack (i) 100, attack (ii) 10
+    lr: float  # Adam's, 1e-3
+    batch: int  # attack (i) 128 (attack (ii) uses its images as one batch)
+    seed: int  # the attack's batches and noise, 0
+    n_step: int  # fresh codes per step, 1,000
+
+
 def retain_finetune(
     model: nn.Module,
     fresh: FreshForget,
     retain_x: Tensor,
     *,
     critic: Optional[nn.Module] = None,
-    steps: int = RETAIN_STEPS,
-    lr: float = 1e-3,
-    batch: int = 128,
-    seed: int = 0,
-    n_step: int = N_STEP,
+    **opts: Unpack[AttackOptions],
 ) -> AttackResult:
     """Attack (i) on a copy of ``model`` (a VAE, or a GAN generator when ``critic`` is given).
 
@@ -81,12 +90,13 @@ def retain_finetune(
         model: the unlearned (or retrained) model; left unchanged.
         fresh: the fresh-code evaluator (judges 1 and 2).
         retain_x: retain images ``(N, C, H, W)``.
-        critic: the original WGAN-GP critic (GAN only; a copy is trained along).
-        steps, lr, batch: the attack's budget.
-        seed: the attack's seed (batches, noise).
-        n_step: fresh codes per step.
+        critic: the WGAN-GP critic (GAN only; a copy is trained along).
+        **opts: :class:`AttackOptions` (the attack's budget, seed and codes per step).
     """
-    return _attack(model, fresh, retain_x, critic, steps, lr, batch, seed, n_step)
+    return _attack(
+        model, fresh, retain_x, critic, opts.get("steps", RETAIN_STEPS), opts.get("lr", 1e-3),
+        opts.get("batch", 128), opts.get("seed", 0), opts.get("n_step", N_STEP),
+    )  # fmt: skip
 
 
 def forget_finetune(
@@ -95,17 +105,16 @@ def forget_finetune(
     forget_x: Tensor,
     *,
     critic: Optional[nn.Module] = None,
-    steps: int = FORGET_STEPS,
     n_images: int = FORGET_IMAGES,
-    lr: float = 1e-3,
-    seed: int = 0,
-    n_step: int = N_STEP,
+    **opts: Unpack[AttackOptions],
 ) -> AttackResult:
-    """Attack (ii): ``steps`` updates on ``n_images`` training images of the forgotten class (drawn
+    """Attack (ii): ``steps`` (10) updates on ``n_images`` training images of the forgotten class (drawn
     without replacement with ``seed``), as one batch. Arguments as in :func:`retain_finetune`."""
+    seed = opts.get("seed", 0)
     g = torch.Generator().manual_seed(_mix(seed, 2))
     x = forget_x[torch.randperm(len(forget_x), generator=g)[:n_images]]
-    return _attack(model, fresh, x, critic, steps, lr, len(x), _mix(seed, 3), n_step, full=True)
+    steps, lr, n = opts.get("steps", FORGET_STEPS), opts.get("lr", 1e-3), opts.get("n_step", N_STEP)
+    return _attack(model, fresh, x, critic, steps, lr, len(x), _mix(seed, 3), n, full=True)
 
 
 def _mix(seed: int, k: int) -> int:

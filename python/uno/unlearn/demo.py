@@ -4,9 +4,14 @@ Train (or load from the cache) the paper's VAE and MLP judge, forget digit 1 wit
 (the paper's setting: λ = 1e3, Adam 1e-3, batch 128 per side, τ = 0.02, BatchNorm statistics frozen) and
 with their histogram-loss variants ``uno-hat`` and ``surgery-hat`` (w_u = 1e3), and print one table.
 
-Honest reporting: a run that never gets below τ is shown as "not reached". On this data the plain
-``uno`` step does not forget within the demo budget (as in the independent re-check of docs/method.md §5);
-``uno-hat`` does, in a few steps — and so does ``surgery-hat``: the histogram loss does the forgetting.
+Honest reporting (docs/method.md §4b): the headline is the stable rule on 10,000 fresh codes that no loss
+sees, judged by the MLP judge and a second, independent CNN judge (the larger of the two fractions must
+stay below τ for 10 logged steps); the first crossing on the monitor batch stands beside it; time to
+forget is the run's median per-step time × stable steps for every method; a run that never gets there
+is "not reached". Under the table two sentences (:data:`EXPLANATION`) say what the numbers mean: on this
+data the plain ``uno`` step does not forget within the demo budget (docs/reproduction.md says why the
+paper's number differs: a swapped weight tuple in the authors' code); ``uno-hat`` does, in a few steps —
+and so does ``surgery-hat``: the histogram loss does the forgetting.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,6 +31,14 @@ from uno.unlearn.run import Loaded, RunConfig, unlearn
 
 DEMO_METHODS = ("uno", "surgery", "uno-hat", "surgery-hat")
 
+#: Printed under the demo's table (item 5 of issue 14).
+EXPLANATION = (
+    "What this means: plain `uno` at the paper's settings does not forget digit 1 (it follows plain "
+    "retain descent); `uno-hat` and `surgery-hat` forget it in a few steps because of the histogram "
+    "loss, not the orthogonality term. The paper's few-step number for `uno` came from a swapped weight "
+    "tuple in the authors' code: see docs/reproduction.md (\"The paper's bug, reproduced\")."
+)
+
 
 def _fmt(x: Optional[float], spec: str, none: str = "not reached") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -33,19 +47,23 @@ def _fmt(x: Optional[float], spec: str, none: str = "not reached") -> str:
 
 
 def table(results: Sequence[dict[str, Any]], tau: float) -> str:
-    """Markdown table of the demo results."""
+    """Markdown table of the demo results (stable rule on fresh codes, both judges; docs/method.md §4b)."""
     head = (
-        f"| method | steps to forget (f < {tau}) | time to forget | per-step time | f: start → after 5 → end "
-        "| FID before → at forget → end | retain ELBO before → end | cos² |"
+        f"| method | stable steps (f < {tau}, fresh codes, both judges) | first crossing (monitor batch) "
+        "| time to forget (median step × stable steps) | per-step time (median of the run) "
+        "| f fresh, judge 1 / judge 2: start → end | FID before → end | retain ELBO before → end | cos² |"
     )
-    lines = [head, "|" + "---|" * 8]
+    lines = [head, "|" + "---|" * 9]
     for r in results:
-        ttf = "not reached" if r["time_to_forget_s"] is None else f"{r['time_to_forget_s']:.3f} s"
+        ttf = r["time_to_forget_median_s"]
+        f2 = (r.get("f_fresh2_0"), r.get("f_fresh2_final"))
         lines.append(
-            f"| {r['method']} | {_fmt(r['steps_to_forget'], 'd')} | {ttf}"
+            f"| {r['method']} | {_fmt(r['stable_steps'], 'd')} | {_fmt(r['steps_to_forget'], 'd')}"
+            f" | {'not reached' if ttf is None else f'{ttf:.3f} s'}"
             f" | {r['per_step_median_s'] * 1e3:.1f} ms "
-            f"| {r['f0']:.3f} → {_fmt(r['f_after_5'], '.3f', '-')} → {r['f_final']:.3f} "
-            f"| {r['fid_before']:.1f} → {_fmt(r['fid_at_forget'], '.1f', '-')} → {r['fid_after']:.1f} "
+            f"| {_fmt(r['f_fresh0'], '.3f', '-')} / {_fmt(f2[0], '.3f', '-')} → "
+            f"{_fmt(r['f_fresh_final'], '.3f', '-')} / {_fmt(f2[1], '.3f', '-')} "
+            f"| {r['fid_before']:.1f} → {r['fid_after']:.1f} "
             f"| {r['elbo_before']:.1f} → {r['elbo_after']:.1f} | {r['cos2_mean']:.3g} |"
         )
     return "\n".join(lines)
@@ -85,7 +103,8 @@ def demo(
     """Run the demo; returns one summary per method and writes ``out/`` (table, PNGs, logs).
 
     Args:
-        quick: reduced budget for tests (VAE 10 epochs, judge 3 epochs, 20 steps, FID on 2,000 images).
+        quick: reduced budget for tests (VAE 10 epochs, both judges 3 epochs, 20 steps, FID on 2,000
+            images).
     """
     from uno.unlearn.train import get_or_train
 
@@ -96,8 +115,11 @@ def demo(
     train, heldout = load_mnist(data)
     vae, vpath = get_or_train("vae", data_root=data, quiet=quiet, epochs=ve)
     judge, jpath = get_or_train("judge", data_root=data, quiet=quiet, epochs=je)
+    judge2, j2path = get_or_train(
+        "judge2", data_root=data, quiet=quiet, epochs=3 if quick else None
+    )
     if not quiet:
-        print(f"VAE:   {vpath}\njudge: {jpath}")
+        print(f"VAE:   {vpath}\njudge: {jpath}\njudge 2: {j2path}")
     outp = Path(out)
     results = []
     curves: dict[str, Sequence[Sequence[float]]] = {}
@@ -114,7 +136,7 @@ def demo(
             vae_epochs=ve,
             judge_epochs=je,
         )
-        loaded = Loaded(copy.deepcopy(vae), judge)
+        loaded = Loaded(copy.deepcopy(vae), judge, judge2=judge2)
         if (outp / m / "config.json").is_file():  # a previous demo's run folder: start afresh
             shutil.rmtree(outp / m)
         res = unlearn(cfg, str(outp / m), loaded=loaded, data=(train, heldout))
@@ -124,13 +146,12 @@ def demo(
         rows = json.loads((outp / m / "log.json").read_text())["rows"]
         curves[m] = [[r["f"] for r in rows]]
         if not quiet:
-            print(
-                f"{m}: steps to forget {_fmt(res['steps_to_forget'], 'd')}, f_end {res['f_final']:.3f}"
-            )
+            print(f"{m}: stable steps {_fmt(res['stable_steps'], 'd')}, f_end {res['f_final']:.3f}")
     tab = table(results, 0.02)
-    write_text(outp / "table.md", tab + "\n")
+    write_text(outp / "table.md", tab + "\n\n" + EXPLANATION + "\n")
     write_json(outp / "summary.json", results)
     plots.save_curves(outp / "curves.png", curves, 0.02, title="forget digit 1 (embedded MNIST)")
     print(tab)
+    print("\n" + "\n".join(textwrap.wrap(EXPLANATION, 100)))
     print(f"\nPNGs and logs in {outp}/ (curves.png, <method>/before.png, after.png, curve.png)")
     return results

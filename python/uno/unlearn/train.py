@@ -264,9 +264,11 @@ def get_or_train(
                 load_model(path, "dcgan_g")[0].eval(),
                 load_model(cpath, "dcgan_d")[0].eval(),
             ), path
-        _announce(kind, b, path)
         gb = dict(b)
-        train = _training_digits(data_root, gb.pop("forget", None))
+        train = _training_digits(
+            data_root, gb.pop("forget", None)
+        )  # a bad class: before the notice
+        _announce(kind, b, path)
         torch.manual_seed(seed)
         width = int(gb.pop("width", 32))
         t0 = time.perf_counter()
@@ -284,9 +286,9 @@ def get_or_train(
         return (gen, critic), path
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
-    _announce(kind, b, path)
     b = dict(b)
-    train = _training_digits(data_root, b.pop("forget", None))
+    train = _training_digits(data_root, b.pop("forget", None))  # a bad class: before the notice
+    _announce(kind, meta["budget"], path)
     n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
     if n_train is not None:
         train = train.random_subset(int(n_train))

@@ -1,0 +1,307 @@
+"""The honest table's measures and rows (issue 14; docs/method.md §4b), used by ``uno bench table``.
+
+:class:`Reference` holds what every row of one table is measured against: the fresh codes and both
+judges, the FIDs, the original model's f, and the model retrained from scratch on the retain digits
+(loaded from the cache, its training wall time read from the cache file). :func:`measure_model` gives the
+per-seed record of a model that was not unlearned by a run (the retrained one: FIDs, ELBO, f, attacks);
+:func:`attack_record` the relearning attacks of any model; :func:`rows` the table's cells per method.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from torch import Tensor, nn
+
+from uno.unlearn import attacks
+from uno.unlearn.data import ImageData
+from uno.unlearn.evaluation import FreshForget, both
+from uno.unlearn.metrics import ClassifierFID, optional_fid
+from uno.unlearn.tasks import retain_elbo
+
+#: The row of the model retrained from scratch without the forget data.
+RETRAIN = "retrain"
+
+#: Columns of table.md, in order.
+COLUMNS = (
+    "method",
+    "stable steps (fresh, both judges)",
+    "not stable",
+    "first crossing",
+    "time to forget (s)",
+    "speed-up vs retrain",
+    "per-step (ms, median of the run)",
+    "FID (judge 1)",
+    "FID gap to retrain",
+    "FID (judge 2)",
+    "retain ELBO",
+    "f at end (fresh, both)",
+    "f after attack (i)",
+    "attack (ii) steps to ½·f₀",
+)
+
+
+@dataclass
+class Reference:
+    """What one table compares every model with (built once per table)."""
+
+    kind: str  # "vae" or "gan"
+    targets: list[int]
+    fresh: FreshForget  # every fresh code, judges 1 and 2
+    fid: ClassifierFID
+    fid2: Optional[ClassifierFID]
+    heldout: ImageData
+    retain_x: Tensor  # training images outside the forget classes (attack (i))
+    forget_x: Tensor  # training images of the forget classes (attack (ii))
+    f_original: float  # the original model's f on every fresh code, both judges
+    retrain: nn.Module
+    retrain_time_s: float  # wall time of the retraining (from the cache file's metadata)
+    critic: Optional[nn.Module] = (
+        None  # GAN: the original's critic (attacks on unlearned generators)
+    )
+    retrain_critic: Optional[nn.Module] = None  # GAN: the retrained generator's own critic
+    attack_n: int = attacks.N_STEP  # fresh codes per attack step
+    attack_steps: int = attacks.RETAIN_STEPS  # attack (i)'s steps (fewer only in tests)
+
+    @classmethod
+    def build(
+        cls,
+        kind: str,
+        original: nn.Module,
+        judges: Sequence[Optional[nn.Module]],
+        data: tuple[ImageData, ImageData],
+        targets: Sequence[int],
+        retrain: nn.Module,
+        retrain_time_s: float,
+        **kw: Any,
+    ) -> Reference:
+        """Measure the original once and assemble the reference (``kw``: ``critic``,
+        ``retrain_critic``, ``attack_n``, ``fid_n``, ``n_fresh``)."""
+        train, heldout = data
+        mask = train.forget_mask(targets)
+        fid_n, n_fresh = kw.pop("fid_n", None), kw.pop("n_fresh", None)
+        zdim: int = original.latent_dim  # type: ignore[assignment]
+        fresh = FreshForget(judges, targets, zdim, **({"n": n_fresh} if n_fresh else {}))
+        real = train.x[~mask]
+        judge2 = judges[1] if len(judges) > 1 else None
+        return cls(
+            kind=kind,
+            targets=list(targets),
+            fresh=fresh,
+            fid=ClassifierFID(judges[0], real, zdim, n=fid_n),  # type: ignore[arg-type]
+            fid2=optional_fid(judge2, real, zdim, fid_n),
+            heldout=heldout,
+            retain_x=real,
+            forget_x=train.x[mask],
+            f_original=both(fresh(original)),
+            retrain=retrain,
+            retrain_time_s=retrain_time_s,
+            **kw,
+        )
+
+
+def attack_record(
+    model: nn.Module, ref: Reference, seed: int, *, retrained: bool = False
+) -> dict[str, Any]:
+    """Both relearning attacks on (a copy of) ``model``: the table's per-seed fields and curves.
+
+    Returns:
+        ``f_attack_i`` (f after attack (i) on every fresh code, both judges), ``f_attack_i_j1``/``_j2``,
+        ``attack_ii_steps`` (first step of attack (ii) with f ≥ ½·f_original; ``None``: not within it),
+        ``curve_i``/``curve_ii`` (f per attack step, both judges, on ``ref.attack_n`` codes).
+    """
+    critic = ref.retrain_critic if retrained else ref.critic
+    a = attacks.retain_finetune(
+        model, ref.fresh, ref.retain_x, critic=critic, steps=ref.attack_steps, seed=seed,
+        n_step=ref.attack_n,
+    )  # fmt: skip
+    b = attacks.forget_finetune(
+        model, ref.fresh, ref.forget_x, critic=critic, seed=seed, n_step=ref.attack_n
+    )
+    return {
+        "f_attack_i": a.f_final,
+        "f_attack_i_j1": a.final[0],
+        "f_attack_i_j2": a.final[1],
+        "attack_ii_steps": b.steps_until(0.5 * ref.f_original),
+        "f_original": ref.f_original,
+        "curve_i": a.f,
+        "curve_ii": b.f,
+    }
+
+
+def quality(model: nn.Module, ref: Reference) -> dict[str, Any]:
+    """FID (both judges), retain ELBO (VAE; NaN for a GAN) and f on every fresh code of ``model``."""
+    f1, f2 = ref.fresh.pair(model)
+    return {
+        "fid_after": ref.fid(model),
+        "fid2_after": ref.fid2(model) if ref.fid2 is not None else None,
+        "elbo_after": retain_elbo(model, ref.heldout, ref.targets)
+        if ref.kind == "vae"
+        else float("nan"),
+        "f_end": both([f1, f2]),
+        "f_fresh_final": f1,
+        "f_fresh2_final": f2,
+    }
+
+
+def measure_model(
+    model: nn.Module, ref: Reference, seed: int, q: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
+    """The retrained model's per-seed record (``q``: its :func:`quality`, measured once for all seeds)."""
+    rec: dict[str, Any] = {"method": RETRAIN, "seed": seed, "train_time_s": ref.retrain_time_s}
+    rec.update(q if q is not None else quality(model, ref))
+    rec.update(attack_record(model, ref, seed, retrained=True))
+    return rec
+
+
+def _ms(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± std`` over the values that exist (``-`` when none)."""
+    v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return "-"
+    s = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.fmean(v):.{digits}g} ± {s:.{digits}g}"
+
+
+def _pm(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
+    """``mean ± std`` (the mean to ``digits``, the std to 2 significant digits; ``-`` when none)."""
+    v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return "-"
+    s = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.fmean(v):.{digits}g} ± {s:.2g}"
+
+
+def _steps(values: Sequence[Optional[float]], none: str) -> str:
+    """``median [mean ± std]`` over the runs that got there (``none`` when no run did)."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return none
+    return f"{statistics.median(v):g} [{_pm(v)}]"
+
+
+def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list[dict[str, str]]:
+    """One row of cells per method (the retrain row first) from the per-seed records."""
+    ret = [r for r in runs if r["method"] == RETRAIN]
+    fid_rt = statistics.fmean(r["fid_after"] for r in ret) if ret else float("nan")
+    t_rt = ret[0]["train_time_s"] if ret else float("nan")
+    out = []
+    for m in [RETRAIN, *[m for m in methods if m != RETRAIN]]:
+        rs = [r for r in runs if r["method"] == m]
+        if not rs:
+            continue
+        n_ii = sum(r["attack_ii_steps"] is None for r in rs)
+        ii = _steps([r["attack_ii_steps"] for r in rs], "> 10")
+        cells = {
+            "method": m,
+            "FID (judge 1)": _pm([r["fid_after"] for r in rs]),
+            "FID gap to retrain": _pm([r["fid_after"] - fid_rt for r in rs]),
+            "FID (judge 2)": _pm([r.get("fid2_after") for r in rs]),
+            "retain ELBO": _pm([r["elbo_after"] for r in rs], digits=4),
+            "f at end (fresh, both)": _pm(
+                [both([as_nan(r["f_fresh_final"]), as_nan(r["f_fresh2_final"])]) for r in rs],
+                digits=2,
+            ),
+            "f after attack (i)": _pm([r["f_attack_i"] for r in rs], digits=2),
+            "attack (ii) steps to ½·f₀": ii
+            + (f" ({n_ii}/{len(rs)} > 10)" if n_ii and n_ii < len(rs) else ""),
+        }
+        if m == RETRAIN:
+            cells.update({
+                "stable steps (fresh, both judges)": "— (retrained from scratch)",
+                "not stable": "-", "first crossing": "-",
+                "time to forget (s)": f"{t_rt:.3g} (training wall time)",
+                "speed-up vs retrain": "1×", "per-step (ms, median of the run)": "-",
+            })  # fmt: skip
+        else:
+            st = [r["stable_steps"] for r in rs]
+            fc = [r["first_crossing"] for r in rs]
+            n_fc = sum(x is not None for x in fc)
+            ttf = [r["time_to_forget_median_s"] for r in rs]
+            cells.update({
+                "stable steps (fresh, both judges)": _steps(st, f"not reached (≤ {steps})"),
+                "not stable": f"{sum(x is None for x in st)}/{len(rs)}",
+                "first crossing": _steps(fc, "-") + (f" ({n_fc}/{len(rs)})" if 0 < n_fc < len(rs) else ""),
+                "time to forget (s)": _pm(ttf),
+                "speed-up vs retrain": _times(_pm([t_rt / t if t else None for t in ttf])),
+                "per-step (ms, median of the run)": _pm([r["per_step_median_s"] for r in rs], 1e3),
+            })  # fmt: skip
+        out.append({c: cells[c] for c in COLUMNS})
+    return out
+
+
+def as_nan(x: Optional[float]) -> float:
+    """``None`` (not measured, e.g. no second judge) as NaN."""
+    return float("nan") if x is None else float(x)
+
+
+def _times(txt: str) -> str:
+    return txt if txt == "-" else f"{txt}×"
+
+
+def markdown(table_rows: list[dict[str, str]]) -> str:
+    """A markdown table of the rows (columns: the keys of the first row, in order)."""
+    cols = list(table_rows[0]) if table_rows else list(COLUMNS)
+    head = "| " + " | ".join(cols) + " |"
+    sep = "|" + "---|" * len(cols)
+    body = ["| " + " | ".join(r[c] for c in cols) + " |" for r in table_rows]
+    return "\n".join([head, sep, *body])
+
+
+#: Columns of the tables made before issue 14 (the committed ones of experiments/results/).
+LEGACY_COLUMNS = (
+    "method",
+    "steps to forget",
+    "not reached",
+    "time to forget (s)",
+    "per-step time (ms)",
+    "FID at forget",
+    "FID after budget",
+    "retain ELBO after",
+    "f after 5",
+    "f at end",
+    "cos²",
+    "peak extra mem (MB)",
+)
+
+
+def legacy_rows(
+    runs: list[dict[str, Any]], methods: Sequence[str], steps: int
+) -> list[dict[str, str]]:
+    """The rows of a table made before issue 14 (monitor-batch f, first crossing; kept to rebuild them).
+
+    "steps to forget" and "time to forget" are mean ± std over the seeds that reached τ; the
+    "not reached" column counts the others (``k/n``). A method with no reaching seed shows
+    ``not reached``. The median steps over reaching seeds is appended in brackets.
+    """
+    out = []
+    for m in methods:
+        rs = [r for r in runs if r["method"] == m]
+        if not rs:
+            continue
+        reached = [r for r in rs if r["reached"]]
+        n_nr = len(rs) - len(reached)
+        if reached:
+            st = [r["steps_to_forget"] for r in reached]
+            steps_txt = f"{_ms(st)} [median {statistics.median(st):g}]"
+            time_txt = _ms([r["time_to_forget_s"] for r in reached])
+        else:
+            steps_txt = time_txt = f"not reached (≤ {steps})"
+        out.append({
+            "method": m,
+            "steps to forget": steps_txt,
+            "not reached": f"{n_nr}/{len(rs)}",
+            "time to forget (s)": time_txt,
+            "per-step time (ms)": _ms([r["per_step_median_s"] for r in rs], 1e3),
+            "FID at forget": _ms([r["fid_at_forget"] for r in reached]),
+            "FID after budget": _ms([r["fid_after"] for r in rs]),
+            "retain ELBO after": _ms([r["elbo_after"] for r in rs], digits=4),
+            "f after 5": _ms([r["f_after_5"] for r in rs], digits=2),
+            "f at end": _ms([r.get("f_final") for r in rs], digits=2),
+            "cos²": _ms([r["cos2_mean"] for r in rs], digits=2),
+            "peak extra mem (MB)": _ms([r["peak_mem_bytes"] for r in rs], 1e-6),
+        })  # fmt: skip
+    return out
