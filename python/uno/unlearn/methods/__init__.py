@@ -8,7 +8,9 @@ import it below.
 from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
     ascent,
     ascent_descent,
+    fill,
     fu,
+    kick,
     retain,
     salun,
     surgery,
