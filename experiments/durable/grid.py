@@ -33,14 +33,20 @@ def _baseline() -> list[Config]:
 def grid() -> dict[str, list[Config]]:
     g: dict[str, list[Config]] = {m: _baseline() for m in ("retain-hat", "uno-hat", "salun")}
     g["surgery-ascent"] = _baseline()
+    # added after the first pass (durability grew with the budget): the 300-update point at lr 1e-3
+    for m in ("retain-hat", "salun"):
+        g[m].append(_cfg(1e-3, 300))
     g["kick-hat"] = [
         _cfg(1e-3, t, kick=kick, n_kick=n)
         for kick, n, t in product((3.0, 10.0), (3, 10), (30, 100))
     ] + [
         _cfg(1e-3, 30, kick=10.0, n_kick=3, k_retain=8),
         _cfg(1e-3, 100, kick=10.0, n_kick=10, k_retain=8),
+        _cfg(1e-3, 300, kick=3.0, n_kick=10),
     ]
-    g["fill"] = [_cfg(lr, t, n_nbr=n) for n, lr, t in product((256, 1024), (1e-3, 3e-3), (30, 100))]
+    g["fill"] = [
+        _cfg(lr, t, n_nbr=n) for n, lr, t in product((256, 1024), (1e-3, 3e-3), (30, 100))
+    ] + [_cfg(1e-3, 300, n_nbr=256)]
     for m, cs in g.items():
         assert len(cs) <= 12, m
     return g

@@ -7,7 +7,9 @@ the retrained gold standard), on the drivers' own task, methods and optimizers:
   split, the forget/retain images of a digit.
 * :func:`retrained` — the same VAE trained from scratch on the retain digits only (same recipe: 50
   epochs, Adam 1e-3, batch 128, seed 0; ``train_vae``), cached in ``$UNO_CACHE_DIR``.
-* :func:`f_fresh` — f on 10,000 fixed fresh codes per seed (no loss sees them), eval mode.
+* :func:`f_fresh` — f on 10,000 fixed fresh codes per seed (no loss sees them), eval mode; the
+  per-step curves use the first 2,000 of them (decoding 10,000 codes and judging them costs more than
+  an update here), the values after a run and after an attack all 10,000.
 * :func:`unlearn` — a registered method on :class:`~uno.unlearn.tasks.VAETask`, stepped like the run loop
   (``method.optimizer`` / ``method.step``), f on the fresh codes after every update, and an optional
   **stable stop**: the first step after which f stays below τ for ``hold`` consecutive updates (the model
@@ -35,6 +37,8 @@ from uno.unlearn.tasks import VAETask, in_forget
 from uno.unlearn.train import cache_dir, get_or_train, train_vae
 
 N_FRESH = 10_000
+#: codes of the per-step curves (the first of the fresh codes); the final values use all N_FRESH
+N_CURVE = 2_000
 #: the steps of attack (i) at which f is recorded
 ATTACK_AT = (0, 1, 2, 5, 10, 20, 50, 100)
 
@@ -104,10 +108,26 @@ class Unlearned:
     f: list[float]  # f on the fresh codes after each update (index 0: before)
     dt: list[float]  # seconds of each update (the run loop's timed region)
     stop: Optional[int]  # the stable stop (None: not reached within the budget)
+    f_end: float = float("nan")  # f on all N_FRESH codes after the run
 
     @property
     def per_step_s(self) -> float:
         return statistics.median(self.dt) if self.dt else float("nan")
+
+
+def update(task: VAETask, m: methods.Method, opt: torch.optim.Optimizer, step: int) -> float:
+    """One update as the run loop times it (batches, direction, optimizer step); its seconds."""
+    t0 = time.perf_counter()
+    task.begin_step(step)
+    d, _ = m.direction(task, step)
+    for p, g in zip(task.params, d):
+        p.grad = g
+    m.step(opt)
+    dt = time.perf_counter() - t0
+    task.end_step()
+    for p in task.params:
+        p.grad = None
+    return dt
 
 
 def unlearn(
@@ -139,21 +159,12 @@ def unlearn(
     task.begin_step(0)
     m.setup(task)
     task.end_step()
-    z = fresh_codes(seed)
+    z = fresh_codes(seed)[:N_CURVE]
     fs, dts = [f_fresh(model, s.judge, z, s.digit)], []
     streak_start: Optional[int] = None
     snapshot: Optional[dict[str, Tensor]] = None
     for step in range(1, steps + 1):
-        t0 = time.perf_counter()
-        task.begin_step(step)
-        d, _ = m.direction(task, step)
-        for p, g in zip(task.params, d):
-            p.grad = g
-        m.step(opt)
-        dts.append(time.perf_counter() - t0)
-        task.end_step()
-        for p in task.params:
-            p.grad = None
+        dts.append(update(task, m, opt, step))
         fs.append(f_fresh(model, s.judge, z, s.digit))
         if fs[-1] < tau:
             if streak_start is None:
@@ -164,9 +175,13 @@ def unlearn(
         if hold and streak_start is not None and step - streak_start + 1 >= hold:
             assert snapshot is not None
             model.load_state_dict(snapshot)
-            return Unlearned(model.eval(), fs, dts, streak_start)
+            out = Unlearned(model.eval(), fs, dts, streak_start)
+            out.f_end = f_fresh(model, s.judge, fresh_codes(seed), s.digit)
+            return out
     held = streak_start is not None and (steps - streak_start + 1 >= 10 or hold is None)
-    return Unlearned(model.eval(), fs, dts, streak_start if held else None)
+    out = Unlearned(model.eval(), fs, dts, streak_start if held else None)
+    out.f_end = f_fresh(model, s.judge, fresh_codes(seed), s.digit)
+    return out
 
 
 def attack(
@@ -180,7 +195,8 @@ def attack(
     params: Optional[Sequence[str]] = None,
     at: Sequence[int] = ATTACK_AT,
 ) -> tuple[nn.Module, dict[int, float]]:
-    """Relearning attack (i) on a copy of ``model``: ``(attacked model, {step: f on fresh codes})``.
+    """Relearning attack (i) on a copy of ``model``: ``(attacked model, {step: f on fresh codes})``
+    (the first :data:`N_CURVE` codes at the steps ``at``, all of them at the last step).
 
     Args:
         params: names of the parameters the attack may change (default: all).
@@ -192,7 +208,8 @@ def attack(
         p.requires_grad_(n in train_names)
     opt = torch.optim.Adam([named[n] for n in train_names], lr=lr)
     g = torch.Generator().manual_seed(700_000 + seed)
-    z = fresh_codes(seed)
+    z_all = fresh_codes(seed)
+    z = z_all[:N_CURVE]
     out = {0: f_fresh(m, s.judge, z, s.digit)} if 0 in at else {}
     m.train()
     set_batchnorm(m, False)  # BatchNorm statistics frozen (the drivers' default)
@@ -202,6 +219,6 @@ def attack(
         m.loss(x).backward()  # type: ignore[operator]
         opt.step()
         if step in at:
-            out[step] = f_fresh(m, s.judge, z, s.digit)
+            out[step] = f_fresh(m, s.judge, z_all if step == steps else z, s.digit)
     m.requires_grad_(True)
     return m.eval(), out

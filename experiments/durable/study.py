@@ -54,6 +54,7 @@ def run_one(s: probe.Setup, method: str, cfg: G.Config, seed: int) -> dict[str, 
         "seed": seed,
         "f": u.f,
         "stable": stable,
+        "f_end": u.f_end,
         "per_step_s": u.per_step_s,
         "run_s": u.per_step_s * cfg["steps"],
         "time_to_forget_s": None if stable is None else u.per_step_s * stable,
@@ -116,10 +117,22 @@ def main(argv: Any = None) -> None:
     )
     if args.phase == "report":
         retrain_rows(s, seeds)
-    elbo_orig = probe.retain_elbo(s.vae, s)
+    orig = {
+        **measure(s.vae, s),
+        "f0": [probe.f_fresh(s.vae, s.judge, probe.fresh_codes(x), s.digit) for x in seeds],
+    }
+    (OUT / str(args.digit)).mkdir(parents=True, exist_ok=True)
+    (OUT / str(args.digit) / f"original_{args.phase}.json").write_text(json.dumps(orig))
+    elbo_orig = orig["elbo"]
     for method in args.methods:
         path = OUT / str(args.digit) / args.phase / f"{method}.jsonl"
-        cfgs = G.grid()[method] if args.phase == "tune" else [tuned(method, 1, elbo_orig)]
+        # every digit is reported with the configuration picked on digit 1's tuning runs
+        elbo_1 = (
+            elbo_orig
+            if args.digit == 1
+            else json.loads((OUT / "1" / "original_report.json").read_text())["elbo"]
+        )
+        cfgs = G.grid()[method] if args.phase == "tune" else [tuned(method, 1, elbo_1)]
         have = done(path)
         for cfg in cfgs:
             for seed in seeds:

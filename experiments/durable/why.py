@@ -103,8 +103,29 @@ def per_layer_attacks(model: nn.Module, s: probe.Setup, seed: int) -> dict[str, 
     return {"only": only, "held": held}
 
 
-def study(s: probe.Setup, method: str, seed: int, ret: nn.Module) -> dict[str, Any]:
-    u = probe.unlearn(s, method, seed, steps=10)
+def parse(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``"name[:k=v,...]"`` → (method, run options (steps, lr), method hyper-parameters)."""
+    name, _, rest = spec.partition(":")
+    run: dict[str, Any] = {"steps": 10}
+    hp: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        k, v = item.split("=")
+        val: Any = float(v) if "." in v or "e" in v else int(v)
+        (run if k in ("steps", "lr") else hp)[k] = val
+    return name, run, hp
+
+
+def hole_f(model: nn.Module, s: probe.Setup, z: Tensor) -> float:
+    """f on the fresh codes inside the digit's territory under the ORIGINAL encoder (the hole)."""
+    with torch.no_grad():
+        mu, _ = s.vae.eval().encode(s.train.x)  # type: ignore[operator]
+        inside = s.train.y[torch.cdist(z, mu).argmin(1)] == s.digit
+    return probe.f_fresh(model, s.judge, z[inside], s.digit)
+
+
+def study(s: probe.Setup, spec: str, seed: int, ret: nn.Module) -> dict[str, Any]:
+    method, run, hp = parse(spec)
+    u = probe.unlearn(s, method, seed, hparams=hp, **run)
     z = probe.fresh_codes(seed)
     o_flat, u_flat, r_flat = flat(s.vae), flat(u.model), flat(ret)
     gap = o_flat - u_flat
@@ -122,9 +143,9 @@ def study(s: probe.Setup, method: str, seed: int, ret: nn.Module) -> dict[str, A
         }
     attacked, curve = probe.attack(u.model, s, seed)
     a_flat = flat(attacked)
-    _, curve_orig = probe.attack(s.vae, s, seed, at=(0, 100))
+    attacked_orig, curve_orig = probe.attack(s.vae, s, seed, at=(0, 100))
     return {
-        "method": method,
+        "method": spec,
         "seed": seed,
         "f_unlearn": u.f,
         "dist_orig": float(gap.norm()),
@@ -137,6 +158,14 @@ def study(s: probe.Setup, method: str, seed: int, ret: nn.Module) -> dict[str, A
         "attack_on_original": curve_orig,
         "way_back": float((a_flat - u_flat) @ gap / (gap @ gap)),
         "attack_dist": float((a_flat - u_flat).norm()),
+        # the same attack (same batches) from the original: how far apart the two attacked models end
+        "attacked_gap": float((a_flat - flat(attacked_orig)).norm()),
+        "hole_f": {
+            "original": hole_f(s.vae, s, z),
+            "unlearned": hole_f(u.model, s, z),
+            "attacked": hole_f(attacked, s, z),
+            "attacked_original": hole_f(attacked_orig, s, z),
+        },
         "per_layer": per_layer_attacks(u.model, s, seed),
         "latent": {
             "original": latent(s.vae, s, z),
@@ -149,7 +178,12 @@ def study(s: probe.Setup, method: str, seed: int, ret: nn.Module) -> dict[str, A
 
 def main(argv: Any = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", nargs="+", default=["retain-hat", "salun"])
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["retain-hat", "salun"],
+        help="name[:steps=..,lr=..,hparam=..] (default 10 steps at lr 1e-3)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--digit", type=int, default=1)
     ap.add_argument("--out", default="experiments/results/durable/why.json")
