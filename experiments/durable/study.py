@@ -107,6 +107,11 @@ def main(argv: Any = None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(G.grid()))
     ap.add_argument("--digit", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="*", help="override the phase's seeds")
+    ap.add_argument(
+        "--config",
+        help="report this grid configuration (grid.key) instead of the selected one, as a "
+        "comparison row (written under report_extra/)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     s = probe.setup(args.digit)
@@ -125,7 +130,8 @@ def main(argv: Any = None) -> None:
     (OUT / str(args.digit) / f"original_{args.phase}.json").write_text(json.dumps(orig))
     elbo_orig = orig["elbo"]
     for method in args.methods:
-        path = OUT / str(args.digit) / args.phase / f"{method}.jsonl"
+        phase = "report_extra" if args.config else args.phase
+        path = OUT / str(args.digit) / phase / f"{method}.jsonl"
         # every digit is reported with the configuration picked on digit 1's tuning runs
         elbo_1 = (
             elbo_orig
@@ -133,6 +139,8 @@ def main(argv: Any = None) -> None:
             else json.loads((OUT / "1" / "original_report.json").read_text())["elbo"]
         )
         cfgs = G.grid()[method] if args.phase == "tune" else [tuned(method, 1, elbo_1)]
+        if args.config:
+            cfgs = [c for c in G.grid()[method] if G.key(c) == args.config]
         have = done(path)
         for cfg in cfgs:
             for seed in seeds:
