@@ -46,11 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="pretrain a model on MNIST (embedded default) and cache it")
-    t.add_argument("kind", choices=["vae", "gan", "judge"])
+    t.add_argument("kind", choices=["vae", "gan", "judge", "judge2", "vae-retain", "gan-retain"])
     t.add_argument("--data", default=None, help="MNIST root (torchvision layout or flat IDX files)")
     t.add_argument("--epochs", type=int, default=None, help="vae/judge epochs (vae 50, judge 10)")
     t.add_argument("--steps", type=int, default=None, help="gan generator steps (1000)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None, help="training seed (0; judge2: 1)")
+    t.add_argument("--forget", nargs="+", default=None, help="vae-/gan-retain: classes left out")
     t.add_argument("--retrain", action="store_true", help="ignore the cached model")
     t.add_argument("--out", default=None, help="also copy the model to this file")
     _common(t)
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         "--w-j", dest="w_j", type=float, default=1.0, help="GAN retain loss: judge-class weight"
     )
     u.add_argument("--judge", default=None, help="judge model file (default: the cached MLP judge)")
+    u.add_argument(
+        "--judge2", default=None, help="second judge file (default: the cached CNN judge)"
+    )
+    u.add_argument(
+        "--fresh-n", type=int, default=10_000, help="fresh codes f is measured on (0: off)"
+    )
     u.add_argument("--critic", default=None, help="GAN critic file")
     u.add_argument(
         "--data", default=None, help="data root (MNIST IDX files, or CelebA with --dataset celeba)"
@@ -184,14 +191,21 @@ def _check_args(args: argparse.Namespace) -> None:
     if getattr(args, "threads", None) is not None:
         preflight.int_at_least("--threads", args.threads, 1)
     if args.cmd == "train":
-        gan = args.kind == "gan"
+        gan = args.kind in ("gan", "gan-retain")
+        if (args.forget is not None) != args.kind.endswith("-retain"):
+            raise _ArgError(
+                f"uno train {args.kind}: --forget goes with (and only with) vae-/gan-retain"
+            )
         if args.steps is not None and not gan:
             raise _ArgError(f"uno train {args.kind}: --steps is the gan's budget; use --epochs")
         if args.epochs is not None and gan:
-            raise _ArgError("uno train gan: --epochs is the vae's and judge's budget; use --steps")
+            raise _ArgError(
+                f"uno train {args.kind}: --epochs is the vae's and judge's budget; use --steps"
+            )
         preflight.int_at_least("--epochs", args.epochs, 1, optional=True)
         preflight.int_at_least("--steps", args.steps, 1, optional=True)
-        preflight.seed("--seed", args.seed)
+        if args.seed is not None:
+            preflight.seed("--seed", args.seed)
         preflight.existing_path("--data", args.data)
         preflight.out_file("--out", args.out)
     elif args.cmd == "unlearn":
@@ -241,13 +255,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         from uno.unlearn.train import get_or_train
 
-        budget = {"steps": args.steps} if args.kind == "gan" else {"epochs": args.epochs}
+        gan = args.kind in ("gan", "gan-retain")
+        budget = {"steps": args.steps} if gan else {"epochs": args.epochs}
         _, path = get_or_train(
             args.kind,
             data_root=args.data,
             seed=args.seed,
             quiet=args.quiet,
             retrain=args.retrain,
+            forget=args.forget,
             **budget,
         )
         if args.out:

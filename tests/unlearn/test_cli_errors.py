@@ -218,13 +218,16 @@ def test_missing_extra_says_how_to_install(tmp_path, module, cmd):
 def test_training_a_gan_is_announced_even_when_quiet(tmp_path):
     """`uno unlearn --model gan --quiet` without a cached GAN: one line says it trains one first.
 
-    The budgets are cut (1 GAN step, 1 judge epoch) so that the test takes seconds.
+    The budgets are cut (1 GAN step, 1 epoch for each judge, 500 fresh codes) so that the test takes
+    seconds.
     """
     prelude = (
         "from uno.unlearn import train\n"
         "train.DEFAULTS['gan']['steps'] = 1; train.DEFAULTS['judge']['epochs'] = 1\n"
+        "train.DEFAULTS['judge2']['epochs'] = 1\n"
     )
-    argv = ["unlearn", "--model", "gan", *SMALL[2:], "--steps", "1", "--out", str(tmp_path / "g")]
+    argv = ["unlearn", "--model", "gan", *SMALL[2:], "--steps", "1", "--fresh-n", "500"]
+    argv += ["--out", str(tmp_path / "g")]
     r = _child(prelude, argv, tmp_path / "cache")
     notes = [ln for ln in r.stderr.splitlines() if "training one" in ln]
     assert any(ln.startswith("uno: no cached gan") for ln in notes), r.stderr

@@ -17,7 +17,7 @@ from uno.unlearn.run import Loaded, RunConfig, unlearn
 
 
 def _cfg(**kw):
-    base = dict(steps=6, batch=32, n_monitor=64, fid_n=300, quiet=True, ckpt_every=2)
+    base = dict(steps=6, batch=32, n_monitor=64, fid_n=300, fresh_n=256, quiet=True, ckpt_every=2)
     base.update(kw)
     return RunConfig(**base)
 

@@ -33,6 +33,10 @@ class RunConfig:
     ckpt_every: int = 10
     stop_on_forget: bool = False
     judge: Optional[str] = None  # path; default: the cached MLP judge
+    judge2: Optional[str] = (
+        None  # path; default: the cached CNN judge (with the default judge only)
+    )
+    fresh_n: int = 10_000  # fresh codes f is measured on after every step (0: not measured)
     data: Optional[str] = None  # data root; default: the embedded MNIST digits
     dataset: str = "mnist"  # "mnist" or "celeba" (torchvision layout under --data; 64×64)
     fid_n: Optional[int] = None  # number of images for FID (None = all real retain images)
@@ -60,6 +64,7 @@ class RunConfig:
             ("--monitor", self.n_monitor, 1),
             ("--ckpt-every", self.ckpt_every, 1),
             ("--k", self.k, 1),
+            ("--fresh-n", self.fresh_n, 0),
         ]
         for flag, v, low in ints:
             preflight.int_at_least(flag, v, low)
@@ -89,5 +94,6 @@ class RunConfig:
                 f"unknown model {self.model!r}: not 'vae', 'gan' or an existing file"
             )
         preflight.existing_file("--judge", self.judge)
+        preflight.existing_file("--judge2", self.judge2)
         preflight.existing_file("--critic", self.critic)
         preflight.existing_path("--data", self.data)

@@ -22,6 +22,7 @@ class Loaded:
     judge: nn.Module
     critic: Optional[nn.Module] = None
     kind: str = "vae"  # "vae" or "gan"
+    judge2: Optional[nn.Module] = None  # the second judge (None: f and FID of judge 2 not measured)
 
 
 def load_models(cfg: RunConfig) -> Loaded:
@@ -51,7 +52,19 @@ def load_models(cfg: RunConfig) -> Loaded:
         judge, _ = get_or_train(
             "judge", data_root=cfg.data, quiet=cfg.quiet, epochs=cfg.judge_epochs
         )
-    return Loaded(model, judge, critic, kind)
+    return Loaded(model, judge, critic, kind, judge2=_judge2(cfg))
+
+
+def _judge2(cfg: RunConfig) -> Optional[nn.Module]:
+    """``--judge2 FILE``; else the cached CNN judge where the first judge is the cached MNIST one (a
+    judge of the user's own has no default partner: judge 2's columns stay NaN)."""
+    from uno.unlearn.train import get_or_train
+
+    if cfg.judge2 is not None:
+        return io.load_model(cfg.judge2, ("mlp_judge", "cnn_judge"))[0]
+    if cfg.judge is None and cfg.dataset == "mnist":
+        return get_or_train("judge2", data_root=cfg.data, quiet=cfg.quiet)[0]
+    return None
 
 
 def load_data(cfg: RunConfig) -> tuple[ImageData, ImageData]:

@@ -31,6 +31,33 @@ def time_to_forget(step_times: Sequence[float], steps: Optional[int]) -> Optiona
     return float(sum(step_times[:steps]))
 
 
+#: Consecutive logged steps f must stay below τ for forgetting to count as stable (docs/method.md §4b).
+STABLE_WINDOW = 10
+
+
+def stable_steps_to_forget(
+    fractions: Sequence[float], tau: float, window: int = STABLE_WINDOW
+) -> Optional[int]:
+    """First step ``s`` from which f stays below τ for ``window`` consecutive logged steps
+    (``fractions[s : s + window]`` all < τ), or ``None``: not reached, or not confirmed because the log
+    ends less than ``window`` steps after the last crossing. NaN counts as not below τ."""
+    run = 0
+    for s, f in enumerate(fractions):
+        run = run + 1 if f < tau else 0
+        if run == window:
+            return s - window + 1
+    return None
+
+
+def time_to_forget_median(step_times: Sequence[float], steps: Optional[int]) -> Optional[float]:
+    """The run's median update time × ``steps`` (``None`` when not reached; 0.0 for ``steps == 0``).
+
+    The same rule for every method, so a few steps slowed by machine load cannot flip a ranking."""
+    if steps is None:
+        return None
+    return float(statistics.median(step_times)) * steps if steps and step_times else 0.0
+
+
 @torch.no_grad()
 def features(judge: nn.Module, x: Tensor, chunk: int = 2048) -> np.ndarray:
     """Judge hidden features ``(N, d)`` as float64 numpy (``judge.features``; 200-d for the MLP judge)."""
@@ -84,6 +111,13 @@ class ClassifierFID:
 
     def __call__(self, model: nn.Module) -> float:
         return frechet_distance(self.real_feat, features(self.judge, sample_images(model, self.z)))
+
+
+def optional_fid(
+    judge: Optional[nn.Module], real: Tensor, latent_dim: int, n: Optional[int] = None
+) -> Optional[ClassifierFID]:
+    """A :class:`ClassifierFID` on ``judge``'s features, or ``None`` without a judge."""
+    return None if judge is None else ClassifierFID(judge, real, latent_dim, n=n)
 
 
 class PeakMemory:
@@ -168,3 +202,57 @@ def nanmean(v: Sequence[float]) -> float:
     """Mean of the non-NaN entries of ``v`` (NaN when there are none)."""
     w = [x for x in v if not math.isnan(x)]
     return sum(w) / len(w) if w else float("nan")
+
+
+def run_summary(
+    cfg: Any, rows: list[dict[str, Any]], s0: dict[str, Any], progress: Any
+) -> dict[str, Any]:
+    """The summary of a run's log rows (``uno.unlearn.run``; ``cfg`` a ``RunConfig``, ``progress`` the
+    loop's ``Progress``, ``s0`` the step-0 measurements). Without fresh codes (``fresh_n`` 0) the stable
+    rule reads the monitor batch's f."""
+    from uno.unlearn.evaluation import both
+
+    dts = [r["dt"] for r in rows[1:]]
+    fr = [r["f"] for r in rows]
+    # the headline series: fresh codes, both judges (the larger f); the monitor batch without fresh codes
+    fb = [both([r["f_fresh"], r["f_fresh2"]]) for r in rows]
+    if all(math.isnan(x) for x in fb):
+        fb = fr
+    stable = stable_steps_to_forget(fb, cfg.tau)
+    return {
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "steps_run": rows[-1]["step"],
+        "stopped": progress.stopped,
+        "f0": s0["f0"],
+        "f_final": fr[-1],
+        "f_after_5": fr[5] if len(fr) > 5 else None,
+        "steps_to_forget": progress.reached,
+        "reached": progress.reached is not None,
+        "time_to_forget_s": time_to_forget(dts, progress.reached),
+        "per_step_s": (sum(dts) / len(dts)) if dts else float("nan"),
+        "per_step_median_s": statistics.median(dts) if dts else float("nan"),
+        "fid_before": s0["fid_before"],
+        "fid_at_forget": progress.fid_at_forget,
+        "elbo_before": s0["elbo_before"],
+        "cos2_mean": nanmean([r["cos2"] for r in rows[1:]]),
+        "peak_mem_bytes": max(
+            (r["peak_mem"] for r in rows[1:] if not math.isnan(r["peak_mem"])), default=float("nan")
+        ),
+        "zero_norm_steps": sum(r["zero_norm"] for r in rows),
+        # issue 14 (docs/method.md §4b): stable forgetting on fresh codes with both judges
+        "stable_steps": stable,
+        "first_crossing": steps_to_forget(fb, cfg.tau),
+        "stable_steps_monitor": stable_steps_to_forget(fr, cfg.tau),
+        "time_to_forget_median_s": time_to_forget_median(dts, stable),
+        "f_fresh0": measured(rows[0].get("f_fresh")),
+        "f_fresh2_0": measured(rows[0].get("f_fresh2")),
+        "f_fresh_final": measured(rows[-1].get("f_fresh")),
+        "f_fresh2_final": measured(rows[-1].get("f_fresh2")),
+        "fid2_before": measured(s0.get("fid2_before")),
+    }
+
+
+def measured(x: Optional[float]) -> Optional[float]:
+    """``x``, or ``None`` for a value not measured (NaN: no second judge): the summary's convention."""
+    return None if x is None or math.isnan(x) else float(x)

@@ -6,6 +6,8 @@ Output folder (``out``):
     ckpt.safetensors    last state: model, Adam state (torch.optim.Adam's or ProjectedAdam's, one
                         layout), method state, log rows (atomic, checksummed)
     log.csv, log.json   one row per step; the summary (steps/time to forget, FID, ELBO, ...)
+                        (each row: f on the monitor batch, and on the fresh codes by judges 1 and 2,
+                        ``f_fresh``/``f_fresh2``; :mod:`~uno.unlearn.evaluation`)
     before.png, after.png, curve.png
 Every file is written atomically (temp file + ``os.replace``): an interrupted run leaves no half file.
 Every option and the output folder are checked before any model or data is loaded (bad input raises
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypedDict
 import torch
 from torch import Tensor, nn
 
-from uno.unlearn import io, methods, metrics, plots
+from uno.unlearn import evaluation, io, methods, metrics, plots
 from uno.unlearn.config import RunConfig
 from uno.unlearn.data import ImageData, resolve_targets
 from uno.unlearn.errors import NonFiniteError, UnoUserError
@@ -77,11 +78,17 @@ class Run:
     fid: Callable[[nn.Module], float]
     elbo: Callable[[], float]  # the held-out retain ELBO (NaN for a GAN)
     grid_z: Tensor  # the latents of the before/after grids
+    fresh: Optional[evaluation.FreshForget]  # f on fresh codes, judges 1 and 2 (method.md §4b)
+    fid2: Optional[Callable[[nn.Module], float]] = None  # FID on judge 2's features (or none)
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per step done, from step 0
     summary0: dict[str, Any] = field(default_factory=dict)  # f0, fid_before, elbo_before
     start: int = 0  # the step the run starts after (0, or the checkpoint's)
     write_pngs: bool = True
     last_ckpt: Optional[int] = None  # the step the checkpoint on disk holds
+
+    def fresh_now(self) -> tuple[float, float]:
+        """f of judges 1 and 2 on the ``cfg.fresh_n`` fresh codes (NaN when that is 0)."""
+        return self.fresh.pair(self.model) if self.fresh else (float("nan"), float("nan"))
 
     def checkpoint(self, step: int) -> None:
         """Write the state after ``step`` (nothing without an output folder)."""
@@ -175,6 +182,8 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         fid=metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
+        fresh=evaluation.for_run([judge, loaded.judge2], targets, model.latent_dim, cfg.fresh_n),  # type: ignore[arg-type]
+        fid2=metrics.optional_fid(loaded.judge2, retain_real, model.latent_dim, cfg.fid_n),  # type: ignore[arg-type]
         write_pngs=inputs.get("write_pngs", True),
     )
     # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
@@ -228,7 +237,8 @@ def _start(run: Run) -> None:
     """Measure step 0 and write a fresh run's first files."""
     f0 = run.task.forget_fraction()
     run.summary0 = {"f0": f0, "fid_before": run.fid(run.model), "elbo_before": run.elbo()}
-    run.rows = [_row(0, f0, methods.StepInfo(), 0.0, float("nan"))]
+    run.summary0["fid2_before"] = run.fid2(run.model) if run.fid2 else float("nan")
+    run.rows = [_row(0, f0, methods.StepInfo(), 0.0, float("nan"), run.fresh_now())]
     run.rows[0]["fid"] = run.summary0["fid_before"]  # measured: the FID at forget when f0 < tau
     if run.out_dir is not None:
         write_start(run.out_dir, run.cfg, run.model)
@@ -299,16 +309,17 @@ def _step(run: Run, step: int) -> dict[str, Any]:
         task.begin_step(step)  # same batches as the step, for cos² only
         info.cos2 = _cos2_now(task)
         task.end_step()
-    return _row(step, task.forget_fraction(), info, dt, mem.value)
+    return _row(step, task.forget_fraction(), info, dt, mem.value, run.fresh_now())
 
 
 def summarize(run: Run, progress: Progress) -> dict[str, Any]:
     """The final checkpoint, the summary (returned, and in ``log.json``) and the after/curve figures."""
     cfg, rows = run.cfg, run.rows
     run.checkpoint(rows[-1]["step"])
-    summary = _summary(cfg, rows, run.summary0, progress)
+    summary = metrics.run_summary(cfg, rows, run.summary0, progress)
     summary["fid_after"] = run.fid(run.model)
     summary["elbo_after"] = run.elbo()
+    summary["fid2_after"] = run.fid2(run.model) if run.fid2 else None
     summary["n_params"] = sum(p.numel() for p in run.task.params)
     if run.out_dir is not None:
         io.write_json(
@@ -335,10 +346,14 @@ def _bar(cfg: RunConfig, start: int) -> Any:
     return progress(total=cfg.steps, initial=start, quiet=cfg.quiet, desc=cfg.method)
 
 
-def _row(step: int, f: float, info: methods.StepInfo, dt: float, mem: float) -> dict[str, Any]:
+def _row(
+    step: int, f: float, info: methods.StepInfo, dt: float, mem: float, fresh: tuple[float, float]
+) -> dict[str, Any]:
     return {
         "step": step,
         "f": f,
+        "f_fresh": fresh[0],
+        "f_fresh2": fresh[1],
         "cos2": info.cos2,
         "loss_f": info.loss_f,
         "loss_r": info.loss_r,
@@ -365,32 +380,3 @@ def _nonfinite(step: int, run: Run) -> None:
             f"{run.out_dir / 'ckpt.safetensors'}"
         )
     raise NonFiniteError(f"non-finite values (NaN/Inf) at step {step}: run stopped{where}")
-
-
-def _summary(
-    cfg: RunConfig, rows: list[dict[str, Any]], s0: dict[str, Any], progress: Progress
-) -> dict[str, Any]:
-    dts = [r["dt"] for r in rows[1:]]
-    fr = [r["f"] for r in rows]
-    return {
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "steps_run": rows[-1]["step"],
-        "stopped": progress.stopped,
-        "f0": s0["f0"],
-        "f_final": fr[-1],
-        "f_after_5": fr[5] if len(fr) > 5 else None,
-        "steps_to_forget": progress.reached,
-        "reached": progress.reached is not None,
-        "time_to_forget_s": metrics.time_to_forget(dts, progress.reached),
-        "per_step_s": (sum(dts) / len(dts)) if dts else float("nan"),
-        "per_step_median_s": statistics.median(dts) if dts else float("nan"),
-        "fid_before": s0["fid_before"],
-        "fid_at_forget": progress.fid_at_forget,
-        "elbo_before": s0["elbo_before"],
-        "cos2_mean": metrics.nanmean([r["cos2"] for r in rows[1:]]),
-        "peak_mem_bytes": max(
-            (r["peak_mem"] for r in rows[1:] if not math.isnan(r["peak_mem"])), default=float("nan")
-        ),
-        "zero_norm_steps": sum(r["zero_norm"] for r in rows),
-    }

@@ -222,22 +222,30 @@ class VAETask(Task):
 
     # -- quality -------------------------------------------------------------------------------
     def retain_elbo(self, heldout: ImageData, max_n: int = 2000) -> float:
-        """Mean ELBO per held-out retain sample (higher is better), fixed noise, eval mode."""
-        x = heldout.x[~heldout.forget_mask(self.targets)][:max_n]
-        state = torch.get_rng_state()
-        torch.manual_seed(12345)
-        modes = [m.training for m in self.model.modules()]
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                tot = 0.0
-                for c in x.split(500):
-                    tot += float(self.model.loss(c))  # type: ignore[operator]
-        finally:
-            for m, t in zip(self.model.modules(), modes):
-                m.training = t
-            torch.set_rng_state(state)
-        return -tot / max(1, len(x))
+        """Mean ELBO per held-out retain sample (higher is better): :func:`retain_elbo`."""
+        return retain_elbo(self.model, heldout, self.targets, max_n)
+
+
+def retain_elbo(
+    model: nn.Module, heldout: ImageData, targets: Sequence[int], max_n: int = 2000
+) -> float:
+    """Mean ELBO per held-out retain sample (higher is better): the first ``max_n`` held-out samples
+    outside ``targets``, fixed noise (seed 12345; torch's RNG restored), eval mode (modes restored)."""
+    x = heldout.x[~heldout.forget_mask(targets)][:max_n]
+    state = torch.get_rng_state()
+    torch.manual_seed(12345)
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            tot = 0.0
+            for c in x.split(500):
+                tot += float(model.loss(c))  # type: ignore[operator]
+    finally:
+        for m, t in zip(model.modules(), modes):
+            m.training = t
+        torch.set_rng_state(state)
+    return -tot / max(1, len(x))
 
 
 class GANTask(Task):

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from uno.unlearn.data import ImageData, load_mnist
 from uno.unlearn.io import load_model, save_model
-from uno.unlearn.models import DCGANCritic, DCGANGenerator, MLPJudge, MnistVAE
+from uno.unlearn.models import CNNJudge, DCGANCritic, DCGANGenerator, MLPJudge, MnistVAE
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -123,32 +124,54 @@ def train_gan(
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
     gen.train()
     critic.train()
-    zdim: int = gen.latent_dim  # type: ignore[assignment]
     for _ in progress(range(steps), quiet=quiet, desc="train gan"):
-        for _ in range(n_critic):
-            real = data.x[torch.randint(len(data), (batch,), generator=g)]
-            with torch.no_grad():
-                fake = gen.decode(torch.randn(batch, zdim, generator=g))  # type: ignore[operator]
-            eps = torch.rand(batch, 1, 1, 1, generator=g)
-            mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
-            grad = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)[0]
-            penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-            loss_d = critic(fake).mean() - critic(real).mean() + gp * penalty
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-        loss_g = -critic(gen.decode(torch.randn(batch, zdim, generator=g))).mean()  # type: ignore[operator]
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        wgan_gp_update(
+            gen, critic, (opt_g, opt_d), data.x, g, batch=batch, n_critic=n_critic, gp=gp
+        )
     return gen.eval(), critic.eval()
+
+
+def wgan_gp_update(
+    gen: nn.Module,
+    critic: nn.Module,
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    real_x: Tensor,
+    g: torch.Generator,
+    *,
+    batch: int = 64,
+    n_critic: int = 5,
+    gp: float = 10.0,
+) -> None:
+    """One WGAN-GP generator update after ``n_critic`` critic updates; real batches drawn (with
+    replacement, from ``g``) from ``real_x``, latents and mixing weights from ``g`` too."""
+    opt_g, opt_d = opts
+    zdim: int = gen.latent_dim  # type: ignore[assignment]
+    for _ in range(n_critic):
+        real = real_x[torch.randint(len(real_x), (batch,), generator=g)]
+        with torch.no_grad():
+            fake = gen.decode(torch.randn(batch, zdim, generator=g))  # type: ignore[operator]
+        eps = torch.rand(batch, 1, 1, 1, generator=g)
+        mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        grad = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)[0]
+        penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        loss_d = critic(fake).mean() - critic(real).mean() + gp * penalty
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    loss_g = -critic(gen.decode(torch.randn(batch, zdim, generator=g))).mean()  # type: ignore[operator]
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
 
 
 #: Default pretraining budgets (the embedded 8,000 digits).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "vae": {"epochs": 50},
     "judge": {"epochs": 10},
+    "judge2": {"epochs": 30, "width": 16},
     "gan": {"steps": 1000, "width": 32},
+    "vae-retain": {"epochs": 50},
+    "gan-retain": {"steps": 1000, "width": 32},
 }
 
 
@@ -172,30 +195,69 @@ def _key(kind: str, data_id: str, budget: dict[str, Any], seed: int) -> str:
     return f"{kind}-{h}"
 
 
+#: Kinds retrained from scratch on the retain classes only (the gold standard of docs/method.md §4b): the
+#: original kind's model and recipe, with the forget classes (``forget=``) in the cache key.
+RETAIN_KINDS = {"vae-retain": "vae", "gan-retain": "gan"}
+#: A kind's seed when none is given (the second judge is seeded apart from the first).
+DEFAULT_SEEDS = {"judge2": 1}
+
+
+def trained_meta(path: Path) -> dict[str, Any]:
+    """The metadata a cached model was saved with (``kind``, ``budget``, ``seed``, ``train_time_s``: the
+    wall time of its training, kept so a model loaded from the cache still says what it cost;
+    ``heldout_accuracy`` for a judge)."""
+    from uno.unlearn.io import load_tensors
+
+    return load_tensors(path)[1]
+
+
 def get_or_train(
     kind: str,
     *,
     data_root: Optional[str] = None,
-    seed: int = 0,
+    seed: Optional[int] = None,
     quiet: bool = False,
     retrain: bool = False,
+    forget: Optional[Sequence[str]] = None,
     **budget: Any,
 ) -> tuple[Any, Path]:
-    """Load ``kind`` (``vae``, ``judge``, ``gan``) from the cache or train it on MNIST and cache it.
+    """Load ``kind`` from the cache or train it on MNIST and cache it.
+
+    Kinds: ``vae``, ``judge`` (the MLP judge), ``judge2`` (the second, independent judge: a CNN, seed 1),
+    ``gan``, and ``vae-retain`` / ``gan-retain`` (the same recipe on the digits outside ``forget``).
+
+    Args:
+        kind: what to load or train.
+        data_root: MNIST root (default: the embedded digits).
+        seed: the training seed (default 0; ``judge2``: 1).
+        quiet: no progress bar.
+        retrain: ignore the cache (train and overwrite).
+        forget: the forget classes of a ``*-retain`` kind (labels such as ``"1"``); part of the cache key.
+        **budget: overrides of :data:`DEFAULTS` (``epochs``, ``steps``, ``n_train``, ...).
 
     Returns:
-        ``(model, path)``; for ``gan`` the model is ``(generator, critic)`` and two files are written.
+        ``(model, path)``; for ``gan`` kinds the model is ``(generator, critic)`` and two files are written.
     """
-    if kind not in DEFAULTS:
-        from uno.unlearn.errors import UnoUserError
+    from uno.unlearn.errors import UnoUserError
 
+    if kind not in DEFAULTS:
         raise UnoUserError(f"unknown model kind {kind!r}; choose from {', '.join(DEFAULTS)}")
     b = {**DEFAULTS[kind], **{k: v for k, v in budget.items() if v is not None}}
+    if kind in RETAIN_KINDS:
+        if not forget:
+            raise UnoUserError(f"model kind {kind!r} needs the forget classes (--forget)")
+        b["forget"] = sorted(str(c) for c in forget)
+    elif forget:
+        raise UnoUserError(
+            f"model kind {kind!r} takes no forget classes (only {', '.join(RETAIN_KINDS)})"
+        )
+    seed = DEFAULT_SEEDS.get(kind, 0) if seed is None else seed
     data_id = "embedded-mnist" if data_root is None else str(Path(data_root).expanduser().resolve())
     name = _key(kind, data_id, b, seed)
     path = cache_dir() / f"{name}.safetensors"
-    meta = {"kind": kind, "data": data_id, "budget": b, "seed": seed}
-    if kind == "gan":
+    meta: dict[str, Any] = {"kind": kind, "data": data_id, "budget": b, "seed": seed}
+    base = RETAIN_KINDS.get(kind, kind)
+    if base == "gan":
         cpath = cache_dir() / f"{name}-critic.safetensors"
         if path.is_file() and cpath.is_file() and not retrain:
             return (
@@ -203,10 +265,11 @@ def get_or_train(
                 load_model(cpath, "dcgan_d")[0].eval(),
             ), path
         _announce(kind, b, path)
-        train, _ = load_mnist(data_root)
-        torch.manual_seed(seed)
         gb = dict(b)
+        train = _training_digits(data_root, gb.pop("forget", None))
+        torch.manual_seed(seed)
         width = int(gb.pop("width", 32))
+        t0 = time.perf_counter()
         gen, critic = train_gan(
             DCGANGenerator(width=width),
             DCGANCritic(width=width),
@@ -215,20 +278,41 @@ def get_or_train(
             quiet=quiet,
             **gb,
         )
+        meta["train_time_s"] = time.perf_counter() - t0
         save_model(cpath, critic, meta)
         save_model(path, gen, meta)
         return (gen, critic), path
     if path.is_file() and not retrain:
         return load_model(path)[0].eval(), path
     _announce(kind, b, path)
-    train, _ = load_mnist(data_root)
+    b = dict(b)
+    train = _training_digits(data_root, b.pop("forget", None))
     n_train = b.pop("n_train", None)  # only in the cache key when given (study: data-size sweep)
     if n_train is not None:
         train = train.random_subset(int(n_train))
     torch.manual_seed(seed)
-    if kind == "vae":
+    t0 = time.perf_counter()
+    if base == "vae":
         model = train_vae(MnistVAE(), train, seed=seed, quiet=quiet, **b)
+    elif kind == "judge2":
+        width = int(b.pop("width"))
+        model = train_judge(CNNJudge(width=width), train, seed=seed, quiet=quiet, **b)
     else:
         model = train_judge(MLPJudge(), train, seed=seed, quiet=quiet, **b)
+    meta["train_time_s"] = time.perf_counter() - t0
+    if kind.startswith("judge"):
+        meta["heldout_accuracy"] = judge_accuracy(model, load_mnist(data_root)[1])
     save_model(path, model, meta)
     return model, path
+
+
+def _training_digits(data_root: Optional[str], forget: Optional[Sequence[str]]) -> ImageData:
+    """The training digits; without the ``forget`` classes when given (a retrain kind)."""
+    train, _ = load_mnist(data_root)
+    if forget:
+        from uno.unlearn.data import resolve_targets
+
+        train = train.subset(
+            torch.nonzero(~train.forget_mask(resolve_targets(train, forget)))[:, 0]
+        )
+    return train
