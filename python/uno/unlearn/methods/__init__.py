@@ -9,7 +9,9 @@ from uno.unlearn.diffusion import esd  # noqa: F401  (the diffusion task's ESD b
 from uno.unlearn.methods import (  # noqa: F401  (imports register the methods)
     ascent,
     ascent_descent,
+    fill,
     fu,
+    kick,
     retain,
     salun,
     surgery,

@@ -1,0 +1,213 @@
+"""Tables of the durable-forgetting study (study.py's JSON lines) as markdown.
+
+Usage::
+
+    PYTHONPATH=python python experiments/durable/table.py --digit 1 > experiments/results/durable/1/table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import grid as G
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "durable"
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean(v: list[float]) -> float:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def sd(v: list[float]) -> float:
+    return statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def durable(r: dict[str, Any]) -> bool:
+    return r["stable"] is not None and r["f_attack"] < G.TAU
+
+
+def med_steps(rs: list[dict[str, Any]]) -> str:
+    st = [r["stable"] for r in rs if r["stable"] is not None]
+    if not st:
+        return "—"
+    return f"{statistics.median(st):g} [{min(st)}–{max(st)}]"
+
+
+def tune_table(digit: int, elbo_orig: float) -> str:
+    out = [
+        "| method | configuration | durable (of 3) | stable steps | f after attack (i) | "
+        "retain ELBO | ELBO after attack | FID | ms/step | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method in G.grid():
+        runs = rows(OUT / str(digit) / "tune" / f"{method}.jsonl")
+        if not runs:
+            continue
+        pick = G.select(runs, elbo_orig)
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            by.setdefault(r["config"], []).append(r)
+        for cfg, rs in by.items():
+            out.append(
+                f"| {method} | {cfg} | {sum(map(durable, rs))}/{len(rs)} | {med_steps(rs)} | "
+                f"{mean([r['f_attack'] for r in rs]):.3f} | {mean([r['elbo'] for r in rs]):.2f} | "
+                f"{mean([r['elbo_attack'] for r in rs]):.2f} | {mean([r['fid'] for r in rs]):.2f} | "
+                f"{1e3 * statistics.median(r['per_step_s'] for r in rs):.0f} | "
+                f"{'**yes**' if cfg == pick else ''} |"
+            )
+    return "\n".join(out)
+
+
+def pct(x: float, ref: float) -> str:
+    return f"{100 * (x - ref) / abs(ref):+.1f} %"
+
+
+#: the cost.py row that times each method's update (kick-hat: its kick and recovery steps agree)
+COST_LABEL = {"kick-hat": "kick-hat (kick step)"}
+
+
+def speedups(method: str, steps: Optional[float], budget: int, cost: dict[str, Any]) -> str:
+    """``"to stable / whole run"`` speed-ups over retraining from cost.py's interleaved medians."""
+    per = cost["update_s"][COST_LABEL.get(method, method)]
+    retrain = cost["retrain_steps"] * cost["retrain_step_s"]
+    stable = f"{retrain / (steps * per):.0f}×" if steps else "—"
+    return f"{stable} / {retrain / (budget * per):.1f}×"
+
+
+def report_table(
+    digit: int, orig: dict[str, Any], ret: list[dict[str, Any]], phase: str = "report"
+) -> str:
+    ret_fid = ret[0]["fid"]
+    cost = json.loads((OUT / "cost.json").read_text())
+    base = cost["update_s"]["retain-hat"]
+    out = [
+        "| method (configuration) | durable f < 0.02 after attack (i) | f after attack (i) | "
+        "stable steps (median [range]), reached | speed-up vs retraining: to stable / whole run | "
+        "FID at end (gap to retrain) | retain ELBO at end (vs original) | ELBO after attack | "
+        "update cost (× retain-hat) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fa = [r["f_attack"] for r in ret]
+    out.append(
+        f"| retrain (50 epochs, retain digits) | {sum(x < G.TAU for x in fa)}/{len(ret)} | "
+        f"{mean(fa):.3f} ± {sd(fa):.3f} | — | 1× ({cost['retrain_steps']} Adam steps) | "
+        f"{ret_fid:.2f} | {ret[0]['elbo']:.2f} ({pct(ret[0]['elbo'], orig['elbo'])}) | "
+        f"{mean([r['elbo_attack'] for r in ret]):.2f} | — |"
+    )
+    for method in G.grid():
+        rs = rows(OUT / str(digit) / phase / f"{method}.jsonl")
+        if not rs:
+            continue
+        st = [r["stable"] for r in rs if r["stable"] is not None]
+        budget = len(rs[0]["f"]) - 1
+        fid, elbo = mean([r["fid"] for r in rs]), mean([r["elbo"] for r in rs])
+        fa = [r["f_attack"] for r in rs]
+        per = cost["update_s"][COST_LABEL.get(method, method)]
+        med = statistics.median(st) if st else None
+        out.append(
+            f"| {method} ({rs[0]['config']}) | {sum(map(durable, rs))}/{len(rs)} | "
+            f"{mean(fa):.3f} ± {sd(fa):.3f} | {med_steps(rs)}, {len(st)}/{len(rs)} | "
+            f"{speedups(method, med, budget, cost)} | {fid:.2f} ({pct(fid, ret_fid)}) | "
+            f"{elbo:.2f} ({pct(elbo, orig['elbo'])}) | "
+            f"{mean([r['elbo_attack'] for r in rs]):.2f} | {per / base:.2f}× |"
+        )
+    return "\n".join(out)
+
+    return "\n".join(out)
+
+
+def why_table(path: Path) -> str:
+    """why.py's results (one column per method) as markdown."""
+    d = json.loads(path.read_text())
+    runs = d["runs"]
+    out = ["| | " + " | ".join(f"`{r['method']}`" for r in runs) + " |"]
+    out.append("|---|" + "---|" * len(runs))
+
+    def line(name: str, fn: Any) -> None:
+        out.append(f"| {name} | " + " | ".join(fn(r) for r in runs) + " |")
+
+    line("f after the run (2,000 fresh codes)", lambda r: f"{r['f_unlearn'][-1]:.3f}")
+    line("f after attack (i) (10,000)", lambda r: f"{r['attack']['100']:.3f}")
+    line(
+        "‖θ_u − θ_o‖ (‖θ_o‖ = {:.1f})".format(runs[0]["norm_orig"]),
+        lambda r: f"{r['dist_orig']:.2f}",
+    )
+    line("… of which in `dec.3`", lambda r: f"{r['layers']['dec.3']['dist_orig']:.2f}")
+    line("‖θ_u − θ_ret‖ (‖θ_o − θ_ret‖ = {:.2f})".format(runs[0]["orig_to_retrain"]),
+         lambda r: f"{r['dist_retrain']:.2f}")  # fmt: skip
+    line("‖θ_a − θ_u‖ (the attack's move)", lambda r: f"{r['attack_dist']:.2f}")
+    if "attacked_gap" in runs[0]:
+        line(
+            "‖θ_a − θ_a(orig)‖ (vs the original, same attack)", lambda r: f"{r['attacked_gap']:.2f}"
+        )
+    line("cos(−∇ℓ_r, θ_o − θ_u), whole model", lambda r: f"{r['cos_back']:.3f}")
+    for k in ("dec.0", "dec.1", "dec.3"):
+        line(f"… in `{k}`", lambda r, k=k: f"{r['layers'][k]['cos_back']:.2f}")
+    line("attack on `dec.3` only: f", lambda r: f"{r['per_layer']['only']['dec.3']:.3f}")
+    line("attack on all but `dec.3`: f", lambda r: f"{r['per_layer']['held']['dec.3']:.3f}")
+    line("max f, attack on one other layer only",
+         lambda r: f"{max(v for k, v in r['per_layer']['only'].items() if k != 'dec.3'):.3f}")  # fmt: skip
+    line("1s' territory: unlearned / attacked",
+         lambda r: f"{r['latent']['unlearned']['territory']:.3f} / {r['latent']['attacked']['territory']:.3f}")  # fmt: skip
+    line("decoded 1-posterior means judged 1: unlearned / attacked",
+         lambda r: f"{r['latent']['unlearned']['f_encoded']:.2f} / {r['latent']['attacked']['f_encoded']:.2f}")  # fmt: skip
+    if "hole_f" in runs[0]:
+        line("f inside the original's 1-territory: unlearned / attacked",
+             lambda r: f"{r['hole_f']['unlearned']:.3f} / {r['hole_f']['attacked']:.3f}")  # fmt: skip
+    r0 = runs[0]
+    out.append(
+        f"\nOriginal: f {r0['attack_on_original']['0']:.3f} → {r0['attack_on_original']['100']:.3f} "
+        f"after the same attack; territory {r0['latent']['original']['territory']:.3f}, decoded "
+        f"1-posterior means judged 1: {r0['latent']['original']['f_encoded']:.3f}. Retrained "
+        f"({d['retrain_s']:.1f} s): f {d['retrained']['f']:.3f} → {d['retrained']['attack']['100']:.3f}; "
+        f"territory {r0['latent']['retrained']['territory']:.3f}, decoded 1-posterior means judged 1: "
+        f"{r0['latent']['retrained']['f_encoded']:.3f}."
+    )
+    return "\n".join(out)
+
+
+def main(argv: Any = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--digit", type=int, default=1)
+    ap.add_argument("--why", metavar="JSON", help="print why.py's results instead")
+    args = ap.parse_args(argv)
+    if args.why:
+        print(why_table(Path(args.why)))
+        return
+    d = OUT / str(args.digit)
+    orig_path = d / "original_report.json"
+    orig = json.loads(orig_path.read_text()) if orig_path.is_file() else None
+    ret = rows(d / "retrain.jsonl")
+    if orig is not None and ret:
+        print(f"## Digit {args.digit}: seeds {', '.join(str(r['seed']) for r in ret)}\n")
+        print(
+            f"Original model: retain ELBO {orig['elbo']:.2f}, FID {orig['fid']:.2f}, "
+            f"f on fresh codes {mean(orig['f0']):.3f}.\n"
+        )
+        print(report_table(args.digit, orig, ret))
+        if (d / "report_extra").is_dir():
+            print("\nComparison rows (configurations not selected by the rule, same seeds):\n")
+            print(report_table(args.digit, orig, ret, "report_extra"))
+    tune_orig = d / "original_tune.json"
+    if (d / "tune").is_dir():
+        e = json.loads(tune_orig.read_text())["elbo"] if tune_orig.is_file() else orig["elbo"]  # type: ignore[index]
+        print(f"\n## Tuning (seeds {', '.join(map(str, G.TUNE_SEEDS))})\n")
+        print(tune_table(args.digit, e))
+
+
+if __name__ == "__main__":
+    main()
