@@ -96,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--judge2", default=None, help="second judge file (default: the cached CNN judge)"
     )
     u.add_argument(
-        "--fresh-n", type=int, default=10_000, help="fresh codes f is measured on (0: off)"
+        "--fresh-n",
+        type=int,
+        default=None,
+        help="fresh codes f is measured on after every update (0: off; default 10,000, 500 for "
+        "--model diffusion)",
     )
     u.add_argument("--critic", default=None, help="GAN critic file")
     u.add_argument(

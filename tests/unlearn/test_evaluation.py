@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from uno.unlearn import attacks, evaluation, metrics
+from uno.unlearn.errors import UnoUserError
 from uno.unlearn.models import CNNJudge, MLPJudge, MnistVAE
 from uno.unlearn.run import Loaded, RunConfig, unlearn
 from uno.unlearn.tasks import in_forget
@@ -263,3 +264,17 @@ def test_train_retain_kind_with_an_unknown_class_is_one_line(tmp_path):
     err = r.stderr.strip().splitlines()
     assert err == ["uno: error: unknown class '12'; choose from 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"]
     assert not (tmp_path / "cache").exists()
+
+
+def test_fresh_code_count_defaults_by_model():
+    """``--fresh-n`` unset: 10,000 codes for the VAE/GAN, fewer for diffusion (each code is a DDIM
+    chain per update); set, it is taken as given (0: off) and checked."""
+    from uno.unlearn.config import DIFFUSION_FRESH_N
+
+    assert RunConfig().fresh_count() == evaluation.N_FRESH == 10_000
+    assert RunConfig(model="gan").fresh_count() == 10_000
+    assert RunConfig(model="diffusion").fresh_count() == DIFFUSION_FRESH_N < 10_000
+    assert RunConfig(model="diffusion", fresh_n=0).fresh_count() == 0
+    assert RunConfig(fresh_n=123).fresh_count() == 123
+    with pytest.raises(UnoUserError, match="--fresh-n"):
+        RunConfig(fresh_n=-1).validate()

@@ -275,7 +275,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
                 )
                 summ["log"] = json.loads((run_dir / "log.json").read_text())["rows"]
-                if cfg.fresh_n < ref.fresh.n:  # the final f on every fresh code
+                if cfg.fresh_count() < ref.fresh.n:  # the final f on every fresh code
                     summ["f_fresh_final"], summ["f_fresh2_final"] = ref.fresh.pair(loaded.model)
                 summ.update(attack_record(loaded.model, ref, s))
                 runs.append(summ)

@@ -14,6 +14,10 @@ from uno.unlearn import methods, preflight
 from uno.unlearn.diffusion.checks import check_config as check_diffusion_config
 from uno.unlearn.errors import UnoUserError
 
+#: ``--fresh-n``'s default for ``--model diffusion`` (docs/diffusion.md: 20 DDIM steps × 2 guided
+#: forwards per code, so 10,000 codes per update would cost 400,000 denoiser forwards).
+DIFFUSION_FRESH_N = 500
+
 
 @dataclass
 class RunConfig:
@@ -37,7 +41,9 @@ class RunConfig:
     judge2: Optional[str] = (
         None  # path; default: the cached CNN judge (with the default judge only)
     )
-    fresh_n: int = 10_000  # fresh codes f is measured on after every step (0: not measured)
+    # fresh codes f is measured on after every step (0: not measured; None: the model's default,
+    # :meth:`fresh_count`)
+    fresh_n: Optional[int] = None
     data: Optional[str] = None  # data root; default: the embedded MNIST digits
     dataset: str = "mnist"  # "mnist" or "celeba" (torchvision layout under --data; 64×64)
     fid_n: Optional[int] = None  # number of images for FID (None = all real retain images)
@@ -49,6 +55,16 @@ class RunConfig:
     judge_epochs: Optional[int] = None
     gan_steps: Optional[int] = None
     quiet: bool = False
+
+    def fresh_count(self) -> int:
+        """The number of fresh codes f is measured on after every step: ``--fresh-n``, else the
+        model's default, 10,000 (:data:`~uno.unlearn.evaluation.N_FRESH`) and
+        :data:`DIFFUSION_FRESH_N` for ``--model diffusion``, whose every code costs a DDIM chain."""
+        if self.fresh_n is not None:
+            return int(self.fresh_n)
+        from uno.unlearn.evaluation import N_FRESH
+
+        return DIFFUSION_FRESH_N if self.model == "diffusion" else N_FRESH
 
     def validate(self) -> None:
         """Check every option (named by its ``uno unlearn`` flag) without loading anything.
@@ -65,11 +81,11 @@ class RunConfig:
             ("--monitor", self.n_monitor, 1),
             ("--ckpt-every", self.ckpt_every, 1),
             ("--k", self.k, 1),
-            ("--fresh-n", self.fresh_n, 0),
         ]
         for flag, v, low in ints:
             preflight.int_at_least(flag, v, low)
         optional: list[tuple[str, Any, int]] = [
+            ("--fresh-n", self.fresh_n, 0),
             ("--fid-n", self.fid_n, 2),  # a covariance needs two samples
             ("vae_epochs", self.vae_epochs, 1),
             ("judge_epochs", self.judge_epochs, 1),

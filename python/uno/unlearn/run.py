@@ -87,7 +87,7 @@ class Run:
     last_ckpt: Optional[int] = None  # the step the checkpoint on disk holds
 
     def fresh_now(self) -> tuple[float, float]:
-        """f of judges 1 and 2 on the ``cfg.fresh_n`` fresh codes (NaN when that is 0)."""
+        """f of judges 1 and 2 on the ``cfg.fresh_count()`` fresh codes (NaN when that is 0)."""
         return self.fresh.pair(self.model) if self.fresh else (float("nan"), float("nan"))
 
     def checkpoint(self, step: int) -> None:
@@ -183,7 +183,9 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         or metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
-        fresh=evaluation.for_run([judge, loaded.judge2], targets, model.latent_dim, cfg.fresh_n),  # type: ignore[arg-type]
+        fresh=evaluation.for_run(
+            [judge, loaded.judge2], targets, model.latent_dim, cfg.fresh_count()
+        ),  # type: ignore[arg-type]
         fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
         or metrics.optional_fid(loaded.judge2, retain_real, model.latent_dim, cfg.fid_n),  # type: ignore[arg-type]
         write_pngs=inputs.get("write_pngs", True),
