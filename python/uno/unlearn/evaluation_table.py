@@ -157,22 +157,25 @@ def measure_model(
     return rec
 
 
-def _ms(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
-    """``mean ± std`` over the values that exist (``-`` when none)."""
+def _ms(
+    values: Sequence[Optional[float]],
+    scale: float = 1.0,
+    digits: int = 3,
+    std_digits: Optional[int] = None,
+) -> str:
+    """``mean ± std`` over the values that exist (``-`` when none): the mean to ``digits``
+    significant digits, the std to ``std_digits`` (default: ``digits``)."""
     v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
     if not v:
         return "-"
     s = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.fmean(v):.{digits}g} ± {s:.{digits}g}"
+    sd = digits if std_digits is None else std_digits
+    return f"{statistics.fmean(v):.{digits}g} ± {s:.{sd}g}"
 
 
 def _pm(values: Sequence[Optional[float]], scale: float = 1.0, digits: int = 3) -> str:
-    """``mean ± std`` (the mean to ``digits``, the std to 2 significant digits; ``-`` when none)."""
-    v = [float(x) * scale for x in values if x is not None and not math.isnan(float(x))]
-    if not v:
-        return "-"
-    s = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.fmean(v):.{digits}g} ± {s:.2g}"
+    """:func:`_ms` with the std to 2 significant digits (the issue-14 table's cells)."""
+    return _ms(values, scale, digits, std_digits=2)
 
 
 def _steps(values: Sequence[Optional[float]], none: str) -> str:

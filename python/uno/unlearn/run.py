@@ -183,9 +183,7 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         or metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
         elbo=elbo,
         grid_z=task.z_monitor[:64],
-        fresh=evaluation.for_run(
-            [judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()
-        ),
+        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()),
         fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
         or metrics.optional_fid(loaded.judge2, retain_real, model.latent_dim, cfg.fid_n),  # type: ignore[arg-type]
         write_pngs=inputs.get("write_pngs", True),
