@@ -381,7 +381,7 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
                     const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                     int64_t coef_ptr, int64_t grad_scale_ptr, int64_t found_inf_ptr,
                     const std::vector<double>& hyper, int flags, int p_dtype, int r_dtype,
-                    int s_dtype, int64_t out_ptr, int num_threads) {
+                    int s_dtype, int64_t out_ptr, int num_threads, bool steps_pending) {
   const std::string w = "optim_step_cpu";
   if (kind != kSgd && kind != kAdam)
     throw std::invalid_argument(w + ": kind must be 0 (SGD) or 1 (Adam)");
@@ -433,16 +433,28 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
   for (int i = 0; i < 5; ++i) a.hyper[i] = i < static_cast<int>(hyper.size()) ? hyper[i] : 0.0;
   a.has_scale = grad_scale_ptr != 0;
   a.scale = a.has_scale ? *reinterpret_cast<const float*>(grad_scale_ptr) : 1.0f;
+  // steps_pending: the counts hold the previous step; this step runs with count + 1, which the
+  // write phase stores (float32, as torch._foreach_add_(steps, 1) would) once the kernel is done.
+  // The caller passes distinct counters (each is read once and stored once).
+  std::vector<float> next;
   if (kind == kAdam) {
     a.step.resize(T);
+    next.resize(T);
     for (size_t t = 0; t < T; ++t) {
       if (step_ptrs[t] == 0) throw std::invalid_argument(w + ": null step pointer");
-      a.step[t] = static_cast<double>(*reinterpret_cast<const float*>(step_ptrs[t]));
+      const float s = *reinterpret_cast<const float*>(step_ptrs[t]);
+      next[t] = steps_pending ? s + 1.0f : s;
+      a.step[t] = static_cast<double>(next[t]);
     }
   }
   const Kernels& isa = active();
-  py::gil_scoped_release release;
-  isa.optim_step(a, p_dtype, r_dtype, s_dtype, out, num_threads);
+  {
+    py::gil_scoped_release release;
+    isa.optim_step(a, p_dtype, r_dtype, s_dtype, out, num_threads);
+  }
+  if (steps_pending && phase == kWrite) {
+    for (size_t t = 0; t < next.size(); ++t) *reinterpret_cast<float*>(step_ptrs[t]) = next[t];
+  }
 }
 
 void register_optim_step_cpu(py::module_& m) {
@@ -451,10 +463,11 @@ void register_optim_step_cpu(py::module_& m) {
         py::arg("step_ptrs"), py::arg("row_ptrs"), py::arg("lds"), py::arg("ns"), py::arg("k"),
         py::arg("coef_ptr"), py::arg("grad_scale_ptr"), py::arg("found_inf_ptr"), py::arg("hyper"),
         py::arg("flags"), py::arg("p_dtype"), py::arg("r_dtype"), py::arg("s_dtype"),
-        py::arg("out_ptr"), py::arg("num_threads"),
+        py::arg("out_ptr"), py::arg("num_threads"), py::arg("steps_pending") = false,
         "Fused projected SGD/Adam step on CPU (python/uno/reference/optim_step.py is the spec): "
         "phase 0 writes the step, phase 1 writes <q_j, g> and phase 2 <q_j, u> (k float64 values) "
-        "to out_ptr.");
+        "to out_ptr. steps_pending (Adam): the step counts hold the previous step; every phase "
+        "uses count + 1 and phase 0 stores it (distinct counters only).");
 }
 
 }  // namespace
