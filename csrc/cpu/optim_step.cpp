@@ -14,24 +14,7 @@
 // Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this
 // file with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not
 // achieve it.
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-#include <type_traits>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {
@@ -170,6 +153,36 @@ void block_base(UNO_OPTIM_BLOCK_ARGS) {
   UNO_OPTIM_BLOCK_BODY
 }
 
+// The write phase of project="grad" without grad_scale or write_grad (the usual step), in one loop
+// per block: g' = g - s (s = sum_j c_j q_j; for k = 1 formed inline as c0 * q, no s buffer) feeds
+// the optimizer maths directly, instead of a pass that stores g' into gc and one that reads it
+// back. The same operations in the same order as block_base (no FMA contraction:
+// -ffp-contract=off), so the results are bit-identical.
+template <typename P, typename S, int KIND, bool EXTRA, typename RV>
+void block_proj_grad(
+    int64_t n, P* __restrict pb, const P* __restrict gb, S* __restrict b1, S* __restrict b2,
+    S* __restrict b3, const double* __restrict sb, const RV* __restrict q1, double c0,
+    const Consts<std::conditional_t<std::is_same_v<P, double>, double, float>> kc) {
+  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
+  constexpr bool has_mom = KIND == kSgd && EXTRA;
+  constexpr bool AMS = KIND == kAdam && EXTRA;
+  auto step = [&](int64_t i, double sv) {
+    const double gd = static_cast<double>(Elem<P>::load(gb[i])) - sv;
+    const C gcv = static_cast<C>(Elem<P>::load(Elem<P>::store(gd)));
+    UNO_OPTIM_LOADS
+    const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gcv, v1, v2, v3);
+    pb[i] = Elem<P>::store(static_cast<double>(o.pnew));
+    UNO_OPTIM_STORE_STATES
+  };
+  if (q1 != nullptr) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) step(i, c0 * static_cast<double>(q1[i]));
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) step(i, sb[i]);
+  }
+}
+
 // Per-piece Adam constants (from the piece's step count).
 struct AdamPiece {
   double step_size, bc2_sqrt;
@@ -287,14 +300,21 @@ void step_kernel(const Args& a, double* out, int num_threads) {
           dots(rp.data(), k, gv, n, acc);
           continue;
         }
+        const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
+        S* __restrict b1 = m1 ? m1 + b0 : nullptr;
+        S* __restrict b2 = m2 ? m2 + b0 : nullptr;
+        S* __restrict b3 = m3 ? m3 + b0 : nullptr;
+        if (proj_grad && !has_scale && !write_grad) {  // the usual step: one fused loop
+          const RV* q1 = k == 1 ? rp[0] : nullptr;
+          if (k != 1) lincomb(rp.data(), a.coef, k, n, s.data());
+          block_proj_grad<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, s.data(), q1, a.coef[0],
+                                                  kc);
+          continue;
+        }
         if (proj_grad || proj_upd_write) lincomb(rp.data(), a.coef, k, n, s.data());
         const double* __restrict sb = s.data();
         double* __restrict ubb = ub.data();
         C* __restrict gcb = gc.data();
-        S* __restrict b1 = m1 ? m1 + b0 : nullptr;
-        S* __restrict b2 = m2 ? m2 + b0 : nullptr;
-        S* __restrict b3 = m3 ? m3 + b0 : nullptr;
-        const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
         const bool ucoef = phase == kUpdateCoef;
         block_base<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
                                            has_scale, scale, write_grad, ucoef, proj_upd_write);

@@ -309,3 +309,24 @@ def test_bad_hyperparameter_on_cached_step():
     with pytest.raises(ValueError, match="learning rate"):
         oa.step()
     assert all(torch.equal(p, q) for p, q in zip(pa, snap))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd-mom"])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fused_grad_write_loop_bit_identical(name, k, dtype):
+    """The write phase's fused loop (project="grad", no grad_scale: csrc/cpu/optim_step.cpp
+    block_proj_grad) against the general loop it replaces, which a grad_scale of exactly 1 takes
+    (dividing by 1 is exact): bit-identical parameters and states."""
+    cls, kw = OPTS[name]
+    pa, pb = params(dtype=dtype), params(dtype=dtype)
+    bt = torch.float32 if dtype == torch.bfloat16 else dtype
+    ba = uno.orthonormalize([[torch.randn(p.shape, dtype=bt) for p in pa] for _ in range(k)])
+    oa, ob = cls(pa, basis=ba, **kw), cls(pb, basis=ba, **kw)
+    one = torch.tensor(1.0)
+    for s in range(4):
+        set_grads(pa, s)
+        set_grads(pb, s)
+        oa.step()
+        ob.step(grad_scale=one)
+    assert_same(pa, oa, pb, ob)
