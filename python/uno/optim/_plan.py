@@ -38,7 +38,7 @@ from torch import Tensor
 from uno import _abi
 from uno._backends._layout import step_kwargs
 from uno.ops import library
-from uno.optim._calls import Call, increment, skip_on_host, steps_distinct
+from uno.optim._calls import Call, increment, skip_on_host, steps_distinct, undo_increment
 from uno.optim._checks import check_basis_apart, version_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,6 +208,8 @@ class StepPlan:
                coef_ptr=ptr(coef), hyper=hyper, flags=flags, out_ptr=0,
                steps_pending=self.pending)  # fmt: skip
         library.bump_versions([t for c in self.calls for t in c.written] + grads)
+        if not self.pending:  # a device found_inf: a skipped step takes the counts back
+            undo_increment([s for c in self.calls for s in c.steps], found_inf)
         return True
 
 
