@@ -330,3 +330,22 @@ def test_fused_grad_write_loop_bit_identical(name, k, dtype):
         oa.step()
         ob.step(grad_scale=one)
     assert_same(pa, oa, pb, ob)
+
+
+def test_load_state_dict_and_set_basis_drop_the_plan():
+    """The plan holds the states and basis rows it points at: loading a state or setting a basis drops
+    it at once, so the old tensors are not kept alive until the next step."""
+    pa, oa, _, _ = pair("adam")
+    for s in range(3):
+        set_grads(pa, s)
+        oa.step()
+    assert oa._plan is not None
+    oa.load_state_dict(copy.deepcopy(oa.state_dict()))
+    assert oa._plan is None
+    set_grads(pa, 3)
+    oa.step()
+    set_grads(pa, 4)
+    oa.step()
+    assert oa._plan is not None
+    oa.set_basis(basis_over(pa))
+    assert oa._plan is None

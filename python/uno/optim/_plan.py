@@ -47,11 +47,11 @@ if TYPE_CHECKING:  # pragma: no cover
 _PLAIN = (Tensor, torch.nn.Parameter)
 _STRIDED = torch.strided
 
-#: The keyword arguments of ``_C.optim_step_cpu`` that change from step to step (the rest are fixed
-#: by the plan's pieces).
 #: One parameter's state: its state dict (None: none yet) and its (name, value) entries.
 StateSig = Tuple[Optional[Dict[str, Any]], Tuple[Tuple[str, Any], ...]]
 
+#: The keyword arguments of ``_C.optim_step_cpu`` that change from step to step (the rest are fixed
+#: by the plan's pieces).
 _PER_STEP = ("phase", "g_ptrs", "coef_ptr", "grad_scale_ptr", "found_inf_ptr", "hyper", "flags")
 
 

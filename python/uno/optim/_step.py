@@ -83,6 +83,7 @@ class Projected(torch.optim.Optimizer):
             check_basis_apart(b, [(f"parameter {i}", p) for i, p in enumerate(self._params())])
         self._basis = b
         self._restricted = None  # drop the old basis's restricted copy (and its reference)
+        self._plan = None  # and the cached step holding its rows
 
     @property
     def basis(self) -> Any:
@@ -135,6 +136,8 @@ class Projected(torch.optim.Optimizer):
         return out
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        # load_state_dict comes here: drop the cached step, which holds the old states alive
+        self._plan = None
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.GROUP_DEFAULTS.items():
