@@ -4,24 +4,7 @@
 // any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
 // the blocked kernel at these k, bench/bench_combine.py); larger k a register-blocked micro-kernel
 // over a packed float64 copy of each block (combine_block).
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <array>
-#include <cstdint>
-#include <memory>
-#include <utility>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
-#include "uno/simd.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {

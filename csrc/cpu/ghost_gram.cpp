@@ -12,24 +12,7 @@
 // float64. Work is split by pairs (i, j); each pair is summed by one thread in a fixed order, so
 // the result does not depend on the thread count. A symmetric Gram computes i <= j and mirrors it
 // (exactly symmetric).
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {

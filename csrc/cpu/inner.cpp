@@ -1,25 +1,7 @@
 // CPU kernel of the `inner` primitive (docs/kernels.md): in one pass over x and k rows, the inner
 // products <row_j, x>, |x|^2 and optionally the packed upper triangle of the rows' Gram matrix, all
 // accumulated in float64 with a fixed order per thread count.
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <array>
-#include <cstdint>
-#include <string>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
-#include "uno/simd.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {

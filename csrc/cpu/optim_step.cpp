@@ -14,24 +14,7 @@
 // Note: with GCC's default -fmath-errno the Adam loop (std::sqrt) does not vectorise; building this
 // file with -fno-math-errno (a per-file CMake option) does. A `#pragma GCC optimize` does not
 // achieve it.
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <stdexcept>
-#include <string>
-#include <type_traits>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {
@@ -170,6 +153,36 @@ void block_base(UNO_OPTIM_BLOCK_ARGS) {
   UNO_OPTIM_BLOCK_BODY
 }
 
+// The write phase of project="grad" without grad_scale or write_grad (the usual step), in one loop
+// per block: g' = g - s (s = sum_j c_j q_j; for k = 1 formed inline as c0 * q, no s buffer) feeds
+// the optimizer maths directly, instead of a pass that stores g' into gc and one that reads it
+// back. The same operations in the same order as block_base (no FMA contraction:
+// -ffp-contract=off), so the results are bit-identical.
+template <typename P, typename S, int KIND, bool EXTRA, typename RV>
+void block_proj_grad(
+    int64_t n, P* __restrict pb, const P* __restrict gb, S* __restrict b1, S* __restrict b2,
+    S* __restrict b3, const double* __restrict sb, const RV* __restrict q1, double c0,
+    const Consts<std::conditional_t<std::is_same_v<P, double>, double, float>> kc) {
+  using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
+  constexpr bool has_mom = KIND == kSgd && EXTRA;
+  constexpr bool AMS = KIND == kAdam && EXTRA;
+  auto step = [&](int64_t i, double sv) {
+    const double gd = static_cast<double>(Elem<P>::load(gb[i])) - sv;
+    const C gcv = static_cast<C>(Elem<P>::load(Elem<P>::store(gd)));
+    UNO_OPTIM_LOADS
+    const Out<C> o = elem_math<KIND, EXTRA>(kc, p, gcv, v1, v2, v3);
+    pb[i] = Elem<P>::store(static_cast<double>(o.pnew));
+    UNO_OPTIM_STORE_STATES
+  };
+  if (q1 != nullptr) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) step(i, c0 * static_cast<double>(q1[i]));
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) step(i, sb[i]);
+  }
+}
+
 // Per-piece Adam constants (from the piece's step count).
 struct AdamPiece {
   double step_size, bc2_sqrt;
@@ -287,14 +300,21 @@ void step_kernel(const Args& a, double* out, int num_threads) {
           dots(rp.data(), k, gv, n, acc);
           continue;
         }
+        const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
+        S* __restrict b1 = m1 ? m1 + b0 : nullptr;
+        S* __restrict b2 = m2 ? m2 + b0 : nullptr;
+        S* __restrict b3 = m3 ? m3 + b0 : nullptr;
+        if (proj_grad && !has_scale && !write_grad) {  // the usual step: one fused loop
+          const RV* q1 = k == 1 ? rp[0] : nullptr;
+          if (k != 1) lincomb(rp.data(), a.coef, k, n, s.data());
+          block_proj_grad<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, s.data(), q1, a.coef[0],
+                                                  kc);
+          continue;
+        }
         if (proj_grad || proj_upd_write) lincomb(rp.data(), a.coef, k, n, s.data());
         const double* __restrict sb = s.data();
         double* __restrict ubb = ub.data();
         C* __restrict gcb = gc.data();
-        S* __restrict b1 = m1 ? m1 + b0 : nullptr;
-        S* __restrict b2 = m2 ? m2 + b0 : nullptr;
-        S* __restrict b3 = m3 ? m3 + b0 : nullptr;
-        const Consts<C> kc = kc0.with_piece(step_size, bc2_sqrt);
         const bool ucoef = phase == kUpdateCoef;
         block_base<P, S, KIND, HAS_STATE3>(n, pb, gb, b1, b2, b3, sb, ubb, gcb, kc, proj_grad,
                                            has_scale, scale, write_grad, ucoef, proj_upd_write);
@@ -381,7 +401,7 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
                     const std::vector<int64_t>& lds, const std::vector<int64_t>& ns, int64_t k,
                     int64_t coef_ptr, int64_t grad_scale_ptr, int64_t found_inf_ptr,
                     const std::vector<double>& hyper, int flags, int p_dtype, int r_dtype,
-                    int s_dtype, int64_t out_ptr, int num_threads) {
+                    int s_dtype, int64_t out_ptr, int num_threads, bool steps_pending) {
   const std::string w = "optim_step_cpu";
   if (kind != kSgd && kind != kAdam)
     throw std::invalid_argument(w + ": kind must be 0 (SGD) or 1 (Adam)");
@@ -433,16 +453,28 @@ void optim_step_cpu(int kind, int phase, const std::vector<int64_t>& p_ptrs,
   for (int i = 0; i < 5; ++i) a.hyper[i] = i < static_cast<int>(hyper.size()) ? hyper[i] : 0.0;
   a.has_scale = grad_scale_ptr != 0;
   a.scale = a.has_scale ? *reinterpret_cast<const float*>(grad_scale_ptr) : 1.0f;
+  // steps_pending: the counts hold the previous step; this step runs with count + 1, which the
+  // write phase stores (float32, as torch._foreach_add_(steps, 1) would) once the kernel is done.
+  // The caller passes distinct counters (each is read once and stored once).
+  std::vector<float> next;
   if (kind == kAdam) {
     a.step.resize(T);
+    next.resize(T);
     for (size_t t = 0; t < T; ++t) {
       if (step_ptrs[t] == 0) throw std::invalid_argument(w + ": null step pointer");
-      a.step[t] = static_cast<double>(*reinterpret_cast<const float*>(step_ptrs[t]));
+      const float s = *reinterpret_cast<const float*>(step_ptrs[t]);
+      next[t] = steps_pending ? s + 1.0f : s;
+      a.step[t] = static_cast<double>(next[t]);
     }
   }
   const Kernels& isa = active();
-  py::gil_scoped_release release;
-  isa.optim_step(a, p_dtype, r_dtype, s_dtype, out, num_threads);
+  {
+    py::gil_scoped_release release;
+    isa.optim_step(a, p_dtype, r_dtype, s_dtype, out, num_threads);
+  }
+  if (steps_pending && phase == kWrite) {
+    for (size_t t = 0; t < next.size(); ++t) *reinterpret_cast<float*>(step_ptrs[t]) = next[t];
+  }
 }
 
 void register_optim_step_cpu(py::module_& m) {
@@ -451,10 +483,11 @@ void register_optim_step_cpu(py::module_& m) {
         py::arg("step_ptrs"), py::arg("row_ptrs"), py::arg("lds"), py::arg("ns"), py::arg("k"),
         py::arg("coef_ptr"), py::arg("grad_scale_ptr"), py::arg("found_inf_ptr"), py::arg("hyper"),
         py::arg("flags"), py::arg("p_dtype"), py::arg("r_dtype"), py::arg("s_dtype"),
-        py::arg("out_ptr"), py::arg("num_threads"),
+        py::arg("out_ptr"), py::arg("num_threads"), py::arg("steps_pending") = false,
         "Fused projected SGD/Adam step on CPU (python/uno/reference/optim_step.py is the spec): "
         "phase 0 writes the step, phase 1 writes <q_j, g> and phase 2 <q_j, u> (k float64 values) "
-        "to out_ptr.");
+        "to out_ptr. steps_pending (Adam): the step counts hold the previous step; every phase "
+        "uses count + 1 and phase 0 stores it (distinct counters only).");
 }
 
 }  // namespace

@@ -1,21 +1,7 @@
 // CPU kernel of the `project` primitive (docs/kernels.md): x <- x - sum_j y_j row_j in place
 // (float64, rounded once to x's dtype), and in the same pass the inner products of the stored x
 // with every row and its squared norm, accumulated in float64 with a fixed order per thread count.
-#ifdef UNO_CPU_BINDINGS
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "uno/registry.h"
-#endif
-
-#include <algorithm>
-#include <cstdint>
-#include <type_traits>
-#include <vector>
-
-#include "uno/cpu_kernels.h"
-#include "uno/dtype.h"
-#include "uno/parallel.h"
+#include "uno/cpu_file.h"
 
 namespace uno {
 namespace cpu {

@@ -18,7 +18,9 @@ Bytes per parameter (fp32; k basis vectors; what one call must read and write at
 Baselines: naive torch (cat + Gram-Schmidt + dots + axpy + copy back; ``uno.bench.project``),
 ``torch.linalg.qr`` of the concatenated vectors (+ two matmuls), ``project_`` + ``torch.optim.Adam``
 (``foreach=True`` and ``fused=True``), float64 ``torch.mm`` (combine's arithmetic in torch), and for
-the per-sample Gram of the conv VAE, ``torch.func`` ``vmap(grad)`` + matmul.
+the per-sample Gram of the conv VAE, ``torch.func`` ``vmap(grad)`` + matmul; its row also times one
+forward and one backward of the summed loss alone ("fwd+bwd alone", a speed-up below 1): any
+per-sample Gram costs at least that, so vmap's speed-up over uno cannot exceed vmap's over it.
 
 How the projection is timed (docs/kernels.md, "Measuring the way callers call"): a fresh
 (non-orthogonal) gradient is copied in before every call, untimed, as a backward pass would leave
@@ -213,9 +215,15 @@ def _per_sample_case(batch: int) -> Optional[Case]:
     except Exception as e:  # pragma: no cover - the drivers' models unavailable
         print(f"# per-sample Gram skipped: {e}")
         return None
+
+    def fwd_bwd() -> None:  # one forward and one backward of the summed loss: the Gram's floor
+        model.zero_grad(set_to_none=True)
+        psb.elbo_per_sample(model, *data).sum().backward()
+
     methods: Dict[str, Method] = {
         "uno": (None, got["uno.per_sample.gram"]),
         "torch.func vmap+matmul": (None, got["vmap+matmul"]),
+        "fwd+bwd alone": (None, fwd_bwd),
     }
     n = sum(q.numel() for q in model.parameters())
     return Case(f"per-sample Gram conv VAE (B={batch})", batch, n, 0, methods)

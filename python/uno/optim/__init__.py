@@ -27,6 +27,11 @@ Cost per step (one parameter group, fp32, k basis vectors; bytes per parameter m
   ``a = Q u``; pass 2 as above. Adam: ``52 + 8k``.
 * no basis: one pass (the stock optimizer's maths; Adam 28 bytes).
 
+On the cpu backend a step reuses what the previous step built (its kernel calls and pointer tables) while
+nothing they depend on changed: the parameter groups, the states, the parameters' storage, the basis,
+the modes (checked on every step in O(T) reads; docs/kernels.md, "The cached step plan"); the results are
+those of a step built from scratch, bit for bit.
+
 Precision: the element-wise optimizer maths runs in float32 for float32/float16/bfloat16 parameters and
 float64 for float64 ones (as torch's optimizers); the projection is formed in float64 and rounded
 once; reductions accumulate in float64. float16/bfloat16 parameters keep float32 states (torch keeps

@@ -32,6 +32,7 @@ from uno.optim._checks import (
     check_scalars,
     version_of,
 )
+from uno.optim._plan import StateSig, StepPlan
 
 
 class Projected(torch.optim.Optimizer):
@@ -61,6 +62,7 @@ class Projected(torch.optim.Optimizer):
         self._basis: Any = None
         # (basis, key, restricted basis): see _rows_within
         self._restricted: Optional[Tuple[Any, Tuple[Any, ...], Any]] = None
+        self._plan: Optional[StepPlan] = None  # the cached step (uno.optim._plan)
         if basis is not None:
             self.set_basis(basis)
 
@@ -81,6 +83,7 @@ class Projected(torch.optim.Optimizer):
             check_basis_apart(b, [(f"parameter {i}", p) for i, p in enumerate(self._params())])
         self._basis = b
         self._restricted = None  # drop the old basis's restricted copy (and its reference)
+        self._plan = None  # and the cached step holding its rows
 
     @property
     def basis(self) -> Any:
@@ -133,6 +136,8 @@ class Projected(torch.optim.Optimizer):
         return out
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        # load_state_dict comes here: drop the cached step, which holds the old states alive
+        self._plan = None
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.GROUP_DEFAULTS.items():
@@ -145,6 +150,21 @@ class Projected(torch.optim.Optimizer):
         """The kernel calls of one group's parameters that have a gradient, and the state entries
         they create."""
         raise NotImplementedError
+
+    def _group_hyper(self, group: Dict[str, Any]) -> Tuple[List[float], int]:
+        """A group's kernel hyperparameters and flags (what :meth:`_group_calls` passes), for a cached
+        step (:mod:`uno.optim._plan`)."""
+        raise NotImplementedError
+
+    def _group_struct(self, group: Dict[str, Any]) -> Any:
+        """The group options that change which kernel calls and states a step has (a cached step is
+        rebuilt when they change)."""
+        raise NotImplementedError
+
+    def _state_of(self, p: Tensor) -> StateSig:
+        """``p``'s state dict and its entries (the identity a cached step checks)."""
+        d = self.state.get(p)
+        return (d, tuple(d.items()) if d is not None else ())
 
     def _must_read_found_inf(self, groups: List[Tuple[Dict[str, Any], List[Tensor]]]) -> bool:
         """Whether this step must read ``found_inf`` on the host (what it builds depends on it)."""
@@ -159,12 +179,28 @@ class Projected(torch.optim.Optimizer):
         grad_scale: Optional[Tensor] = None,
         found_inf: Optional[Tensor] = None,
     ) -> Any:
-        """One step. ``basis`` overrides the optimizer's basis for this step only."""
-        loss, rows_all, gs, fi, index, groups = self._begin_step(
-            closure, basis, grad_scale, found_inf
-        )
+        """One step. ``basis`` overrides the optimizer's basis for this step only.
+
+        A step without ``basis`` reuses what the previous one built while nothing it depends on changed
+        (:mod:`uno.optim._plan`; cpu backend): the same kernels on the same pieces, bit-identical.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:  # a scheduler may have changed them since __init__
+            self._check_group(group)
+        gs, fi = self._amp(grad_scale, found_inf)
+        plan = getattr(self, "_plan", None)  # (absent on an optimizer unpickled from an older one)
+        if basis is None and plan is not None:
+            if plan.run(self, gs, fi):
+                return loss
+            self._plan = None
+        rows_all, index, groups = self._begin_step(basis)
         if skip_on_host(fi, force=self._must_read_found_inf(groups)):
             return loss
+        stepped = [p for _, ps in groups for p in ps]
+        before = [self._state_of(p) for p in stepped]
         calls: List[Call] = []
         new_state: NewState = []
         bes: Dict[torch.device, Any] = {}  # the backend per device, resolved once per step
@@ -178,7 +214,10 @@ class Projected(torch.optim.Optimizer):
             new_state += group_state
         for p, key, t in new_state:
             self.state[p][key] = t
-        run(self.KIND, calls, rank_of(rows_all), self.project, gs, fi)  # Adam: increments steps
+        k = rank_of(rows_all)
+        run(self.KIND, calls, k, self.project, gs, fi)  # Adam: increments steps
+        if basis is None:  # cached unless the step made or converted state (compared with `before`)
+            self._plan = StepPlan.build(self, [c for c in calls if c.params], stepped, k, before)
         return loss
 
     def _amp(self, grad_scale: Optional[Tensor], found_inf: Optional[Tensor]):
@@ -188,23 +227,12 @@ class Projected(torch.optim.Optimizer):
         return gs, fi
 
     def _begin_step(
-        self,
-        closure: Optional[Callable[[], Any]],
-        basis: Any,
-        grad_scale: Optional[Tensor],
-        found_inf: Optional[Tensor],
-    ) -> Tuple[Any, List[Any], Any, Any, Dict[int, int], List[Tuple[Dict[str, Any], List[Tensor]]]]:
-        """The start every step() shares: the closure, this step's basis rows (restricted to the
-        parameters that have a gradient, see :meth:`_rows_within`), the AMP scalars, and the groups'
+        self, basis: Any
+    ) -> Tuple[List[Any], Dict[int, int], List[Tuple[Dict[str, Any], List[Tensor]]]]:
+        """The start of an uncached step: this step's basis rows (restricted to the parameters that
+        have a gradient, see :meth:`_rows_within`), the parameters' positions, and the groups'
         parameters that have a gradient (checked against the basis layout)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:  # a scheduler may have changed them since __init__
-            self._check_group(group)
         b, rows_all = self._step_basis_rows(basis)
-        gs, fi = self._amp(grad_scale, found_inf)
         index = {id(p): i for i, p in enumerate(self._params())}
         groups = []
         for group in self.param_groups:
@@ -217,4 +245,4 @@ class Projected(torch.optim.Optimizer):
         if b is not None and self.write_grad:
             grads = [(f"grad {index[id(p)]}", p.grad) for _, ps in groups for p in ps]
             check_basis_apart(b, [(n, g) for n, g in grads if g is not None])
-        return loss, self._rows_within(b, rows_all, updated), gs, fi, index, groups
+        return self._rows_within(b, rows_all, updated), index, groups

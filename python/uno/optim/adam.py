@@ -72,8 +72,20 @@ class ProjectedAdam(Projected):
     def _check_group(self, group: Dict[str, Any]) -> None:
         _check_adam_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"])
 
+    def _group_hyper(self, group: Dict[str, Any]) -> Tuple[List[float], int]:
+        beta1, beta2 = group["betas"]
+        flags = _calls.mode_flags(self.project, self.write_grad, group["maximize"])
+        flags |= (FLAG_AMSGRAD if group["amsgrad"] else 0) | (
+            FLAG_DECOUPLED if group["decoupled_weight_decay"] else 0
+        )
+        hyper = [group["lr"], beta1, beta2, group["eps"], group["weight_decay"]]
+        return [float(h) for h in hyper], flags
+
+    def _group_struct(self, group: Dict[str, Any]) -> Any:
+        return bool(group["amsgrad"])
+
     def _group_calls(self, g: _calls.StepGroup) -> Tuple[List[_calls.Call], _calls.NewState]:
-        group, ps, rows, flags, index, bes = g
+        group, ps, rows, _, index, bes = g
         amsgrad = bool(group["amsgrad"])
         states: List[List[Tensor]] = [[] for _ in range(3 if amsgrad else 2)]
         steps = []
@@ -99,11 +111,7 @@ class ProjectedAdam(Projected):
             if amsgrad:
                 states[2].append(st["max_exp_avg_sq"])
             steps.append(st["step"])
-        beta1, beta2 = group["betas"]
-        flags |= (FLAG_AMSGRAD if amsgrad else 0) | (
-            FLAG_DECOUPLED if group["decoupled_weight_decay"] else 0
-        )
-        hyper = [group["lr"], beta1, beta2, group["eps"], group["weight_decay"]]
+        hyper, flags = self._group_hyper(group)
         calls = _adam_calls(
             ps, [p.grad for p in ps], states, steps, rows, hyper, flags, self.backend, bes,
         )  # fmt: skip

@@ -76,6 +76,14 @@ class ProjectedSGD(Projected):
             for p in ps
         )
 
+    def _group_hyper(self, group: Dict[str, Any]) -> Tuple[List[float], int]:
+        flags = _calls.mode_flags(self.project, self.write_grad, group["maximize"])
+        hyper = [group["lr"], group["momentum"], group["dampening"], group["weight_decay"]]
+        return [float(h) for h in hyper], flags | (FLAG_NESTEROV if group["nesterov"] else 0)
+
+    def _group_struct(self, group: Dict[str, Any]) -> Any:
+        return group["momentum"] != 0
+
     def _group_calls(self, g: _calls.StepGroup) -> Tuple[List[_calls.Call], _calls.NewState]:
         group, ps, rows, flags, index, bes = g
         bufs: List[Optional[Tensor]] = []
