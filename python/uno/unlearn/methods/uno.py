@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
+from uno.unlearn import parallel
 from uno.unlearn.methods.base import (
     COS2_EPS,
     Method,
@@ -126,12 +127,13 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         for x, y, z in zip(v_f, v_r, v_u):  # ∇L_f = ∇ℓ_f + w∇U, ∇L_r = ∇ℓ_r + w∇U
             x.add_(z, alpha=w)
             y.add_(z, alpha=w)
-    a, f, r = norms(v_f, v_r)
-    info = StepInfo(
-        cos2=a * a / (f * r + COS2_EPS),
-        loss_f=total_loss(lf, u, w),
-        loss_r=total_loss(lr, u, w),
+    # data-parallel: the global ∇L_f, ∇L_r (the coefficients below need them), then each rank's
+    # graph takes the global coefficient vectors and the results are summed at the end
+    loss_f, loss_r = parallel.all_reduce_sum(
+        [*v_f, *v_r], [total_loss(lf, u, w), total_loss(lr, u, w)]
     )
+    a, f, r = norms(v_f, v_r)
+    info = StepInfo(cos2=a * a / (f * r + COS2_EPS), loss_f=loss_f, loss_r=loss_r)
     info.extra.update(a=a, F=f, R=r)
     # the forget half may free its graph as it goes when the retain half needs nothing of it
     keep_forget_graph = _shares_nodes(lf, [lr] if u is None else [lr, u])
@@ -167,6 +169,7 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         )
         del o_r, o_u, scalars, v_f, v_r, v_u, lr, u
         out = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        parallel.all_reduce_sum(out)
     finally:
         for p, g in zip(params, saved):
             p.grad = g
