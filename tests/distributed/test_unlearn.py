@@ -45,18 +45,23 @@ def files(tmp_path_factory: Any) -> list[str]:
 
 
 def _uno(args: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    """``python -m uno.cli <args>`` in its own process group (a timeout kills every rank)."""
+    """``python -m uno.cli <args>``: see :func:`_group`."""
+    return _group(["-m", "uno.cli", *args], timeout)
+
+
+def _group(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` in its own process group (a timeout kills every rank)."""
     env = dict(os.environ, PYTHONPATH=PY, UNO_DIST_TIMEOUT_S="60", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uno.cli", *args], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )  # fmt: skip
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail(f"uno {' '.join(args)} did not finish in {timeout} s")
+        pytest.fail(f"python {' '.join(args)} did not finish in {timeout} s")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -113,6 +118,57 @@ def test_two_ranks_equal_one_process(files, two_rank_runs, tmp_path, method):
                 assert r2[k] is None
                 continue
             assert r2[k] == pytest.approx(r1[k], rel=1e-3, abs=1e-6), (k, r1["step"])
+
+
+def test_under_torchrun_equals_nproc(files, two_rank_runs, tmp_path):
+    """The same command under torchrun (its ranks, no --nproc) runs the same 2-rank computation
+    (the default monitor batch: it changes f, not the steps of ``uno``)."""
+    from distributed.launch import free_port
+
+    out = tmp_path / "torchrun"
+    r = _uno_torchrun(files, out, free_port())
+    assert r.returncode == 0, r.stderr[-3000:]
+    t_run, rows_run = _state(out)
+    t_ref, rows_ref = _state(two_rank_runs["uno"])
+    assert t_run.keys() == t_ref.keys()
+    assert all(torch.equal(t_run[k], t_ref[k]) for k in t_ref)
+    steps = ("loss_f", "loss_r", "cos2")
+    assert [[r[k] for k in steps] for r in rows_run] == [[r[k] for k in steps] for r in rows_ref]
+
+
+def _uno_torchrun(files: list[str], out: Path, port: int) -> subprocess.CompletedProcess[str]:
+    args = [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "-m",
+        "uno.cli",
+        "unlearn",
+        *files,
+        "--method",
+        "uno",
+        "--steps",
+        "5",
+        "--batch",
+        "16",
+        "--fid-n",
+        "50",
+        "--fresh-n",
+        "0",
+        "--ckpt-every",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]  # fmt: skip  (no --monitor: torchrun's parser finds it ambiguous with --monitor-interval)
+    return _group(args, 300.0)
 
 
 def test_only_rank0_writes_and_reports(files, two_rank_runs):
