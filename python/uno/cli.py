@@ -333,9 +333,16 @@ def _unlearn(args: argparse.Namespace) -> int:
     owned = not (dist.is_available() and dist.is_initialized())
     world = parallel.start()
     try:
-        return _unlearn_here(args, world is None or world.main)
-    finally:
-        parallel.stop(world, owned)
+        rc = _unlearn_here(args, world is None or world.main)
+    except parallel.PeerError as e:  # another rank's error is the cause: one line, its own status
+        parallel.stop(world, owned, ok=False)
+        print(f"uno: error: {_one_line(e)}", file=sys.stderr)
+        return parallel.PEER_EXIT
+    except BaseException:
+        parallel.stop(world, owned, ok=False)
+        raise
+    parallel.stop(world, owned)
+    return rc
 
 
 def _unlearn_here(args: argparse.Namespace, main: bool) -> int:

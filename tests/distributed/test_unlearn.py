@@ -85,6 +85,13 @@ def _state(out: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
     return tensors, [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def _param_err(t1: dict[str, torch.Tensor], t2: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(largest |difference|, largest |parameter|) over the model's floating tensors."""
+    models = [k for k in t1 if k.startswith("model.") and t1[k].is_floating_point()]
+    err = max(float((t1[k] - t2[k]).abs().max()) for k in models)
+    return err, max(float(t1[k].abs().max()) for k in models)
+
+
 @pytest.fixture(scope="module")
 def two_rank_runs(files: list[str], tmp_path_factory: Any) -> dict[str, Path]:
     """The 2-rank runs the tests compare, by method (made once)."""
@@ -105,9 +112,7 @@ def test_two_ranks_equal_one_process(files, two_rank_runs, tmp_path, method):
     t1, rows1 = _state(tmp_path / "one")
     t2, rows2 = _state(two_rank_runs[method])
     assert t1.keys() == t2.keys()
-    models = [k for k in t1 if k.startswith("model.") and t1[k].is_floating_point()]
-    scale = max(float(t1[k].abs().max()) for k in models)
-    err = max(float((t1[k] - t2[k]).abs().max()) for k in models)
+    err, scale = _param_err(t1, t2)
     assert err <= PARAM_RTOL * scale, (err, scale)
     original = io.load_tensors(tmp_path / "one" / "original.safetensors")[0]
     assert any(not torch.equal(t1[f"model.{k}"], v) for k, v in original.items())  # it moved
@@ -194,6 +199,18 @@ def test_resume_continues_like_the_uninterrupted_run(files, two_rank_runs, tmp_p
     assert rows_res == rows_ref
 
 
+def test_one_process_resumes_a_two_rank_run(files, tmp_path):
+    """The checkpoint is the 1-process layout: one process continues a 2-rank run (to rounding)."""
+    _run(files, tmp_path / "one", "surgery-hat")
+    out = tmp_path / "mixed"
+    _run(files, out, "surgery-hat", 3, "--nproc", "2")
+    _run(files, out, "surgery-hat", 5, "--resume")
+    t1, _ = _state(tmp_path / "one")
+    t2, _ = _state(out)
+    err, scale = _param_err(t1, t2)
+    assert err <= PARAM_RTOL * scale, (err, scale)
+
+
 @pytest.mark.parametrize(
     "extra, msg",
     [
@@ -209,6 +226,19 @@ def test_unsupported_is_refused_before_anything_runs(files, tmp_path, extra, msg
     r = _uno(["unlearn", *files, "--nproc", "2", "--steps", "2", "--out", str(out), *extra])
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("uno: error: ") and msg in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_failing_rank_fails_the_run_without_a_hang(files, tmp_path):
+    """An error the ranks meet after the launcher's checks (a model file that is not a model) ends
+    the run with its status and message; no rank waits for the others, nothing is written."""
+    bad = tmp_path / "not-a-model.safetensors"
+    bad.write_text("not a model")
+    out = tmp_path / "run"
+    argv = ["unlearn", "--model", str(bad), *files[2:], "--nproc", "2", "--steps", "2"]
+    r = _uno([*argv, "--out", str(out)], timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "uno: error: " in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
 
 

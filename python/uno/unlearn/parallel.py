@@ -51,6 +51,28 @@ CHILD_ENV = "UNO_NPROC_CHILD"
 
 T = TypeVar("T")
 
+#: The exit status of a rank whose collective failed because another rank stopped (the launcher
+#: reports another rank's status before this one: that rank's error is the cause).
+PEER_EXIT = 75
+
+
+class PeerError(RuntimeError):
+    """A collective failed: another rank stopped (its own error says why) or did not answer in time."""
+
+
+def _collective(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` (a torch.distributed collective), its failure as :class:`PeerError`."""
+    try:
+        return fn(*args, **kw)
+    except RuntimeError as e:
+        world = current()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerError(
+            f"rank {world.rank if world else '?'}: a collective failed, another rank stopped or "
+            f"timed out ({first[:200]})"
+        ) from e
+
+
 #: Bytes this process has all-reduced in :func:`all_reduce_sum` (for measurements).
 reduced_bytes = 0
 
@@ -131,6 +153,31 @@ def check(cfg: Any, nproc: int, mode: str = "ddp") -> None:
         raise UnoUserError(f"{where}: --batch {cfg.batch} gives a rank no samples")
 
 
+def check_run(cfg: Any) -> Optional[World]:
+    """This process's world (None: one process), after :func:`check` of ``cfg`` against it."""
+    world = current()
+    check(cfg, world.size if world else 1)
+    return world
+
+
+def nan(*_: Any) -> float:
+    """A measure that was not taken (NaN)."""
+    return float("nan")
+
+
+#: What a rank other than 0 gets instead of the run's measures (FID, ELBO, f on fresh codes).
+NOT_MEASURED: dict[str, Any] = dict(fid=nan, elbo=nan, fresh=None, fid2=None)
+
+
+def summary_fields(nbytes: int, nsteps: int) -> dict[str, Any]:
+    """The summary's ``nproc`` and ``allreduce_bytes_per_step`` (per rank; 0 in one process)."""
+    world = current()
+    return {
+        "nproc": world.size if world else 1,
+        "allreduce_bytes_per_step": nbytes / nsteps if nsteps else 0.0,
+    }
+
+
 def check_kind(kind: str) -> None:
     """Refuse a loaded model of a kind that does not run data-parallel (a diffusion model file)."""
     world = current()
@@ -179,7 +226,7 @@ def all_reduce_sum(tensors: Sequence[Tensor], scalars: Sequence[float] = ()) -> 
     ref = tensors[0]
     extra = torch.tensor([float(s) for s in scalars], dtype=ref.dtype, device=ref.device)
     flat = torch.cat([t.detach().reshape(-1).to(ref.dtype) for t in tensors] + [extra])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    _collective(dist.all_reduce, flat, op=dist.ReduceOp.SUM)
     reduced_bytes += flat.numel() * flat.element_size()
     at = 0
     with torch.no_grad():
@@ -198,7 +245,7 @@ def replicate(model: nn.Module) -> None:
 
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=0)
+            _collective(dist.broadcast, t.data, src=0)
 
 
 def barrier() -> None:
@@ -206,7 +253,7 @@ def barrier() -> None:
     if current() is not None:
         import torch.distributed as dist
 
-        dist.barrier()
+        _collective(dist.barrier)
 
 
 def main_first(fn: Callable[[], T]) -> T:
@@ -247,15 +294,18 @@ def start() -> Optional[World]:
     return current()
 
 
-def stop(world: Optional[World], started: bool) -> None:
-    """Leave the group :func:`start` joined (after a barrier: no rank leaves while another still
-    reduces); nothing when the caller owns the group or for one process."""
+def stop(world: Optional[World], started: bool, ok: bool = True) -> None:
+    """Leave the group :func:`start` joined: after a barrier when ``ok`` (no rank leaves while
+    another still reduces), at once after an error (the other ranks then fail with
+    :class:`PeerError`, or are stopped by the launcher); nothing when the caller owns the group or
+    for one process."""
     if world is None or not started:
         return
     import torch.distributed as dist
 
     try:
-        dist.barrier()
+        if ok:
+            barrier()
     finally:
         dist.destroy_process_group()
 
@@ -280,14 +330,26 @@ def launch(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> int:
             procs.append(subprocess.Popen([sys.executable, "-m", "uno.cli", *argv], env=env))
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
-                return int(failed[0])
+            if any(c not in (None, 0) for c in codes):
+                return _status(procs)
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(poll_s)
     finally:
         _stop_all(procs)
+
+
+def _status(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 5.0) -> int:
+    """The run's status once a rank failed: the others get ``grace_s`` to fail too, then the first
+    rank (in rank order) whose failure is its own (not :data:`PEER_EXIT`) gives it; a rank killed by
+    signal s counts as 128 + s, as a shell reports it."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    codes = [p.poll() for p in procs]
+    failed = [c if c > 0 else 128 - c for c in codes if c is not None and c != 0]
+    own = [c for c in failed if c != PEER_EXIT]
+    return (own or failed)[0]
 
 
 def _stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:

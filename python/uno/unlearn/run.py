@@ -157,8 +157,8 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
     a resume reads the verified checkpoint instead. Arguments as in :func:`unlearn`.
     """
     cfg.validate()
-    world = parallel.current()  # data-parallel (uno.unlearn.parallel): rank 0 writes, all compute
-    parallel.check(cfg, world.size if world else 1)
+    # data-parallel (uno.unlearn.parallel): every rank computes, rank 0 writes and measures
+    world = parallel.check_run(cfg)
     main = world is None or world.main
     out_dir = Path(out).expanduser() if out is not None else None
     saved = check_run_folder(cfg, out, inputs.get("resume", False))
@@ -169,18 +169,13 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
     if loaded is None:  # rank 0 first: it trains and caches a missing model, the others read it
         loaded = parallel.main_first(lambda: load_models(cfg))
     parallel.check_kind(loaded.kind)
-    model, judge = loaded.model, loaded.judge
+    model = loaded.model
     parallel.replicate(model)  # rank 0's weights everywhere (a resume then loads the same state)
     if saved is not None:
         assert out_dir is not None
         io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
     task = _build_task(cfg, loaded, train, targets)
-    if world is not None:
-        task.share = parallel.Share(world)
-    retain_real = train.x[~train.forget_mask(targets)]
-    elbo = (
-        (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
-    )
+    task.share = parallel.Share(world) if world is not None else None
     method = methods.from_config(cfg)
     run = Run(
         cfg=cfg,
@@ -189,24 +184,9 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         task=task,
         method=method,
         opt=method.optimizer(task.params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
-        fid=(
-            getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
-            or metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n)  # type: ignore[arg-type]
-        )
-        if main
-        else _not_measured,  # rank 0 measures
-        elbo=elbo if main else (lambda: float("nan")),
         grid_z=task.z_monitor[:64],
-        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count())
-        if main
-        else None,
-        fid2=(
-            getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
-            or metrics.optional_fid(loaded.judge2, retain_real, model.latent_dim, cfg.fid_n)  # type: ignore[arg-type]
-        )
-        if main
-        else None,
         write_pngs=inputs.get("write_pngs", True),
+        **(_measures(cfg, loaded, task, train, heldout) if main else parallel.NOT_MEASURED),
     )
     # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
     task.begin_step(0)
@@ -218,6 +198,22 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         _start(run)
         run.checkpoint(0)
     return run
+
+
+def _measures(
+    cfg: RunConfig, loaded: Loaded, task: Task, train: ImageData, heldout: ImageData
+) -> dict[str, Any]:
+    """FID (judges 1 and 2), the held-out ELBO and f on fresh codes: what rank 0 measures."""
+    judge, targets, zdim = loaded.judge, task.targets, loaded.model.latent_dim
+    retain_real = train.x[~train.forget_mask(targets)]  # FID's real images
+    return dict(
+        fid=getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
+        or metrics.ClassifierFID(judge, retain_real, zdim, n=cfg.fid_n),  # type: ignore[arg-type]
+        elbo=(lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else parallel.nan,
+        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()),
+        fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
+        or metrics.optional_fid(loaded.judge2, retain_real, zdim, cfg.fid_n),  # type: ignore[arg-type]
+    )
 
 
 def _build_task(cfg: RunConfig, loaded: Loaded, train: ImageData, targets: Sequence[int]) -> Task:
@@ -352,10 +348,7 @@ def summarize(run: Run, progress: Progress) -> dict[str, Any]:
     summary["elbo_after"] = run.elbo()
     summary["fid2_after"] = run.fid2(run.model) if run.fid2 else None
     summary["n_params"] = sum(p.numel() for p in run.task.params)
-    world = parallel.current()
-    summary["nproc"] = world.size if world else 1
-    nbytes, nsteps = progress.reduced  # per rank, per step of this loop (0 in one process)
-    summary["allreduce_bytes_per_step"] = nbytes / nsteps if nsteps else 0.0
+    summary.update(parallel.summary_fields(*progress.reduced))
     if run.out_dir is not None:
         io.write_json(
             run.out_dir / "log.json", {"summary": summary, "config": config_json(cfg), "rows": rows}
@@ -369,10 +362,6 @@ def summarize(run: Run, progress: Progress) -> dict[str, Any]:
                 title=f"{cfg.method}: forget {','.join(cfg.forget)}",
             )
     return summary
-
-
-def _not_measured(model: nn.Module) -> float:
-    return float("nan")
 
 
 def _finite(tensors: Sequence[torch.Tensor]) -> bool:

@@ -9,6 +9,10 @@ OUTPUTS with ``grad_outputs`` λu_f, λu_r and w·λ(u_f + u_r) (no dot-product 
 rides along in the retain half (ℓ_r and U as outputs with grad_outputs 1 and w, as in
 ``(L_r + λc²).backward()``). No flattening, and no parameter-sized buffer beyond the first-order gradients
 and the result: g_f, g_r are summed with ∇U in place and then overwritten with λu_r and λu_f.
+
+Data-parallel (:mod:`uno.unlearn.parallel`): ∇L_f, ∇L_r are summed over the ranks before a, F, R are
+formed, each rank backpropagates the global λu_f, λu_r through its own graphs (rank 0 alone through
+U's), and the results are summed once more.
 """
 
 from __future__ import annotations
