@@ -97,7 +97,7 @@ def two_rank_runs(files: list[str], tmp_path_factory: Any) -> dict[str, Path]:
     """The 2-rank runs the tests compare, by method (made once)."""
     root = tmp_path_factory.mktemp("two")
     outs = {}
-    for method in ("uno", "surgery-hat"):
+    for method in ("uno", "uno-hat", "surgery-hat"):
         summary = _run(files, root / method, method, 5, "--nproc", "2")
         assert summary["nproc"] == 2 and summary["steps_run"] == 5
         assert summary["allreduce_bytes_per_step"] > 0
@@ -105,7 +105,7 @@ def two_rank_runs(files: list[str], tmp_path_factory: Any) -> dict[str, Path]:
     return outs
 
 
-@pytest.mark.parametrize("method", ["uno", "surgery-hat"])  # double backward; projection + U term
+@pytest.mark.parametrize("method", ["uno", "uno-hat", "surgery-hat"])  # 2nd order, + U; projection
 def test_two_ranks_equal_one_process(files, two_rank_runs, tmp_path, method):
     one = _run(files, tmp_path / "one", method)
     assert one["nproc"] == 1 and one["allreduce_bytes_per_step"] == 0
