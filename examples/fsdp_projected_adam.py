@@ -58,9 +58,10 @@ def main() -> None:
     if rank == 0:
         print(f"basis rank {basis.k}; |step| = {size:.3e}; largest |<step, q_j>| = {along:.1e}")
     assert along <= 1e-5 * size, "the step left the orthogonal complement of the basis"
-    # Release the optimizer and the basis (which refer to the mesh) before the process group goes:
-    # without this, about 1 in 4 runs here aborted at exit ("terminate called without an active
-    # exception", after the output); the cause is not found yet (docs/distributed.md).
+    # Release the optimizer and the basis (which refer to the mesh) before the process group goes.
+    # This does not end the rare abort at exit described in docs/distributed.md ("Known issue"):
+    # torch keeps the gloo group's threads running past destroy_process_group once DTensor
+    # operators ran, with or without uno objects alive.
     del opt, basis
     dist.barrier()
     dist.destroy_process_group()

@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
+    u.add_argument(
+        "--nproc", type=int, default=None,
+        help="data-parallel on N local processes (docs/distributed.md; under torchrun: its ranks)",
+    )  # fmt: skip
+    u.add_argument(
+        "--parallel", default="ddp", choices=["ddp", "fsdp2"],
+        help="how the model is laid out across ranks (ddp: replicated)",
+    )  # fmt: skip
     _common(u)
 
     d = sub.add_parser(
@@ -162,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="uno: %(message)s")
     try:
         args = _parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for `uno unlearn --nproc N`
         _check_args(args)
         if getattr(args, "threads", None):
             import torch
@@ -224,12 +233,23 @@ def _check_args(args: argparse.Namespace) -> None:
         preflight.int_at_least("--seeds", args.seeds, 1, optional=True)
         cfg = _run_config(args)
         cfg.validate()
+        _check_parallel(args, cfg)
         for c, out in _runs(cfg, args):
             check_run_folder(c, out, args.resume)
     elif args.cmd == "demo":
         from uno.unlearn.demo import check_demo_args
 
         check_demo_args(args.out, steps=args.steps, seed=args.seed, methods=args.methods)
+
+
+def _check_parallel(args: argparse.Namespace, cfg: Any) -> None:
+    """``--nproc`` / ``--parallel`` (and ``torchrun``'s ``WORLD_SIZE``) against the run's options."""
+    from uno.unlearn import parallel
+
+    env = parallel.env_world_size()
+    if args.nproc is not None and env > 1 and args.nproc != env:
+        raise _ArgError(f"--nproc {args.nproc} under a launcher of WORLD_SIZE={env}; drop --nproc")
+    parallel.check(cfg, args.nproc if args.nproc is not None else env, args.parallel)
 
 
 def _run_config(args: argparse.Namespace) -> Any:
@@ -302,6 +322,30 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _unlearn(args: argparse.Namespace) -> int:
+    import os
+
+    import torch.distributed as dist
+
+    from uno.unlearn import parallel
+
+    if (args.nproc or 1) > 1 and not os.environ.get(parallel.CHILD_ENV):
+        return parallel.launch(args.argv, args.nproc)  # the ranks run this command again
+    owned = not (dist.is_available() and dist.is_initialized())
+    world = parallel.start()
+    try:
+        rc = _unlearn_here(args, world is None or world.main)
+    except parallel.PeerError as e:  # another rank's error is the cause: one line, its own status
+        parallel.stop(world, owned, ok=False)
+        print(f"uno: error: {_one_line(e)}", file=sys.stderr)
+        return parallel.PEER_EXIT
+    except BaseException:
+        parallel.stop(world, owned, ok=False)
+        raise
+    parallel.stop(world, owned)
+    return rc
+
+
+def _unlearn_here(args: argparse.Namespace, main: bool) -> int:
     from uno.unlearn import io, metrics
     from uno.unlearn.run import unlearn
 
@@ -319,9 +363,12 @@ def _unlearn(args: argparse.Namespace) -> int:
             "cos2_mean",
         ]
         for k in keys:
-            print(f"{k:18s} {metrics.fmt_mean_std([r[k] for r in res])}")
+            if main:
+                print(f"{k:18s} {metrics.fmt_mean_std([r[k] for r in res])}")
         return 0
     summary = unlearn(cfg, args.out, resume=args.resume)
+    if not main:  # rank 0 reports
+        return 0
     print(io.dumps(summary, indent=2))
     if not summary["reached"]:
         print(

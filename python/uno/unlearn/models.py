@@ -20,6 +20,10 @@ class VAEBase(nn.Module):
     """What the VAEs share: the reparameterised forward pass and the loss (subclasses: encode, decode)."""
 
     beta: float
+    #: ``(n, lo, hi)`` while a data-parallel step runs (:mod:`uno.unlearn.parallel`): every forward
+    #: is on rows ``lo:hi`` of a global batch of ``n``, and takes those rows of the noise drawn for
+    #: all ``n`` (so the ranks together draw exactly what one process draws); None: its own batch.
+    noise_rows: Optional[tuple[int, int, int]] = None
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -30,12 +34,27 @@ class VAEBase(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` → ``(reconstruction, μ, log σ²)`` with z = μ + σ·ε, ε ~ N(0, I) from torch's RNG."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu + noise_like(mu, self.noise_rows) * torch.exp(0.5 * logvar)
         return self.decode(z), mu, logvar
 
     def loss(self, x: Tensor) -> Tensor:
         """Negative ELBO, sum-reduced over the batch (BCE for one channel, MSE for RGB, + β·KL)."""
         return vae_loss(self, x)
+
+
+def noise_like(mu: Tensor, rows: Optional[tuple[int, int, int]] = None) -> Tensor:
+    """ε ~ N(0, I) shaped like ``mu`` from torch's RNG; with ``rows = (n, lo, hi)``, rows ``lo:hi`` of
+    the ``(n, *mu.shape[1:])`` draw (one process's draw for the whole batch, this rank's share of it).
+
+    Raises:
+        ValueError: ``mu`` does not have ``hi - lo`` rows.
+    """
+    if rows is None:
+        return torch.randn_like(mu)
+    n, lo, hi = rows
+    if mu.shape[0] != hi - lo:
+        raise ValueError(f"noise for rows {lo}:{hi} of {n}, but the batch has {mu.shape[0]} rows")
+    return torch.randn((n, *mu.shape[1:]), dtype=mu.dtype, device=mu.device)[lo:hi]
 
 
 class MnistVAE(VAEBase):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypedDict
 import torch
 from torch import Tensor, nn
 
-from uno.unlearn import evaluation, io, methods, metrics, plots
+from uno.unlearn import evaluation, io, methods, metrics, parallel, plots
 from uno.unlearn.config import RunConfig
 from uno.unlearn.data import ImageData, resolve_targets
 from uno.unlearn.errors import NonFiniteError, UnoUserError
@@ -109,6 +109,7 @@ class Progress:
     fid_at_forget: Optional[float]
     stopped: str  # "budget" or "forgotten"
     interrupted_at: Optional[int] = None  # set when ``stop_after`` stopped it
+    reduced: tuple[int, int] = (0, 0)  # (bytes all-reduced by this process, steps) in this loop
 
 
 class RunInputs(TypedDict, total=False):
@@ -156,37 +157,36 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
     a resume reads the verified checkpoint instead. Arguments as in :func:`unlearn`.
     """
     cfg.validate()
+    # data-parallel (uno.unlearn.parallel): every rank computes, rank 0 writes and measures
+    world = parallel.check_run(cfg)
+    main = world is None or world.main
     out_dir = Path(out).expanduser() if out is not None else None
     saved = check_run_folder(cfg, out, inputs.get("resume", False))
+    parallel.barrier()  # every rank has checked the folder before rank 0 writes into it
     data, loaded = inputs.get("data"), inputs.get("loaded")
     train, heldout = data if data is not None else load_data(cfg)
     targets = resolve_targets(train, cfg.forget)
-    loaded = loaded if loaded is not None else load_models(cfg)
-    model, judge = loaded.model, loaded.judge
+    if loaded is None:  # rank 0 first: it trains and caches a missing model, the others read it
+        loaded = parallel.main_first(lambda: load_models(cfg))
+    parallel.check_kind(loaded.kind)
+    model = loaded.model
+    parallel.replicate(model)  # rank 0's weights everywhere (a resume then loads the same state)
     if saved is not None:
         assert out_dir is not None
         io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
     task = _build_task(cfg, loaded, train, targets)
-    retain_real = train.x[~train.forget_mask(targets)]
-    elbo = (
-        (lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else (lambda: float("nan"))
-    )
+    task.share = parallel.Share(world) if world is not None else None
     method = methods.from_config(cfg)
     run = Run(
         cfg=cfg,
-        out_dir=out_dir,
+        out_dir=out_dir if main else None,
         model=model,
         task=task,
         method=method,
         opt=method.optimizer(task.params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
-        fid=getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
-        or metrics.ClassifierFID(judge, retain_real, model.latent_dim, n=cfg.fid_n),  # type: ignore[arg-type]
-        elbo=elbo,
         grid_z=task.z_monitor[:64],
-        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()),
-        fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
-        or metrics.optional_fid(loaded.judge2, retain_real, model.latent_dim, cfg.fid_n),  # type: ignore[arg-type]
         write_pngs=inputs.get("write_pngs", True),
+        **(_measures(cfg, loaded, task, train, heldout) if main else parallel.NOT_MEASURED),
     )
     # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
     task.begin_step(0)
@@ -198,6 +198,22 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         _start(run)
         run.checkpoint(0)
     return run
+
+
+def _measures(
+    cfg: RunConfig, loaded: Loaded, task: Task, train: ImageData, heldout: ImageData
+) -> dict[str, Any]:
+    """FID (judges 1 and 2), the held-out ELBO and f on fresh codes: what rank 0 measures."""
+    judge, targets, zdim = loaded.judge, task.targets, loaded.model.latent_dim
+    retain_real = train.x[~train.forget_mask(targets)]  # FID's real images
+    return dict(
+        fid=getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
+        or metrics.ClassifierFID(judge, retain_real, zdim, n=cfg.fid_n),  # type: ignore[arg-type]
+        elbo=(lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else parallel.nan,
+        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()),
+        fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
+        or metrics.optional_fid(loaded.judge2, retain_real, zdim, cfg.fid_n),  # type: ignore[arg-type]
+    )
 
 
 def _build_task(cfg: RunConfig, loaded: Loaded, train: ImageData, targets: Sequence[int]) -> Task:
@@ -268,6 +284,7 @@ def loop(run: Run, *, stop_after: Optional[int] = None) -> Progress:
         reached, run.rows[reached]["fid"] if reached is not None else None, "budget"
     )
     bar = _bar(cfg, run.start)
+    bytes0, steps0 = parallel.reduced_bytes, len(run.rows)
     try:
         for step in range(run.start + 1, cfg.steps + 1):
             if cfg.stop_on_forget and progress.reached is not None:
@@ -289,6 +306,7 @@ def loop(run: Run, *, stop_after: Optional[int] = None) -> Progress:
                 break
     finally:
         bar.close()
+    progress.reduced = (parallel.reduced_bytes - bytes0, len(run.rows) - steps0)
     return progress
 
 
@@ -330,6 +348,7 @@ def summarize(run: Run, progress: Progress) -> dict[str, Any]:
     summary["elbo_after"] = run.elbo()
     summary["fid2_after"] = run.fid2(run.model) if run.fid2 else None
     summary["n_params"] = sum(p.numel() for p in run.task.params)
+    summary.update(parallel.summary_fields(*progress.reduced))
     if run.out_dir is not None:
         io.write_json(
             run.out_dir / "log.json", {"summary": summary, "config": config_json(cfg), "rows": rows}
@@ -352,7 +371,8 @@ def _finite(tensors: Sequence[torch.Tensor]) -> bool:
 def _bar(cfg: RunConfig, start: int) -> Any:
     from uno.unlearn.train import progress
 
-    return progress(total=cfg.steps, initial=start, quiet=cfg.quiet, desc=cfg.method)
+    quiet = cfg.quiet or not parallel.counts_replicated()  # one bar: rank 0's
+    return progress(total=cfg.steps, initial=start, quiet=quiet, desc=cfg.method)
 
 
 def _row(

@@ -109,6 +109,8 @@ class Task:
         self._u: Optional[Tensor] = None
         self.step_generator = torch.Generator()
         self.original: Optional[nn.Module] = None  # the frozen model before unlearning, when given
+        #: a data-parallel run's share of each step's batches (:class:`uno.unlearn.parallel.Share`)
+        self.share: Any = None
 
     def frozen_original(self) -> nn.Module:
         """The frozen original model in eval mode (for methods that compare against it: fu, salun)."""
@@ -126,9 +128,13 @@ class Task:
         self.model.train()
         set_batchnorm(self.model, self.bn_train)
         self._draw()
+        if self.share is not None:  # keep this rank's rows of the global batches
+            self.share.begin(self)
 
     def end_step(self) -> None:
         self._u = None
+        if self.share is not None:
+            self.share.end(self)
 
     def _draw(self) -> None:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor
 
-from uno.unlearn import _ops
+from uno.unlearn import _ops, parallel
 
 log = logging.getLogger("uno.unlearn")
 
@@ -150,11 +150,13 @@ def loss_parts(task: Any, hat_sign: float = 1.0) -> tuple[Tensor, Tensor, Option
     instead of backpropagating U's graph (a decode of the whole monitor batch and the judge) twice. The
     draws are those of ``forget_loss()`` then ``retain_loss()``. Without a histogram term (w = 0), or for a
     task that only provides ``forget_loss``/``retain_loss``, U is None and ℓ_f, ℓ_r are the whole losses.
+    In a data-parallel run ℓ_f and ℓ_r are this rank's shares, and U (on the replicated monitor codes)
+    is taken on rank 0 only (None elsewhere, with w kept), so that the summed gradients count it once.
     """
     w = float(getattr(task, "w_u", 0.0) or 0.0)
     if w and all(hasattr(task, n) for n in ("ell_forget", "ell_retain", "histogram_loss")):
         lf = task.ell_forget()
-        u = task.histogram_loss()
+        u = task.histogram_loss() if parallel.counts_replicated() else None
         return lf, task.ell_retain(), u, w
     return task.forget_loss(u_sign=hat_sign), task.retain_loss(), None, 0.0
 
@@ -168,7 +170,7 @@ def forget_retain_grads(
     task: Any, hat_sign: float = 1.0
 ) -> tuple[list[Tensor], list[Tensor], StepInfo]:
     """First-order ``g_f``, ``g_r`` (histogram term with sign ``hat_sign`` in the forget loss, its
-    gradient taken once and added to both)."""
+    gradient taken once and added to both); summed over the ranks of a data-parallel run."""
     lf, lr, u, w = loss_parts(task, hat_sign)
     g_f = grads(lf, task.params, retain_graph=True)
     g_r = grads(lr, task.params, retain_graph=u is not None)
@@ -177,10 +179,11 @@ def forget_retain_grads(
         g_f = [torch.add(a, c, alpha=hat_sign * w) for a, c in zip(g_f, g_u)]
         g_r = [torch.add(b, c, alpha=w) for b, c in zip(g_r, g_u)]
         del g_u
-    a, f, r = norms(g_f, g_r)
-    info = StepInfo(
-        cos2=cos2_of(a, f, r), loss_f=total_loss(lf, u, hat_sign * w), loss_r=total_loss(lr, u, w)
+    loss_f, loss_r = parallel.all_reduce_sum(
+        [*g_f, *g_r], [total_loss(lf, u, hat_sign * w), total_loss(lr, u, w)]
     )
+    a, f, r = norms(g_f, g_r)
+    info = StepInfo(cos2=cos2_of(a, f, r), loss_f=loss_f, loss_r=loss_r)
     info.extra.update(a=a, F=f, R=r)
     if f == 0.0 or r == 0.0:
         info.zero_norm = True

@@ -9,6 +9,10 @@ OUTPUTS with ``grad_outputs`` λu_f, λu_r and w·λ(u_f + u_r) (no dot-product 
 rides along in the retain half (ℓ_r and U as outputs with grad_outputs 1 and w, as in
 ``(L_r + λc²).backward()``). No flattening, and no parameter-sized buffer beyond the first-order gradients
 and the result: g_f, g_r are summed with ∇U in place and then overwritten with λu_r and λu_f.
+
+Data-parallel (:mod:`uno.unlearn.parallel`): ∇L_f, ∇L_r are summed over the ranks before a, F, R are
+formed, each rank backpropagates the global λu_f, λu_r through its own graphs (rank 0 alone through
+U's), and the results are summed once more.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
+from uno.unlearn import parallel
 from uno.unlearn.methods.base import (
     COS2_EPS,
     Method,
@@ -126,12 +131,13 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         for x, y, z in zip(v_f, v_r, v_u):  # ∇L_f = ∇ℓ_f + w∇U, ∇L_r = ∇ℓ_r + w∇U
             x.add_(z, alpha=w)
             y.add_(z, alpha=w)
-    a, f, r = norms(v_f, v_r)
-    info = StepInfo(
-        cos2=a * a / (f * r + COS2_EPS),
-        loss_f=total_loss(lf, u, w),
-        loss_r=total_loss(lr, u, w),
+    # data-parallel: the global ∇L_f, ∇L_r (the coefficients below need them), then each rank's
+    # graph takes the global coefficient vectors and the results are summed at the end
+    loss_f, loss_r = parallel.all_reduce_sum(
+        [*v_f, *v_r], [total_loss(lf, u, w), total_loss(lr, u, w)]
     )
+    a, f, r = norms(v_f, v_r)
+    info = StepInfo(cos2=a * a / (f * r + COS2_EPS), loss_f=loss_f, loss_r=loss_r)
     info.extra.update(a=a, F=f, R=r)
     # the forget half may free its graph as it goes when the retain half needs nothing of it
     keep_forget_graph = _shares_nodes(lf, [lr] if u is None else [lr, u])
@@ -167,6 +173,7 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         )
         del o_r, o_u, scalars, v_f, v_r, v_u, lr, u
         out = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        parallel.all_reduce_sum(out)
     finally:
         for p, g in zip(params, saved):
             p.grad = g
