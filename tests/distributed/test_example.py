@@ -16,8 +16,13 @@ from distributed.launch import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch without torch.distributed")
-def test_fsdp_example_under_torchrun() -> None:
+#: What torch prints when it aborts at exit with the gloo group's threads still running
+#: (docs/distributed.md, "Known issue": torch's, seen after DTensor operators, with or without uno).
+KNOWN_EXIT_ABORT = "terminate called without an active exception"
+
+
+def run_example() -> tuple[int, str]:
+    """One torchrun of the example on 2 ranks: (exit status, output)."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
@@ -40,5 +45,20 @@ def test_fsdp_example_under_torchrun() -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, out[-3000:]
+    return proc.returncode, out
+
+
+def finished_then_aborted(rc: int, out: str) -> bool:
+    """The known abort: the example printed its result and raised nothing (a failed check would
+    leave a Python traceback), and then a rank died in C++ finalization."""
+    return rc != 0 and KNOWN_EXIT_ABORT in out and "basis rank 4;" in out and "Traceback" not in out
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch without torch.distributed")
+def test_fsdp_example_under_torchrun() -> None:
+    rc, out = run_example()
+    if finished_then_aborted(rc, out):
+        # Rare (about 1 in 30 runs under load) and outside uno: one more run must be clean.
+        rc, out = run_example()
+    assert rc == 0, out[-3000:]
     assert "basis rank 4;" in out
