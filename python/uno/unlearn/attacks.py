@@ -20,7 +20,9 @@ more than the step), and after the last step on every fresh code.
 Any other model fine-tunes with the ``loss`` given (``loss(model, *batch)``, a scalar): the data is then
 a tensor or a tuple of row-aligned tensors (e.g. images and labels), and a batch is the same rows of
 each. The class-conditional diffusion model passes its labelled denoising loss
-(:func:`uno.unlearn.diffusion.evaluate.attack_loss`); without ``loss`` a VAE's ``model.loss(x)``. Each attack is seeded (``seed``) with its own generators and runs inside
+(:func:`uno.unlearn.diffusion.evaluate.attack_loss`); without ``loss`` a VAE's ``model.loss(x)``.
+
+Each attack is seeded (``seed``) with its own generators and runs inside
 :func:`torch.random.fork_rng`, so it never changes what the caller's RNG draws next.
 """
 
