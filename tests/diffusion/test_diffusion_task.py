@@ -124,6 +124,7 @@ def test_fid_samples_are_shared_by_the_judges_and_follow_the_weights(
     from uno.unlearn.diffusion import task as task_mod
 
     task = make_task(mlp, judge, digits, judge2=judge)
+    task_mod._SAMPLES.clear()  # kept across tasks: an earlier test's tiny MLP has the same weights
     calls = []
     real_chain = task_mod.model_chain
     monkeypatch.setattr(task_mod, "model_chain", lambda *a: calls.append(1) or real_chain(*a))
