@@ -17,7 +17,9 @@ from uno.unlearn.diffusion import table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_table_writes_every_output(tmp_path, capsys):
+def test_quick_table_writes_every_output(tmp_path, monkeypatch):
+    # its own cache: the session's would keep its 1-epoch judges for tests that count training calls
+    monkeypatch.setenv("UNO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "t"
     argv = ["bench", "table", "--model", "diffusion", "--quick", "--seeds", "2", "--methods", "uno",
             "kick-hat", "--out", str(out)]  # fmt: skip
