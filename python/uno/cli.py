@@ -161,7 +161,17 @@ def _parser() -> argparse.ArgumentParser:
 def _bench(args: argparse.Namespace) -> int:
     from uno.bench import run
 
+    if args.bench == "table" and _diffusion_table(args.bench_args):
+        from uno.unlearn.diffusion.table import main as diffusion_table
+
+        return diffusion_table(args.bench_args)
     return run(args.bench, args.bench_args)
+
+
+def _diffusion_table(argv: Sequence[str]) -> bool:
+    """``--model diffusion`` among the table's options (its own table: uno.unlearn.diffusion.table)."""
+    pairs = zip(argv, [*argv[1:], ""])
+    return any(a == "--model=diffusion" or (a == "--model" and b == "diffusion") for a, b in pairs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

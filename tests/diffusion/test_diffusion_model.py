@@ -121,3 +121,22 @@ def test_saved_model_round_trips(tmp_path, model):
     back, _ = load_model(tmp_path / "m.safetensors", ("diffusion_mlp", "diffusion_unet"))
     x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([3, 40]), torch.tensor([1, 2])
     assert torch.equal(back(x, t, y), model(x, t, y))
+
+
+def test_sampling_embeds_distinct_pairs_only_with_the_same_values(mlp):
+    """Without autograd the embedding runs on the distinct (t, y) pairs and is gathered back."""
+    torch.manual_seed(0)
+    for (
+        p
+    ) in mlp.ada.parameters():  # adaLN-zero starts at 0: give the modulations something to carry
+        p.data.normal_()
+    x, t = torch.randn(12, 1, 28, 28), torch.tensor([3] * 6 + [7] * 6)
+    y = torch.tensor([1, 10] * 6)
+    with_grad = mlp(x, t, y)
+    seen = []
+    hook = mlp.t_mlp.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    with torch.no_grad():
+        without = mlp(x, t, y)
+    hook.remove()
+    assert seen == [4]  # 2 timesteps × 2 labels
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-5, atol=1e-5)

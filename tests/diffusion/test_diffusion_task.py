@@ -116,3 +116,29 @@ def test_empty_side_is_a_data_error(model, judge, digits):
 
 def test_to_model_range():
     assert float(to_model(torch.zeros(1))) == -1.0 and float(to_model(torch.ones(1))) == 1.0
+
+
+def test_fid_samples_are_shared_by_the_judges_and_follow_the_weights(
+    mlp, judge, digits, monkeypatch
+):
+    from uno.unlearn.diffusion import task as task_mod
+
+    task = make_task(mlp, judge, digits, judge2=judge)
+    task_mod._SAMPLES.clear()  # kept across tasks: an earlier test's tiny MLP has the same weights
+    calls = []
+    real_chain = task_mod.model_chain
+    monkeypatch.setattr(task_mod, "model_chain", lambda *a: calls.append(1) or real_chain(*a))
+    f1, f2 = task.classifier_fid(mlp), task.classifier_fid2(mlp)
+    assert f1 == f2 and len(calls) == 1  # the same judge: the same FID, one chain for both
+    import copy
+
+    same = copy.deepcopy(mlp)
+    assert task.classifier_fid(same) == f1 and len(calls) == 1  # the same weights: kept
+    with torch.no_grad():
+        same.inp.weight.add_(0.1)  # (the embedding alone would do nothing: adaLN-zero)
+    fresh = task.classifier_fid(same)
+    assert len(calls) == 2 and fresh != f1  # other weights: sampled again
+    torch.testing.assert_close(
+        task.classifier_fid.samples(same),
+        real_chain(same, task.classifier_fid.z, task.classifier_fid.y),
+    )

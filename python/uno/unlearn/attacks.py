@@ -13,9 +13,16 @@ Two attacks, each on a copy of the model (the model given is never changed):
   their ELBO, the 64 images as one batch; GAN: the same WGAN-GP update with the 64 images as the real
   data, batch 64).
 
-After every step f is measured on the first ``n_step`` fresh codes by both judges (1,000 by default: the
-attack's own cost is a few ms per step, 10,000 codes would cost more than the step), and after the last
-step on every fresh code. Each attack is seeded (``seed``) with its own generators and runs inside
+After every step (every ``every``-th with that option) f is measured on the first ``n_step`` fresh codes
+by both judges (1,000 by default: the attack's own cost is a few ms per step, 10,000 codes would cost
+more than the step), and after the last step on every fresh code.
+
+Any other model fine-tunes with the ``loss`` given (``loss(model, *batch)``, a scalar): the data is then
+a tensor or a tuple of row-aligned tensors (e.g. images and labels), and a batch is the same rows of
+each. The class-conditional diffusion model passes its labelled denoising loss
+(:func:`uno.unlearn.diffusion.evaluate.attack_loss`); without ``loss`` a VAE's ``model.loss(x)``.
+
+Each attack is seeded (``seed``) with its own generators and runs inside
 :func:`torch.random.fork_rng`, so it never changes what the caller's RNG draws next.
 """
 
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, TypedDict
+from typing import TYPE_CHECKING, Callable, Optional, TypedDict, Union
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +49,11 @@ FORGET_STEPS, FORGET_IMAGES = 10, 64
 #: Fresh codes per attack step (the final measurement uses all of the evaluator's codes).
 N_STEP = 1000
 
+#: An attack's data: images, or row-aligned tensors (images, labels, ...) for a ``loss``.
+Data = Union[Tensor, tuple[Tensor, ...]]
+#: ``loss(model, *batch)``: the fine-tuning loss of a batch (rows of :data:`Data`).
+Loss = Callable[..., Tensor]
+
 
 @dataclass
 class AttackResult:
@@ -50,6 +62,7 @@ class AttackResult:
     f1: list[float] = field(default_factory=list)  # judge 1, on ``n_step`` fresh codes
     f2: list[float] = field(default_factory=list)  # judge 2 (NaN without one)
     final: tuple[float, float] = (float("nan"), float("nan"))  # after the last step, every code
+    at: list[int] = field(default_factory=list)  # the step of each entry (0, 1, ... with every=1)
 
     @property
     def f(self) -> list[float]:
@@ -62,8 +75,8 @@ class AttackResult:
         return both(list(self.final))
 
     def steps_until(self, threshold: float) -> Optional[int]:
-        """First step ``s ≥ 1`` after which f ≥ ``threshold`` (``None``: not within the attack)."""
-        return next((s for s, x in enumerate(self.f) if s >= 1 and x >= threshold), None)
+        """First measured step ``s ≥ 1`` after which f ≥ ``threshold`` (``None``: not within the attack)."""
+        return next((s for s, x in zip(self.at, self.f) if s >= 1 and x >= threshold), None)
 
 
 class AttackOptions(TypedDict, total=False):
@@ -74,12 +87,14 @@ class AttackOptions(TypedDict, total=False):
     batch: int  # attack (i) 128 (attack (ii) uses its images as one batch)
     seed: int  # the attack's batches and noise, 0
     n_step: int  # fresh codes per step, 1,000
+    every: int  # f measured after every every-th step (and the last), 1
+    loss: Loss  # the fine-tuning loss (default: the VAE's model.loss; not with a critic)
 
 
 def retain_finetune(
     model: nn.Module,
     fresh: FreshForget,
-    retain_x: Tensor,
+    retain_x: Data,
     *,
     critic: Optional[nn.Module] = None,
     **opts: Unpack[AttackOptions],
@@ -89,20 +104,21 @@ def retain_finetune(
     Args:
         model: the unlearned (or retrained) model; left unchanged.
         fresh: the fresh-code evaluator (judges 1 and 2).
-        retain_x: retain images ``(N, C, H, W)``.
+        retain_x: retain images ``(N, C, H, W)`` (with ``loss``: a tuple, e.g. images and labels).
         critic: the WGAN-GP critic (GAN only; a copy is trained along).
         **opts: :class:`AttackOptions` (the attack's budget, seed and codes per step).
     """
     return _attack(
         model, fresh, retain_x, critic, opts.get("steps", RETAIN_STEPS), opts.get("lr", 1e-3),
         opts.get("batch", 128), opts.get("seed", 0), opts.get("n_step", N_STEP),
+        loss=opts.get("loss"), every=opts.get("every", 1),
     )  # fmt: skip
 
 
 def forget_finetune(
     model: nn.Module,
     fresh: FreshForget,
-    forget_x: Tensor,
+    forget_x: Data,
     *,
     critic: Optional[nn.Module] = None,
     n_images: int = FORGET_IMAGES,
@@ -112,9 +128,22 @@ def forget_finetune(
     without replacement with ``seed``), as one batch. Arguments as in :func:`retain_finetune`."""
     seed = opts.get("seed", 0)
     g = torch.Generator().manual_seed(_mix(seed, 2))
-    x = forget_x[torch.randperm(len(forget_x), generator=g)[:n_images]]
+    x = _rows(forget_x, torch.randperm(_len(forget_x), generator=g)[:n_images])
     steps, lr, n = opts.get("steps", FORGET_STEPS), opts.get("lr", 1e-3), opts.get("n_step", N_STEP)
-    return _attack(model, fresh, x, critic, steps, lr, len(x), _mix(seed, 3), n, full=True)
+    return _attack(model, fresh, x, critic, steps, lr, _len(x), _mix(seed, 3), n, full=True,
+                   loss=opts.get("loss"), every=opts.get("every", 1))  # fmt: skip
+
+
+def _len(x: Data) -> int:
+    return len(x[0]) if isinstance(x, tuple) else len(x)
+
+
+def _rows(x: Data, idx: Tensor) -> Data:
+    return tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
+
+
+def _vae_loss(model: nn.Module, x: Tensor) -> Tensor:
+    return model.loss(x)  # type: ignore[operator, no-any-return]
 
 
 def _mix(seed: int, k: int) -> int:
@@ -124,7 +153,7 @@ def _mix(seed: int, k: int) -> int:
 def _attack(
     model: nn.Module,
     fresh: FreshForget,
-    x: Tensor,
+    x: Data,
     critic: Optional[nn.Module],
     steps: int,
     lr: float,
@@ -132,18 +161,26 @@ def _attack(
     seed: int,
     n_step: int,
     full: bool = False,
+    loss: Optional[Loss] = None,
+    every: int = 1,
 ) -> AttackResult:
     """The shared loop: ``steps`` updates of a copy of ``model`` on batches of ``x`` (``full``: every
-    image each step), measured after each."""
+    image each step) with ``loss`` (default: the VAE's), measured after every ``every``-th."""
+    if critic is not None and (loss is not None or isinstance(x, tuple)):
+        raise ValueError("a GAN attack (critic given) trains WGAN-GP on images: no loss, no labels")
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    step_loss = _vae_loss if loss is None else loss
     m = copy.deepcopy(model)
     m.requires_grad_(True)
     res = AttackResult()
     n = min(n_step, fresh.n)
 
-    def measure() -> None:
+    def measure(step: int) -> None:
         f = [*fresh(m, n), float("nan")]
         res.f1.append(f[0])
         res.f2.append(f[1])
+        res.at.append(step)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_mix(seed, 1))
@@ -153,18 +190,19 @@ def _attack(
         opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.9)) if d else None
         if d is not None:
             d.requires_grad_(True).train()
-        measure()
-        for _ in range(steps):
+        measure(0)
+        for step in range(1, steps + 1):
             m.train()
             set_batchnorm(m, False)  # frozen running statistics, as during unlearning
             if d is not None and opt_d is not None:
-                wgan_gp_update(m, d, (opt, opt_d), x, g, batch=batch, n_critic=1)
+                wgan_gp_update(m, d, (opt, opt_d), x, g, batch=batch, n_critic=1)  # type: ignore[arg-type]
             else:
-                xb = x if full else x[torch.randint(len(x), (batch,), generator=g)]
+                xb = x if full else _rows(x, torch.randint(_len(x), (batch,), generator=g))
                 opt.zero_grad(set_to_none=True)
-                m.loss(xb).backward()  # type: ignore[operator]
+                step_loss(m, *(xb if isinstance(xb, tuple) else (xb,))).backward()
                 opt.step()
-            measure()
+            if step % every == 0 or step == steps:
+                measure(step)
         m.eval()
         res.final = fresh.pair(m)
     return res

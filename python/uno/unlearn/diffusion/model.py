@@ -153,12 +153,24 @@ class DiffusionMLP(_Denoiser):
         self.register_buffer("sqrt_ab", ab.sqrt(), persistent=False)
         self.register_buffer("sqrt_1mab", (1 - ab).sqrt(), persistent=False)
 
+    def modulations(self, t: Tensor, y: Optional[Tensor]) -> list[Tensor]:
+        """Each block's ``(N, 3·width)`` scale, shift and gate from e = embed(t, y). Without autograd
+        (sampling: one t and two labels per DDIM step) on the distinct (t, y) pairs only, then
+        gathered: the same values, a quarter of a sampling step's multiply-adds saved."""
+        if y is None:
+            y = torch.full_like(t, self.null_label, dtype=torch.long)
+        if torch.is_grad_enabled() or len(t) < 8:
+            e = F.silu(self.embed(t, y))
+            return [a(e) for a in self.ada]
+        key, inv = torch.unique(t * (self.n_classes + 1) + y, return_inverse=True)
+        e = F.silu(self.embed(key // (self.n_classes + 1), key % (self.n_classes + 1)))
+        return [a(e)[inv] for a in self.ada]
+
     def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The predicted noise ε̂, shaped like ``x``."""
-        e = F.silu(self.embed(t, y))
         h = self.inp(x.reshape(len(x), -1))
-        for n, a, w1, w2 in zip(self.norms, self.ada, self.w1, self.w2):
-            s, b, g = a(e).chunk(3, dim=1)
+        for n, mod, w1, w2 in zip(self.norms, self.modulations(t, y), self.w1, self.w2):
+            s, b, g = mod.chunk(3, dim=1)
             h = h + g * w2(F.silu(w1(n(h) * (1 + s) + b)))
         x0 = self.out(F.silu(self.out_norm(h))).reshape(x.shape)
         sa = self.sqrt_ab.to(x.dtype)[t][:, None, None, None]

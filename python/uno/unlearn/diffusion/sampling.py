@@ -48,7 +48,8 @@ def ddim(
 ) -> Tensor:
     """Deterministic DDIM from the noise ``xT (N, 1, H, W)`` with labels ``y (N,)`` (None: unconditional).
 
-    Returns images in [0, 1]. No gradients; eval mode for the call (the previous modes are restored).
+    Returns images in [0, 1] (made in inference mode: no gradients); eval mode for the call (the
+    previous modes are restored).
     ``chunk`` bounds the batch of one forward (the memory of a long list of codes).
     """
     ab = alpha_bar(model.T, model.schedule)
@@ -57,7 +58,7 @@ def ddim(
     model.eval()
     out = []
     try:
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all (the images leave as data)
             for i in range(0, len(xT), chunk):
                 x = xT[i : i + chunk]
                 yc = None if y is None else y[i : i + chunk]

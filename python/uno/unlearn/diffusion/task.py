@@ -21,6 +21,7 @@ grids), draws class-c samples.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Optional, Sequence
 
 import torch
@@ -210,10 +211,28 @@ class DiffusionTask(Task):
         return float(in_forget(self.judge, self.monitor_images(), self.targets).float().mean())
 
 
+#: the last few RetainFID sample sets, keyed by (model weights, codes, labels): see :class:`RetainFID`
+_SAMPLES: dict[tuple[str, ...], Tensor] = {}
+_SAMPLES_KEPT = 4
+
+
+def _digest(*tensors: Tensor) -> str:
+    """A content hash of tensors (a few ms for the 2M-parameter model; the chain costs seconds)."""
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class RetainFID:
     """Classifier FID on the retain classes: ``judge``'s features of ``n`` real retain training images
     against ``n`` samples (the model's default chain) from fixed codes (seed 1234) with the same labels,
-    so the same class mix. Any judge with ``features`` works (the MLP judge's 200-d layer by default)."""
+    so the same class mix. Any judge with ``features`` works (the MLP judge's 200-d layer by default).
+
+    The samples are a deterministic function of the weights, the codes and the labels, so the last few
+    sample sets are kept by a hash of all three: the FIDs of both judges of the same model, and a run's
+    FID before unlearning (the same original every run), sample once.
+    """
 
     def __init__(
         self, judge: nn.Module, train: ImageData, targets: Sequence[int], n: int, zdim: int = 784
@@ -228,8 +247,17 @@ class RetainFID:
         self.y = y[:n]
         self.z = torch.randn(n, zdim, generator=torch.Generator().manual_seed(1234))
 
+    def samples(self, model: nn.Module) -> Tensor:
+        """The ``n`` samples of ``model`` (kept for the next call on the same weights)."""
+        state = list(model.state_dict().values())
+        key = (_digest(*state), _digest(self.z, self.y), str(getattr(model, "config", "")))
+        if key not in _SAMPLES:
+            while len(_SAMPLES) >= _SAMPLES_KEPT:
+                _SAMPLES.pop(next(iter(_SAMPLES)))
+            _SAMPLES[key] = model_chain(model, self.z, self.y)
+        return _SAMPLES[key]
+
     def __call__(self, model: nn.Module) -> float:
         from uno.unlearn.metrics import features, frechet_distance
 
-        fake = model_chain(model, self.z, self.y)
-        return frechet_distance(self.real_feat, features(self.judge, fake))
+        return frechet_distance(self.real_feat, features(self.judge, self.samples(model)))

@@ -1,5 +1,5 @@
-"""The diffusion table's outputs: ``table.md``, ``table.csv``, ``rows.json``, ``curves.png`` and the
-sample figure ``samples.png``."""
+"""The diffusion table's outputs (:mod:`uno.unlearn.diffusion.table`): ``table.md``, ``table_short.md``,
+``table.csv``, ``rows.json``, ``curves.png`` and the sample figure ``samples.png``."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ COLUMNS: list[tuple[str, str, float, int]] = [
     ("stable steps τ=0.02", "stable_0.02", 1.0, 3),
     ("first crossing τ=0.02", "first_0.02", 1.0, 3),
     ("stable steps τ=0.18", "stable_0.18", 1.0, 3),
+    ("first crossing τ=0.18", "first_0.18", 1.0, 3),
     ("time to forget (s)", "time_0.02", 1.0, 3),
-    ("f fresh (MLP)", "f_fresh", 1.0, 2),
-    ("f fresh (CNN)", "f_fresh_cnn", 1.0, 2),
-    ("FID retain (MLP)", "fid", 1.0, 3),
-    ("FID (CNN)", "fid_cnn", 1.0, 3),
+    ("f fresh (judge 1, MLP)", "f_fresh", 1.0, 2),
+    ("f fresh (judge 2, CNN)", "f_fresh_cnn", 1.0, 2),
+    ("FID retain (judge 1)", "fid", 1.0, 3),
+    ("FID retain (judge 2)", "fid_cnn", 1.0, 3),
     ("f after attack (i)", "attack_retain_f", 1.0, 2),
     ("attack (ii) steps to ½ f₀", "attack_forget_steps", 1.0, 2),
     ("per-step (ms, median)", "per_step_s", 1e3, 3),
@@ -39,18 +40,23 @@ def _cell(rows: Sequence[dict], key: str, scale: float, digits: int) -> str:
     return fmt_mean_std(_vals(rows, key, scale), digits)
 
 
-def summary_rows(o_row: dict, r_row: dict, rows: Sequence[dict]) -> list[tuple[str, list[dict]]]:
+def summary_rows(
+    o_row: dict, r_rows: Sequence[dict], rows: Sequence[dict]
+) -> list[tuple[str, list[dict]]]:
     names = list(dict.fromkeys(r["method"] for r in rows))
-    return [("original", [o_row]), ("retrain", [r_row])] + [
+    return [("original", [o_row]), ("retrain", list(r_rows))] + [
         (m, [r for r in rows if r["method"] == m]) for m in names
     ]
 
 
-def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[str, Any]) -> None:
-    """Write the table (markdown, CSV) and every row (JSON) under ``out``."""
+def write(
+    out: Path, o_row: dict, r_rows: Sequence[dict], rows: Sequence[dict], info: dict[str, Any]
+) -> None:
+    """Write the table (markdown, CSV) and every row (JSON) under ``out`` (``r_rows``: the retrained
+    model's, one per seed of its attacks)."""
     out.mkdir(parents=True, exist_ok=True)
     retrain_s = info.get("retrain_s") or float("nan")
-    fid_r = float(r_row["fid"])
+    fid_r = sum(float(r["fid"]) for r in r_rows) / len(r_rows)
     head = (
         ["method", "seeds"]
         + [c[0] for c in COLUMNS]
@@ -58,7 +64,7 @@ def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table: list[list[str]] = []
-    for name, rs in summary_rows(o_row, r_row, rows):
+    for name, rs in summary_rows(o_row, r_rows, rows):
         cells = [name, str(len(rs))] + [_cell(rs, k, s, d) for _, k, s, d in COLUMNS]
         t = [r.get("time_0.02") for r in rs]
         sp = [None if x is None or x <= 0 else retrain_s / x for x in t]
@@ -67,7 +73,7 @@ def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[
         table.append(cells)
         lines.append("| " + " | ".join(cells) + " |")
     io.write_text(out / "table.md", "\n".join(lines) + "\n\n" + notes(info) + "\n")
-    short = [0, 1, 2, 4, 6, 7, 8, 10, 11, 12, 14]  # the README's columns
+    short = [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 15]  # the README's columns
     io.write_text(out / "table_short.md", "\n".join(_pick(lines, short)) + "\n")
     buf = _io.StringIO()
     w = csv.writer(buf)
@@ -75,7 +81,8 @@ def write(out: Path, o_row: dict, r_row: dict, rows: Sequence[dict], info: dict[
     w.writerows(table)
     io.write_text(out / "table.csv", buf.getvalue())
     io.write_json(
-        out / "rows.json", {"info": info, "original": o_row, "retrain": r_row, "rows": list(rows)}
+        out / "rows.json",
+        {"info": info, "original": o_row, "retrain": list(r_rows), "rows": list(rows)},
     )
     curves(out / "curves.png", rows)
 
@@ -84,7 +91,7 @@ def curves(path: Path, rows: Sequence[dict]) -> None:
     """f after each update (the larger of the two judges', monitor codes), mean ± std over seeds."""
     from uno.unlearn.plots import save_curves
 
-    by: dict[str, list[list[float]]] = {}
+    by: dict[str, Any] = {}
     for r in rows:
         f = [max(a, b) for a, b in zip(r["f_monitor"], r["f_monitor_cnn"])]
         by.setdefault(r["method"], []).append(f)
@@ -102,20 +109,35 @@ def _pick(lines: Sequence[str], cols: Sequence[int]) -> list[str]:
 
 def notes(info: dict[str, Any]) -> str:
     a = info["args"]
+    mach = info.get("machine") or {}
+    load = mach.get("load_avg")
+    end = info.get("load_avg_end")
+    where = (
+        f" Machine: {mach.get('cpu')} ({mach.get('cores')} cores), torch {mach.get('torch')}, load "
+        f"average {_load(load)} at the start, {_load(end)} at the last write."
+        if mach
+        else ""
+    )
     return (
         f"Forget class 1; {a['steps']} updates per run, lr {a['lr']}, λ {a['lam']}, w_u {a['w_u']}, "
         f"batch {a['batch']}; f per update on {a['monitor']} monitor codes by both judges (a step counts "
         f"as forgotten when both see f < τ; stable = 10 consecutive updates); f fresh on {a['fresh']} "
-        f"fresh codes; FID on {a['fid_n']} retain images/samples; attack (i) {a['attack_steps']} Adam "
-        f"steps (lr 1e-3, batch 128) on retain data, f every {a['attack_every']} steps on "
-        f"{a['attack_codes']} codes; attack (ii) 10 steps on 64 class-1 images. Time to forget = median "
-        f"step time × stable steps. Training: {fmt(info.get('train_s'))} s, retraining without class 1: "
-        f"{fmt(info.get('retrain_s'))} s ({info.get('threads')} thread). Judges' held-out accuracy: MLP "
-        f"{info['judge_acc']:.3f}, CNN {info['cnn_judge_acc']:.3f}. The original model's class-conditioned "
-        f"samples ({a['fresh']}, labels 0-9) classified as their label: MLP judge "
-        f"{info['samples_acc']:.3f}, CNN judge {info['samples_acc_cnn']:.3f}; classifier FID over all "
-        f"classes {info['fid_all_classes']:.2f}."
+        f"fresh codes; FID on {a['fid_n']} retain images/samples; the attacks of uno.unlearn.attacks "
+        f"with the labelled denoising loss: (i) {a['attack_steps']} Adam steps (lr 1e-3, batch 128) on "
+        f"retain data, f after it on the {a['fresh']} fresh codes, both judges (the larger); (ii) 10 "
+        f"steps on 64 class-1 images, f after each on {a['attack_codes']} codes, until f ≥ ½·f of the "
+        f"original. Time to forget = median step time × stable steps (τ = 0.02). Training: "
+        f"{fmt(info.get('train_s'))} s, retraining without class 1: {fmt(info.get('retrain_s'))} s. "
+        f"{info.get('threads')} thread. Judges' held-out accuracy: judge 1 (MLP) "
+        f"{info['judge_acc']:.3f}, judge 2 (CNN) {info['cnn_judge_acc']:.3f}. The original model's "
+        f"class-conditioned samples ({a['fresh']}, labels 0-9) classified as their label: judge 1 "
+        f"{info['samples_acc']:.3f}, judge 2 {info['samples_acc_cnn']:.3f}; classifier FID over all "
+        f"classes {info['fid_all_classes']:.2f}.{where}"
     )
+
+
+def _load(x: Any) -> str:
+    return "?" if not x else "/".join(f"{float(v):.1f}" for v in x)
 
 
 def fmt(x: Any) -> str:
