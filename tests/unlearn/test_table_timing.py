@@ -123,3 +123,17 @@ def test_train_time_only_times_the_recipe_without_caching(tmp_path, monkeypatch,
         assert cli.main(bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--time-only" in err[0]
+
+
+def test_merging_tables_without_sample_sheets_writes_the_table(tmp_path):
+    """Folders made without samples.safetensors (older tables) merge into a table with no sheet (the
+    merge used to save an empty sheet and fail drawing it)."""
+    a = tmp_path / "a"
+    shutil.copytree(RESULTS / "honest_gan_3seeds", a)
+    (a / "samples.safetensors").unlink()
+    out = tmp_path / "merged"
+    assert cli.main(["bench", "table", "--merge", str(a), "--out", str(out)]) == 0
+    assert not (out / "samples.safetensors").exists() and not (out / "samples.png").exists()
+    assert (out / "table.md").read_text().splitlines()[4:9] == (
+        (RESULTS / "honest_gan_3seeds" / "table.md").read_text().splitlines()[4:9]
+    )

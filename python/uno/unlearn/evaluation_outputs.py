@@ -211,7 +211,8 @@ def merge(folders: Sequence[Path], out: Path) -> None:
     for name, rows in (("runs.csv", runs), ("curves.csv", curves), ("relearn.csv", relearn)):
         keys = list(dict.fromkeys(k for r in rows for k in r))
         _write_csv(out / name, keys, [[r.get(k) for k in keys] for r in rows])
-    sheet.save(out / "samples.safetensors")
+    if sheet.panels:  # no sheet from folders without one (an empty one has no figure to draw)
+        sheet.save(out / "samples.safetensors")
     meta["args"]["methods"] = [
         m for m in dict.fromkeys(r["method"] for r in runs) if m != "retrain"
     ]
