@@ -7,8 +7,8 @@ inherit ``uno``'s λ, which ``--lam`` sets like any declared hyper-parameter), w
 
     PYTHONPATH=python python experiments/unlearning_table.py --seeds 10 --steps 30
     PYTHONPATH=python python experiments/unlearning_table.py --methods uno uno-paper --seeds 2 --quick
-    PYTHONPATH=python python experiments/unlearning_table.py --model gan --seeds 3 --steps 20 \
-        --fresh-n 1000 --out experiments/results/honest_gan
+    PYTHONPATH=python python experiments/unlearning_table.py --model gan --methods uno surgery \
+        --seeds 10 --steps 20 --fresh-n 1000 --attack-n 250 --out experiments/results/honest_gan_a
 
 The table has the retrain row, stable steps on fresh codes by both judges, speed-up vs retraining and both
 relearning attacks (``uno.bench.table``'s docstring; docs/method.md §4b). A table split over two processes

@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="training seed (0; judge2: 1)")
     t.add_argument("--forget", nargs="+", default=None, help="vae-/gan-retain: classes left out")
     t.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    t.add_argument(
+        "--time-only",
+        action="store_true",
+        help="train the recipe again only to time it (vae/gan kinds); the cache is left alone",
+    )
     t.add_argument("--out", default=None, help="also copy the model to this file")
     _common(t)
 
@@ -231,6 +236,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise _ArgError(
                 f"uno train {args.kind}: --epochs is the vae's and judge's budget; use --steps"
             )
+        if args.time_only and (
+            args.kind in ("judge", "judge2", "diffusion") or args.retrain or args.out
+        ):
+            raise _ArgError(
+                f"uno train {args.kind} --time-only: vae/gan kinds only, without --retrain or --out"
+            )
         preflight.int_at_least("--epochs", args.epochs, 1, optional=True)
         preflight.int_at_least("--steps", args.steps, 1, optional=True)
         if args.seed is not None:
@@ -299,6 +310,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             from uno.unlearn.diffusion.train import get_or_train_kind as get_or_train
         gan = args.kind in ("gan", "gan-retain", "diffusion")
         budget = {"steps": args.steps} if gan else {"epochs": args.epochs}
+        if args.time_only:
+            from uno.unlearn.train import time_training
+
+            sec, path = time_training(
+                args.kind, data_root=args.data, seed=args.seed, quiet=args.quiet,
+                forget=args.forget, **budget,
+            )  # fmt: skip
+            print(f"{args.kind}: trained in {sec:.1f} s (the recipe of {path}; not cached)")
+            return 0
         _, path = get_or_train(
             args.kind,
             data_root=args.data,

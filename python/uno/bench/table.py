@@ -18,6 +18,8 @@ Adam 1e-3, λ = 1e3, τ = 0.02) for several seeds, through the drivers' own run 
 
 The ``retrain`` row is the same model trained from scratch on the retain digits with the original's
 recipe (``get_or_train("vae-retain")``/``"gan-retain"``, cached, its wall time kept in the cache file).
+``--retime`` trains that recipe once more on the machine as it is (not cached) and puts its wall time
+into a finished table (``runs.csv``, ``meta.json``'s ``retrain_timing``, the text under the table).
 
 Usage (from an install; the source checkout's ``experiments/unlearning_table.py`` runs the same table
 with the paper-faithful ``uno-paper`` methods registered and ``experiments/results/table`` as default)::
@@ -27,6 +29,7 @@ with the paper-faithful ``uno-paper`` methods registered and ``experiments/resul
     uno bench table --model gan --seeds 3 --steps 30 --fresh-n 2000 --out uno-table-gan
     uno bench table --rebuild --out uno-table     # rewrite table.md and the figures from the CSVs
     uno bench table --merge a b --out ab           # one table from several finished tables' folders
+    uno bench table --retime --out uno-table       # re-time the retraining (the cache is kept)
 
 Outputs under ``--out``: ``table.md``, ``runs.csv`` (one row per method and seed), ``curves.csv`` (f per
 step: monitor batch, fresh codes by each judge), ``relearn.csv`` (f per attack step), ``curves.png``
@@ -165,6 +168,12 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
     )
     ap.add_argument("--merge", nargs="+", default=None, help="finished tables to merge into --out")
     ap.add_argument(
+        "--retime",
+        action="store_true",
+        help="train --out's retrain recipe again only to time it; the speed-ups use that time "
+        "(the cached model is kept)",
+    )
+    ap.add_argument(
         "--skip-retrain",
         action="store_true",
         help="no retrain row (a table split over processes: --merge it with one that has the row)",
@@ -184,28 +193,71 @@ def rebuild(out: Path) -> list[dict[str, str]]:
         outputs.write_legacy(out, args, table_rows, _title(args))
         return table_rows
     table_rows = rows(runs, methods, args.steps)
-    outputs.write_table(out, _table_text(args, table_rows, runs), args.tau, _title(args))
+    text = _table_text(args, table_rows, runs) + outputs.timing_note(meta.get("retrain_timing"))
+    outputs.write_table(out, text, args.tau, _title(args))
     return table_rows
+
+
+def _retrain_recipe(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The retrained model's kind and budget (the original's recipe: ``get_or_train`` overrides)."""
+    if args.model == "gan":
+        return "gan-retain", {"steps": args.gan_steps}
+    ve = args.vae_epochs if args.vae_epochs is not None else (3 if args.quick else None)
+    return "vae-retain", {"epochs": ve}
+
+
+def retime(out: Path, threads: Optional[int] = None) -> float:
+    """Train a finished table's retrain recipe again, only to time it, and put the time into the table
+    (``runs.csv``'s retrain rows, ``meta.json``'s ``retrain_timing``); the cached model is left alone.
+
+    The cached model's time was measured when it was trained, maybe under load (an upper bound on the
+    speed-ups); this lets the table be re-timed on an idle machine. ``threads``: torch threads for the
+    training (default: the table's own ``--threads``).
+
+    Returns:
+        The new wall time in seconds.
+    """
+    from uno.unlearn.errors import UnoUserError
+    from uno.unlearn.train import time_training
+
+    if not ((out / "meta.json").is_file() and (out / "runs.csv").is_file()):
+        raise UnoUserError(f"--retime: {out} is not a finished table (no meta.json and runs.csv)")
+    if not any(r["method"] == RETRAIN for r in outputs.read_csv(out / "runs.csv")):
+        raise UnoUserError(
+            f"--retime: {out}/runs.csv has no retrain row (re-time the merged table)"
+        )
+    meta = json.loads((out / "meta.json").read_text())
+    args = argparse.Namespace(**meta["args"])
+    n = threads or getattr(args, "threads", None)
+    if n:
+        torch.set_num_threads(n)
+    kind, b = _retrain_recipe(args)
+    print(
+        f"re-timing {kind} ({args.model}'s recipe, forget {','.join(args.forget)}) ...", flush=True
+    )
+    sec, path = time_training(kind, data_root=args.data, quiet=True, forget=args.forget, **b)
+    outputs.set_retrain_time(out, sec, {"kind": kind, "model": str(path), "machine": machine()})
+    print(f"{kind}: {sec:.1f} s", flush=True)
+    return sec
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any]:
     """The original, both judges and the retrained model (cache or training), with the cache paths."""
     from uno.unlearn.train import get_or_train, trained_meta
 
-    ve = args.vae_epochs if args.vae_epochs is not None else (3 if args.quick else None)
     je = args.judge_epochs if args.judge_epochs is not None else (2 if args.quick else None)
     t0 = time.time()
     got: dict[str, Any] = {"critic": None, "retrain_critic": None}
+    kind, b = _retrain_recipe(args)
     if args.model == "gan":
-        b = {"steps": args.gan_steps}
         (got["model"], got["critic"]), p = get_or_train("gan", data_root=args.data, quiet=True, **b)
         (got["retrain"], got["retrain_critic"]), rp = get_or_train(
-            "gan-retain", data_root=args.data, quiet=True, forget=args.forget, **b
+            kind, data_root=args.data, quiet=True, forget=args.forget, **b
         )
     else:
-        got["model"], p = get_or_train("vae", data_root=args.data, quiet=True, epochs=ve)
+        got["model"], p = get_or_train("vae", data_root=args.data, quiet=True, **b)
         got["retrain"], rp = get_or_train(
-            "vae-retain", data_root=args.data, quiet=True, forget=args.forget, epochs=ve
+            kind, data_root=args.data, quiet=True, forget=args.forget, **b
         )
     got["judge"], jp = get_or_train("judge", data_root=args.data, quiet=True, epochs=je)
     got["judge2"], j2p = get_or_train("judge2", data_root=args.data, quiet=True, epochs=je)
@@ -350,6 +402,9 @@ def main(
     args = _parser(default_out).parse_args(argv)
     if args.merge:
         outputs.merge([Path(p) for p in args.merge], Path(args.out))
+        args.rebuild = True
+    if args.retime:
+        retime(Path(args.out), args.threads)
         args.rebuild = True
     if args.rebuild:
         print(markdown(rebuild(Path(args.out))))

@@ -3,7 +3,7 @@
 The monitor batch z̄ of a task is what the histogram loss U is optimised on, so f measured on z̄ can be
 driven to 0 without the class leaving the generator. :class:`FreshForget` measures f on a fixed set of
 fresh latent codes (10,000 by default, seed :data:`FRESH_SEED`, drawn apart from every seed a task or a
-loss uses) with one or two judges: each chunk of codes is decoded once (eval mode, no gradient) and every
+loss uses) with one or two judges: each chunk of codes is decoded once (eval mode, inference mode) and every
 judge reads the same images. :func:`both` is the headline value: the larger of the two judges' fractions
 (forgotten only when neither judge sees the class).
 
@@ -88,11 +88,13 @@ class FreshForget:
         ref = next(model.parameters())
         z = self.z[: self.n if n is None else n].to(ref.dtype).to(ref.device)
         hits = [0] * len(self.judges)
-        for c in z.split(self.chunk):
-            x = sample_images(model, c, chunk=None)
-            for i, j in enumerate(self.judges):
-                if j is not None:
-                    hits[i] += int(in_forget(j, x, self.targets).sum())
+        # inference mode: no autograd bookkeeping at all (the same kernels, the same numbers as no_grad)
+        with torch.inference_mode():
+            for c in z.split(self.chunk):
+                x = sample_images(model, c, chunk=None)
+                for i, j in enumerate(self.judges):
+                    if j is not None:
+                        hits[i] += int(in_forget(j, x, self.targets).sum())
         return [
             hits[i] / len(z) if j is not None else float("nan") for i, j in enumerate(self.judges)
         ]

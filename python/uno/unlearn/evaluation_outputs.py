@@ -211,9 +211,43 @@ def merge(folders: Sequence[Path], out: Path) -> None:
     for name, rows in (("runs.csv", runs), ("curves.csv", curves), ("relearn.csv", relearn)):
         keys = list(dict.fromkeys(k for r in rows for k in r))
         _write_csv(out / name, keys, [[r.get(k) for k in keys] for r in rows])
-    sheet.save(out / "samples.safetensors")
+    if sheet.panels:  # no sheet from folders without one (an empty one has no figure to draw)
+        sheet.save(out / "samples.safetensors")
     meta["args"]["methods"] = [
         m for m in dict.fromkeys(r["method"] for r in runs) if m != "retrain"
     ]
     meta["merged_from"] = [str(f) for f in folders]
     io.write_text(out / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def set_retrain_time(out: Path, seconds: float, info: dict[str, Any]) -> None:
+    """A re-timed retraining into a finished table: ``train_time_s`` of ``runs.csv``'s retrain rows
+    (every other cell kept as written) and ``meta.json``'s ``retrain_timing`` (``info``, the new time and
+    the one it replaces)."""
+    with open(out / "runs.csv") as f:
+        rd = csv.DictReader(f)
+        header, rows = list(rd.fieldnames or []), list(rd)
+    ret = [r for r in rows if r["method"] == "retrain"]
+    if not ret or "train_time_s" not in header:
+        raise ValueError(f"{out}/runs.csv has no retrain row to re-time")
+    before = parse_cell(ret[0]["train_time_s"])
+    for r in ret:
+        r["train_time_s"] = repr(float(seconds))
+    _write_csv(out / "runs.csv", header, [[r[k] for k in header] for r in rows])
+    meta = json.loads((out / "meta.json").read_text())
+    prev = meta.get("retrain_timing", {}).get("cached_train_time_s", before)
+    meta["retrain_timing"] = {**info, "train_time_s": seconds, "cached_train_time_s": prev}
+    io.write_text(out / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def timing_note(timing: Any) -> str:
+    """The table text's sentence on a re-timed retraining (empty when the cached time is used)."""
+    if not timing:
+        return ""
+    m = timing.get("machine", {})
+    load = m.get("load_avg") or [float("nan")]
+    return (
+        f"Retraining re-timed ({m.get('date', '?')}, {m.get('torch_threads', '?')} thread(s), load "
+        f"{load[0]:.1f}): {timing['train_time_s']:.3g} s; the cached model's training took "
+        f"{timing['cached_train_time_s']:.3g} s.\n"
+    )
