@@ -46,6 +46,11 @@ def test_quick_table_writes_every_output(tmp_path, monkeypatch):
     assert table.main(["--merge", str(out), str(out), "--out", str(merged)]) == 0
     again = list(csv.reader((merged / "table.csv").open()))
     assert again == rows  # the same rows: merging one table with itself changes nothing
+    twice = tmp_path / "m2"
+    assert table.main(["--merge", str(merged), str(out), "--out", str(twice)]) == 0
+    info = json.loads((twice / "rows.json").read_text())["info"]
+    # a merged folder brings its own parts: 3 processes' folders and machines
+    assert info["merged"] == [str(out)] * 3 and len(info["machine_parts"]) == 3
 
 
 @pytest.mark.parametrize(

@@ -246,8 +246,13 @@ def merge(folders: Sequence[Path], out: Path) -> int:
     r_rows = list({r["seed"]: r for p in reversed(parts) for r in p["retrain"]}.values())
     r_rows = [r for r in r_rows if r["seed"] in done] or r_rows
     first = parts[0]
-    info_ = dict(first["info"], merged=[str(f) for f in folders],
-                 machine_parts=[p["info"].get("machine") for p in parts])  # fmt: skip
+    # a folder that is itself a merge brings its own processes' folders and machines (load averages)
+    merged_from: list[str] = []
+    machines: list[Any] = []
+    for f, p in zip(folders, parts):
+        merged_from += p["info"].get("merged") or [str(f)]
+        machines += p["info"].get("machine_parts") or [p["info"].get("machine")]
+    info_ = dict(first["info"], merged=merged_from, machine_parts=machines)
     report.write(out, first["original"], r_rows, rows, info_)
     return 0
 
