@@ -114,15 +114,17 @@ def test_sweeps_deterministic_across_threads(k):
 _LEVELS_SCRIPT = """
 import hashlib, torch
 from uno._backends import cpu as be
-h = hashlib.sha256()
+hx, hc = hashlib.sha256(), hashlib.sha256()
 for k in (1, 2, 3, 4):
     for dt in (torch.float32, torch.float64):
         g = torch.Generator().manual_seed(k)
         x = [torch.randn(n, generator=g, dtype=dt) for n in (1, 33, 70_001)]
         rows = [torch.randn(k, n, generator=g, dtype=dt) for n in (1, 33, 70_001)]
+        want = sum(r.double() @ p.double() for r, p in zip(rows, x))
+        assert torch.allclose(be.inner(x, rows, False)[:k], want, rtol=1e-9, atol=1e-9)
         be.project(x, rows, torch.randn(k, generator=g, dtype=torch.float64))
         for p in x:
-            h.update(p.numpy().tobytes())
+            hx.update(p.numpy().tobytes())
 for dt in (torch.float32, torch.float64):
     for k in (16, 33):
         g = torch.Generator().manual_seed(k)
@@ -130,25 +132,32 @@ for dt in (torch.float32, torch.float64):
         m = torch.randn(k, k, generator=g, dtype=torch.float64)
         out = torch.empty_like(rows)
         be.combine([out], [rows], m)
-        h.update(out.numpy().tobytes())
-print(h.hexdigest())
+        tol = 1e-5 if dt == torch.float32 else 1e-11
+        assert torch.allclose(out.double(), (m @ rows.double()).to(dt).double(), rtol=tol, atol=tol)
+        hc.update(out.numpy().tobytes())
+print(hx.hexdigest(), hc.hexdigest())
 """
 
 
-def _digest(level: str) -> str:
+def _digests(level: str) -> list[str]:
     env = dict(os.environ, UNO_CPU_ISA=level)
     res = subprocess.run([sys.executable, "-c", _LEVELS_SCRIPT], env=env, capture_output=True,
                          text=True, check=True)  # fmt: skip
-    return res.stdout.strip()
+    return res.stdout.split()
 
 
-def test_elementwise_bits_same_at_v3_and_v4():
-    """project's x (every level, unfused) and combine's outputs (explicit FMAs, v4's non-temporal
-    float stores vs v3's plain ones): identical bits at x86-64-v3 and v4."""
-    if not {"x86-64-v3", "x86-64-v4"} <= set(getattr(_C, "cpu_isa_supported", [])):
-        pytest.skip("this CPU or build lacks x86-64-v3 or v4")
-    a, b = _digest("v3"), _digest("v4")
-    assert a == b and len(a) == 64
+def test_levels_agree_with_oracle_and_elementwise_bits():
+    """At every level this CPU supports (forced): inner and combine match float64 oracles;
+    project's x (unfused) has the same bits at every level, combine's outputs (explicit FMAs,
+    v4's non-temporal float stores vs v3's plain ones) at v3 and v4."""
+    levels = [v for v in ("x86-64-v2", "x86-64-v3", "x86-64-v4")
+              if v in getattr(_C, "cpu_isa_supported", [])]  # fmt: skip
+    if len(levels) < 2:
+        pytest.skip("this CPU or build has fewer than two x86-64 levels")
+    got = {lvl: _digests(lvl) for lvl in levels}
+    assert len({d[0] for d in got.values()}) == 1
+    fma = [got[v][1] for v in ("x86-64-v3", "x86-64-v4") if v in got]
+    assert len(set(fma)) == 1 and len(fma[0]) == 64
 
 
 @pytest.mark.parametrize("k", [8, 16, 24, 25, 64])

@@ -5,7 +5,9 @@
 // the update, the row dots, |x|^2), each with its accumulators bound by the add latency.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #include "uno/dtype.h"
 #include "uno/isa.h"
@@ -84,26 +86,22 @@ inline void sweep_rows(const T* const* rp, const double* y, T* __restrict x, int
   for (int w = 0; w <= K; ++w) acc[w] += t[w];
 }
 
+template <typename T>
+using SweepFn = void (*)(const T* const*, const double*, T*, int64_t, double*);
+
+template <typename T, bool Update, int... K>
+constexpr std::array<SweepFn<T>, sizeof...(K)> sweep_table(std::integer_sequence<int, K...>) {
+  return {&sweep_rows<T, K + 1, Update>...};
+}
+
 // sweep_rows for a k known only at run time: true when k <= 4 (it ran), false otherwise.
 template <typename T, bool Update>
 inline bool sweep_small(const T* const* rp, int64_t k, const double* y, T* x, int64_t n,
                         double* acc) {
-  switch (k) {
-    case 1:
-      sweep_rows<T, 1, Update>(rp, y, x, n, acc);
-      return true;
-    case 2:
-      sweep_rows<T, 2, Update>(rp, y, x, n, acc);
-      return true;
-    case 3:
-      sweep_rows<T, 3, Update>(rp, y, x, n, acc);
-      return true;
-    case 4:
-      sweep_rows<T, 4, Update>(rp, y, x, n, acc);
-      return true;
-    default:
-      return false;
-  }
+  static constexpr auto fns = sweep_table<T, Update>(std::make_integer_sequence<int, 4>{});
+  if (k < 1 || k > 4) return false;
+  fns[k - 1](rp, y, x, n, acc);
+  return true;
 }
 
 }  // namespace UNO_ISA_NS
