@@ -26,6 +26,7 @@ with the paper-faithful ``uno-paper`` methods registered and ``experiments/resul
 
     uno bench table --seeds 10 --steps 30 --out uno-table
     uno bench table --methods uno retain-hat --seeds 2 --steps 5 --quick
+    uno bench table --methods "kick-hat:steps=300,kick=3,n_kick=10" --seeds 10   # a row's own options
     uno bench table --model gan --seeds 3 --steps 30 --fresh-n 2000 --out uno-table-gan
     uno bench table --rebuild --out uno-table     # rewrite table.md and the figures from the CSVs
     uno bench table --merge a b --out ab           # one table from several finished tables' folders
@@ -73,7 +74,9 @@ from uno.unlearn.evaluation_table import (
     legacy_rows,
     markdown,
     measure_model,
+    parse_method,
     quality,
+    row_config,
     rows,
 )
 from uno.unlearn.run import Loaded, RunConfig, unlearn
@@ -286,6 +289,8 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
     if args.n_train is not None:
         train = train.random_subset(args.n_train)
     targets = resolve_targets(train, args.forget)
+    for m in args.methods:  # a bad method spec fails before any model is loaded
+        parse_method(m)
     got = _models(args)
     model, judge, judge2 = got["model"], got["judge"], got["judge2"]
     args.judge_accuracy = [
@@ -317,7 +322,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
         for m in args.methods:
             for s in range(args.seeds):
                 kw = {k: v for k, v in vars(args).items() if k in known}
-                cfg = config_cls(**kw, method=m, seed=s, quiet=True, ckpt_every=10**9)
+                cfg = row_config(config_cls, m, kw, seed=s, quiet=True, ckpt_every=10**9)
                 cfg.fid_n = fid_n
                 loaded = Loaded(
                     copy.deepcopy(model), judge, got["critic"], args.model, judge2=judge2
@@ -327,6 +332,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
                 )
                 summ["log"] = json.loads((run_dir / "log.json").read_text())["rows"]
+                summ["method"] = m  # the row's label: the method spec
                 if cfg.fresh_count() < ref.fresh.n:  # the final f on every fresh code
                     summ["f_fresh_final"], summ["f_fresh2_final"] = ref.fresh.pair(loaded.model)
                 summ.update(attack_record(loaded.model, ref, s))
