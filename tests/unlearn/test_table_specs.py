@@ -56,9 +56,20 @@ def test_a_spec_rows_not_reached_cell_names_its_own_budget():
            "f_fresh_final": 0.01, "f_fresh2_final": 0.02, "f_attack_i": 0.01, "attack_ii_steps": 2,
            "stable_steps": None, "first_crossing": None, "time_to_forget_median_s": None,
            "per_step_median_s": 0.02}  # fmt: skip
-    (row,) = rows([run], ["retain-hat:steps=300"], 20)
+    (row,) = rows([{**run, "seed": 0}], ["retain-hat:steps=300"], 20)
     assert row["method"] == "retain-hat:steps=300"
     assert row["stable steps (fresh, both judges)"] == "not reached (≤ 300)"
+
+
+def test_a_row_with_fewer_seeds_than_the_table_says_how_many():
+    run = {"fid_after": 40.0, "elbo_after": -174.0, "f_fresh_final": 0.01, "f_fresh2_final": 0.02,
+           "f_attack_i": 0.01, "attack_ii_steps": 2, "stable_steps": 3, "first_crossing": 3,
+           "time_to_forget_median_s": 0.1, "per_step_median_s": 0.02}  # fmt: skip
+    runs = [
+        {**run, "method": m, "seed": s} for m, n in (("a", 3), ("b", 1), ("c", 2)) for s in range(n)
+    ]
+    got = [r["method"] for r in rows(runs, ["a", "b", "c"], 20)]
+    assert got == ["a", "b (1 seed)", "c (2 seeds)"]
 
 
 def test_the_table_refuses_a_bad_spec_before_loading_or_writing(tmp_path, capsys):

@@ -210,8 +210,9 @@ def row_config(config_cls: type, spec: str, options: dict[str, Any], **fixed: An
 
 
 def budget(spec: str, steps: int) -> int:
-    """A row's budget of updates: its spec's ``steps``, else the table's."""
-    return int(parse_method(spec)[1].get("steps", steps))
+    """A row's budget of updates: its spec's ``steps``, else the table's (a plain name, registered
+    or not, is the table's budget)."""
+    return int(parse_method(spec)[1].get("steps", steps)) if ":" in spec else steps
 
 
 def _ms(
@@ -248,6 +249,7 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
     ret = [r for r in runs if r["method"] == RETRAIN]
     fid_rt = statistics.fmean(r["fid_after"] for r in ret) if ret else float("nan")
     t_rt = ret[0]["train_time_s"] if ret else float("nan")
+    n_all = len({r["seed"] for r in runs if r["method"] != RETRAIN})
     out = []
     for m in [RETRAIN, *[m for m in methods if m != RETRAIN]]:
         rs = [r for r in runs if r["method"] == m]
@@ -255,8 +257,10 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             continue
         n_ii = sum(r["attack_ii_steps"] is None for r in rs)
         ii = _steps([r["attack_ii_steps"] for r in rs], "> 10")
+        n = len(rs)
         cells = {
-            "method": m,
+            # a row with fewer seeds than the table's (e.g. a merged row run on a subset) says so
+            "method": m if m == RETRAIN or n == n_all else f"{m} ({n} seed{'s' * (n != 1)})",
             "FID (judge 1)": _pm([r["fid_after"] for r in rs]),
             "FID gap to retrain": _pm([r["fid_after"] - fid_rt for r in rs]),
             "FID (judge 2)": _pm([r.get("fid2_after") for r in rs]),
