@@ -25,9 +25,17 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "durable"
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
+    """The runs of a JSON-lines file, the first of each (config, seed) only (two study processes on
+    the same method can both log a run)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    seen: set[tuple[Any, Any]] = set()
+    out = []
+    for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        if (r.get("config"), r["seed"]) not in seen:
+            seen.add((r.get("config"), r["seed"]))
+            out.append(r)
+    return out
 
 
 def mean(v: list[float]) -> float:
