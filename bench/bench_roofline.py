@@ -1,9 +1,15 @@
 """``uno bench roofline`` (python/uno/bench/roofline.py) writing bench/results/roofline.{md,csv}
-(``--help``)."""
+and the table of record in docs/kernels.md (``--help``)."""
 
 from pathlib import Path
 
 from uno.bench import roofline
 
 if __name__ == "__main__":
-    raise SystemExit(roofline.main(default_csv=Path(__file__).parent / "results" / "roofline.csv"))
+    here = Path(__file__).parent
+    raise SystemExit(
+        roofline.main(
+            default_csv=here / "results" / "roofline.csv",
+            default_doc=here.parent / "docs" / "kernels.md",
+        )
+    )

@@ -3,7 +3,8 @@
 // transform of a Basis): every column (k <= 4) or block of columns is loaded for all k rows before
 // any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
 // the blocked kernel at these k, bench/bench_combine.py); larger k a register-blocked micro-kernel
-// over a packed float64 copy of each block (combine_block).
+// over packed float64 panels of columns, streamed panel by panel from memory for k <= kStreamMaxK
+// (combine_cols) and a block of panels at a time above (combine_block).
 #include "uno/cpu_file.h"
 
 namespace uno {
@@ -70,14 +71,16 @@ SmallKernel<T_> small_kernel(int64_t k, int64_t r) {
   }
 }
 
-// k > 4: a register-blocked micro-kernel over a packed float64 copy of a block of columns.
+// k > 4: a register-blocked micro-kernel over packed float64 panels of columns.
 //
-// The block's k rows are converted to float64 and packed in panels of kTileCols columns (panel q
-// holds its k x kTileCols values contiguously, so one panel, k * kTileCols * 8 bytes, stays in L1
-// while every group of output rows reads it). A tile of kTileRows outputs x kTileCols columns is
-// held in 2 * kTileRows vector registers; every step j loads two vectors of row j and multiplies
-// them by kTileRows broadcast coefficients. The packed copy also makes in-place safe: a block is
-// read completely before any of its outputs is stored.
+// The k rows are converted to float64 and packed in panels of kTileCols columns (a panel holds its
+// k x kTileCols values contiguously, so one panel, k * kTileCols * 8 bytes, stays in L1 while every
+// group of output rows reads it): one panel at a time as the columns stream from memory
+// (combine_cols, k <= kStreamMaxK) or a block of panels at a time (combine_block). A tile of
+// kTileRows outputs x kTileCols columns is held in 2 * kTileRows vector registers; every step j
+// loads two vectors of row j and multiplies them by kTileRows broadcast coefficients. The packed
+// copy also makes in-place safe: a panel (a block) is read completely before any of its outputs is
+// stored, and the outputs land on the same columns only.
 //
 // Each output is sum_j m[i, j] * row_j in the order j = 0, 1, ..., k - 1, each term added with a
 // fused multiply-add where the level has FMA (x86-64-v3 and v4, which therefore give the same bits)
@@ -130,10 +133,90 @@ inline int64_t blocked_cols(int64_t k) {
   return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
 }
 
-// One block of n columns of one piece: pack rows rp[j] + b0 (j < k), then out rows op[i] + b0.
+// Stores the w <= kTileCols values of res rounded to T_ at dst. At x86-64-v4 a full panel row of
+// float (16 values: one 64-byte line) at a 64-byte aligned address goes out as non-temporal
+// stores when nt: combine's output is written once and not read again soon, so its lines need no
+// read-for-ownership and do not evict the rows still to be read. (At v3 a panel row is half a
+// line: partial non-temporal lines would be flushed half-filled, so v3 stores normally.)
+template <typename T_>
+inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_t w, bool nt) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T_, float> && kTileCols == 16) {
+    if (nt && w == kTileCols && (reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+      // the all-lanes masked conversions: GCC 12 reports the "undefined" register of the plain
+      // form as maybe-uninitialized (see load_vec in uno/simd.h)
+      const __mmask8 all = 0xff;
+      const __m256 lo = _mm512_mask_cvtpd_ps(_mm256_setzero_ps(), all, _mm512_load_pd(res));
+      const __m256 hi = _mm512_mask_cvtpd_ps(_mm256_setzero_ps(), all, _mm512_load_pd(res + 8));
+      _mm256_stream_ps(dst, lo);  // the two halves of one line, back to back: one full line
+      _mm256_stream_ps(dst + 8, hi);
+      return;
+    }
+  }
+#else
+  (void)nt;
+#endif
+  if (w == kTileCols) {
+#pragma omp simd
+    for (int c = 0; c < kTileCols; ++c) dst[c] = Elem<T_>::store(res[c]);
+  } else {
+    for (int64_t c = 0; c < w; ++c) dst[c] = Elem<T_>::store(res[c]);
+  }
+}
+
+// combine_cols up to this k (measured faster at k = 8, 16; slower at k = 32, 64: see
+// combine_block).
+constexpr int64_t kStreamMaxK = 24;
+// How far ahead combine_cols prefetches the rows, in panels.
+constexpr int64_t kAheadPanels = 4;
+
+// k <= kStreamMaxK: columns [lo, hi) of one piece, a panel of kTileCols columns at a time: pack the
+// panel's k rows (float64, zero-padded at the end of the range), then every group of kTileRows
+// outputs. The panel (k * kTileCols doubles) and m stay in L1; the rows are prefetched
+// kAheadPanels panels ahead, so their loads overlap the tiles of the panels before (a whole block
+// packed first, as before, left memory idle while the tiles ran and the FMA units idle while it
+// packed: k = 16, one thread, 17.5 -> 12 ms at P = 1e6 in a standalone loop).
+template <typename T_>
+void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, int64_t k, int64_t r,
+                  const double* m, double* __restrict panel, bool nt) {
+  constexpr int64_t kAhead = kAheadPanels * kTileCols;  // columns
+  constexpr int kLineElems = 64 / static_cast<int>(sizeof(T_));
+  alignas(64) double res[kTileRows][kTileCols];
+  for (int64_t c0 = lo; c0 < hi; c0 += kTileCols) {
+    const int64_t w = std::min<int64_t>(kTileCols, hi - c0);
+    if (c0 + kAhead < hi) {
+      for (int64_t j = 0; j < k; ++j) {
+        for (int e = 0; e < kTileCols; e += kLineElems) __builtin_prefetch(rp[j] + c0 + kAhead + e);
+      }
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      const T_* __restrict src = rp[j] + c0;
+      double* __restrict dst = panel + j * kTileCols;
+      if (w == kTileCols) {
+#pragma omp simd
+        for (int c = 0; c < kTileCols; ++c) dst[c] = static_cast<double>(Elem<T_>::load(src[c]));
+      } else {  // the range's last panel: zero-padded (its padding columns are never stored)
+        for (int c = 0; c < kTileCols; ++c) {
+          dst[c] = c < w ? static_cast<double>(Elem<T_>::load(src[c])) : 0.0;
+        }
+      }
+    }
+    for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
+      const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
+      tiles[rb - 1](panel, k, m + i0 * k, k, res);
+      for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + c0, res[ii], w, nt);
+    }
+  }
+}
+
+// k > kStreamMax: the same tiles over a packed block of columns (its k rows within ~256 KiB, L2),
+// one group of kTileRows outputs at a time across all the block's panels (the group's rows of m
+// stay in L1 while the panels stream from L2). Streaming panels straight from memory as
+// combine_cols does would keep 2k rows in flight at once: beyond what the prefetchers and the
+// TLB follow (measured slower at k = 64).
 template <typename T_>
 void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t k, int64_t r,
-                   const double* m, double* pack) {
+                   const double* m, double* pack, bool nt) {
   const int64_t panels = (n + kTileCols - 1) / kTileCols;
   for (int64_t j = 0; j < k; ++j) {
     const T_* __restrict src = rp[j] + b0;
@@ -152,21 +235,12 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
     }
   }
   alignas(64) double res[kTileRows][kTileCols];
-  for (int64_t q = 0; q < panels; ++q) {
-    const double* panel = pack + q * k * kTileCols;
-    const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
-    for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
-      const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
-      tiles[rb - 1](panel, k, m + i0 * k, k, res);
-      for (int ii = 0; ii < rb; ++ii) {
-        T_* __restrict dst = op[i0 + ii] + b0 + c0;
-        if (w == kTileCols) {
-#pragma omp simd
-          for (int c = 0; c < kTileCols; ++c) dst[c] = Elem<T_>::store(res[ii][c]);
-        } else {
-          for (int64_t c = 0; c < w; ++c) dst[c] = Elem<T_>::store(res[ii][c]);
-        }
-      }
+  for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
+    const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
+    for (int64_t q = 0; q < panels; ++q) {
+      const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
+      tiles[rb - 1](pack + q * k * kTileCols, k, m + i0 * k, k, res);
+      for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + b0 + c0, res[ii], w, nt);
     }
   }
 }
@@ -198,11 +272,44 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
         small(rp.data(), op.data(), lo, hi, m);
         return;
       }
+      if (k <= kStreamMaxK) {
+        combine_cols(rp.data(), op.data(), lo, hi, k, r, m, pack.get(), /*nt=*/true);
+        return;
+      }
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get());
+        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get(),
+                      /*nt=*/true);
       }
     });
+#if defined(__AVX512F__)
+    if (!small) _mm_sfence();  // store_panel's non-temporal stores, before the chunk counts as done
+#endif
   });
+}
+
+// The FMA peak the micro-kernel is measured against (uno bench roofline): iters steps of 2 *
+// kTileRows independent vector multiply-adds (the tile's accumulator count) on each of num_threads
+// threads, no memory traffic. Returns the number of (scalar) multiply-adds done.
+double fma_peak(int64_t iters, int num_threads) {
+  constexpr int kChains = 2 * kTileRows;
+  std::vector<double> sink(static_cast<size_t>(num_threads) * 8, 0.0);
+  parallel_for(num_threads, num_threads, num_threads, [&](int c, int64_t, int64_t) {
+    VecD a[kChains];
+#pragma GCC unroll 16
+    for (int i = 0; i < kChains; ++i) a[i] = splat(1.0 + i);
+    const VecD b = splat(0.999999),
+               d = splat(1e-7);  // a converges to 0.1: no overflow, no denormals
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kChains; ++i) a[i] = fmadd(a[i], b, d);
+    }
+    double t = 0.0;
+    for (int i = 0; i < kChains; ++i) t += sum_vec(a[i]);
+    sink[static_cast<size_t>(c) * 8] = t;  // keeps the loop
+  });
+  double t = 0.0;
+  for (double v : sink) t += v;
+  return t == 0.0 ? 0.0 : static_cast<double>(iters) * kChains * kVecD * num_threads;
 }
 
 }  // namespace
@@ -214,6 +321,8 @@ void run_combine(const I64s& out_ptrs, const I64s& out_lds, const I64s& row_ptrs
     combine_kernel<decltype(e)>(out_ptrs, out_lds, row_ptrs, lds, ns, k, r, m, num_threads);
   });
 }
+
+double run_fma_peak(int64_t iters, int num_threads) { return fma_peak(iters, num_threads); }
 
 }  // namespace UNO_ISA_NS
 
@@ -245,6 +354,18 @@ void combine_cpu(const std::vector<int64_t>& out_ptrs, const std::vector<int64_t
               dtype, num_threads);
 }
 
+double fma_peak_cpu(int64_t iters, int num_threads) {
+  if (iters < 1) throw std::invalid_argument("fma_peak_cpu: iters must be >= 1");
+  check_threads("fma_peak_cpu", num_threads);
+  if (num_threads > kMaxThreads) {
+    throw std::invalid_argument("fma_peak_cpu: num_threads must be <= " +
+                                std::to_string(kMaxThreads));
+  }
+  const Kernels& isa = active();
+  py::gil_scoped_release release;
+  return isa.fma_peak(iters, num_threads);
+}
+
 void register_combine_cpu(py::module_& m) {
   m.def("combine_cpu", &combine_cpu, py::arg("out_ptrs"), py::arg("out_lds"), py::arg("row_ptrs"),
         py::arg("lds"), py::arg("ns"), py::arg("k"), py::arg("r"), py::arg("m_ptr"),
@@ -252,6 +373,10 @@ void register_combine_cpu(py::module_& m) {
         "combine primitive on CPU: out[t][i] = sum_j m[i, j] rows[t][j] for the (r, k) float64 "
         "matrix at m_ptr; out may be the memory of rows (r <= k). rows and out: one pointer per "
         "piece or a row table (len(ns) * k, resp. len(ns) * r pointers, as inner_cpu).");
+  m.def("fma_peak_cpu", &fma_peak_cpu, py::arg("iters"), py::arg("num_threads"),
+        "The float64 multiply-add peak combine's micro-kernel is measured against: iters steps "
+        "of independent vector FMAs (the tile's accumulator count, no memory traffic) on each of "
+        "num_threads threads; returns the number of multiply-adds done (time the call).");
 }
 
 }  // namespace

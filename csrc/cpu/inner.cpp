@@ -119,6 +119,10 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
   const PieceIndex pieces(ns);
   const RowSet rs{row_ptrs, lds, k};
   const int64_t B = block_size(k, sizeof(RV));
+  // k <= 4 without a conversion (and without the Gram) runs sweep_rows (uno/sweep.h), which needs
+  // no cache blocks: one sweep per piece range.
+  constexpr bool kDirect = std::is_same_v<X, XV> && std::is_same_v<R, RV>;
+  const bool one_sweep = kDirect && k <= 4 && !with_gram && has_x;
   const Plan plan = plan_work(pieces.total() * (k + 1), num_threads);
   const int nchunks = plan.chunks;
   const int64_t WP = partial_stride(W);  // one row of sums per chunk, on its own cache lines
@@ -130,16 +134,17 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
       std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
       std::vector<const RV*> rp(k);
       pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
-        for (int64_t b0 = lo; b0 < hi; b0 += B) {
-          const int64_t n = std::min(B, hi - b0);
+        const int64_t step = one_sweep ? hi - lo : B;
+        for (int64_t b0 = lo; b0 < hi; b0 += step) {
+          const int64_t n = std::min(step, hi - b0);
           for (int64_t j = 0; j < k; ++j) {
             rp[j] = load_block(rs.row<const R>(t, j) + b0, n, rbuf.data() + j * B);
           }
           if (has_x) {
             const XV* xv = load_block(reinterpret_cast<const X*>(x_ptrs[t]) + b0, n, xbuf.data());
-            if (k == 1) {
-              dot_norm(rp[0], xv, n, acc, acc + 1);  // one sweep for <q, x> and |x|^2
-            } else {
+            // k <= 4: one register sweep (uno/sweep.h; Update = false never writes through the
+            // cast), else the four-row dots and |x|^2 over the cached block.
+            if (!sweep_small<XV, false>(rp.data(), k, nullptr, const_cast<XV*>(xv), n, acc)) {
               dots(rp.data(), k, xv, n, acc);
               acc[k] += dot(xv, xv, n);
             }

@@ -27,8 +27,8 @@ namespace uno {
 namespace cpu {
 
 namespace UNO_ISA_NS {
-extern const Kernels kernels = {&run_inner, &run_project, &run_combine, &run_optim_step,
-                                &run_ghost_gram};
+extern const Kernels kernels = {&run_inner,      &run_project,    &run_combine,
+                                &run_optim_step, &run_ghost_gram, &run_fma_peak};
 }  // namespace UNO_ISA_NS
 
 #ifdef UNO_CPU_BINDINGS

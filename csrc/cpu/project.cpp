@@ -8,23 +8,6 @@ namespace cpu {
 namespace UNO_ISA_NS {  // compiled once per ISA level (uno/cpu_kernels.h)
 namespace {
 
-// k = 1 with float/double x and row: x <- x - c q, then acc[0] += <q, x>, acc[1] += |x|^2 of the
-// stored (rounded) x, all in one sweep with kLanes partial sums per reduction.
-template <typename T>
-inline void project_one(const T* __restrict q, double c, T* __restrict x, int64_t n, double* acc) {
-  double u[kLanes] = {}, v[kLanes] = {};
-  for_lanes(n, [&](int64_t i, int l) {
-    const double qv = static_cast<double>(q[i]);
-    const T st = static_cast<T>(static_cast<double>(x[i]) - c * qv);
-    x[i] = st;
-    const double xv = static_cast<double>(st);
-    u[l] += qv * xv;
-    v[l] += xv * xv;
-  });
-  acc[0] += sum_lanes(u);
-  acc[1] += sum_lanes(v);
-}
-
 // x_ptrs: T pointers to n_t elements of X, updated in place. row_ptrs, lds: the rows of R (a
 // RowSet: T (k, n_t) blocks with row stride lds[t], or a table of T * k row pointers). ns: the T
 // piece sizes. y: k float64 coefficients. out: k + 1 float64.
@@ -38,6 +21,10 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
   const PieceIndex pieces(ns);
   const RowSet rs{row_ptrs, lds, k};
   const int64_t B = block_size(k, sizeof(RV));
+  // k <= 4 without a conversion runs sweep_rows (uno/sweep.h), which needs no cache blocks: one
+  // sweep per piece range.
+  constexpr bool kDirect = std::is_same_v<X, XV> && std::is_same_v<R, RV>;
+  const bool one_sweep = kDirect && k <= 4;
   const Plan plan = plan_work(pieces.total() * (k + 1), num_threads);
   const int nchunks = plan.chunks;
   const int64_t WP = partial_stride(W);  // one row of sums per chunk, on its own cache lines
@@ -50,17 +37,15 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
     std::vector<const RV*> rp(k);
     pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
       X* x = reinterpret_cast<X*>(x_ptrs[t]);
-      for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        const int64_t n = std::min(B, hi - b0);
+      const int64_t step = one_sweep ? hi - lo : B;
+      for (int64_t b0 = lo; b0 < hi; b0 += step) {
+        const int64_t n = std::min(step, hi - b0);
         for (int64_t j = 0; j < k; ++j) {
           rp[j] = load_block(rs.row<const R>(t, j) + b0, n, rbuf.data() + j * B);
         }
         X* __restrict xb = x + b0;
-        if constexpr (std::is_same_v<X, XV> && std::is_same_v<R, RV>) {
-          if (k == 1) {  // the common case in one sweep: update, <q, x_new> and |x_new|^2
-            project_one(rp[0], y[0], xb, n, acc);
-            continue;
-          }
+        if constexpr (kDirect) {  // update, <row_j, x_new> and |x_new|^2 in one sweep
+          if (sweep_small<X, true>(rp.data(), k, y, xb, n, acc)) continue;
         }
         lincomb(rp.data(), y, k, n, s.data());
         const double* __restrict sb = s.data();

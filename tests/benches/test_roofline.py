@@ -36,6 +36,31 @@ def test_quick_run_writes_table_and_csv(tmp_path, capsys):
     assert "wrote" in out
 
 
+def test_quick_run_replaces_the_doc_table_and_peak_columns(tmp_path):
+    doc = tmp_path / "kernels.md"
+    doc.write_text(f"intro\n{roofline.DOC_BEGIN}\nold table\n{roofline.DOC_END}\noutro\n")
+    argv = ["--quick", "--rounds", "1", "--out", str(tmp_path), "--doc", str(doc)]
+    assert roofline.main(argv) == 0
+    text = doc.read_text()
+    table = (tmp_path / "roofline.md").read_text()
+    assert text == f"intro\n{roofline.DOC_BEGIN}\n{table}{roofline.DOC_END}\noutro\n"
+    assert "%peak" in table
+    with open(tmp_path / "roofline.csv") as f:
+        combine = [r for r in csv.DictReader(f) if r["kernel"].startswith("combine")]
+    assert combine and all(float(r["peak_GFMAps"]) > 0 for r in combine)
+    assert all(0 < float(r["frac_peak"]) for r in combine)
+
+
+def test_doc_without_markers_is_refused_before_measuring(tmp_path, capsys):
+    doc = tmp_path / "kernels.md"
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit) as e:
+        roofline.main(["--quick", "--out", str(tmp_path), "--doc", str(doc)])
+    assert e.value.code == 2
+    assert doc.read_text() == "no markers\n" and not (tmp_path / "roofline.md").exists()
+    assert "roofline:begin" in capsys.readouterr().err
+
+
 def test_rounds_runs_setup_before_every_call():
     calls = []
     methods = {

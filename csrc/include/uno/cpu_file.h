@@ -26,3 +26,4 @@
 #include "uno/dtype.h"
 #include "uno/parallel.h"
 #include "uno/simd.h"
+#include "uno/sweep.h"

@@ -52,12 +52,15 @@ using GhostGramFn = void (*)(const View3& a, const View3& g, const View3& a2, co
                              int64_t b1, int64_t t1, int64_t b2, int64_t t2, int64_t d, int64_t p,
                              int dtype, bool diag, bool symmetric, double* out, int num_threads);
 
+using FmaPeakFn = double (*)(int64_t iters, int num_threads);
+
 struct Kernels {
   InnerFn inner;
   ProjectFn project;
   CombineFn combine;
   OptimStepFn optim_step;
   GhostGramFn ghost_gram;
+  FmaPeakFn fma_peak;  // a benchmark's reference (csrc/cpu/combine.cpp), not a primitive
 };
 
 // This compile's level: the functions csrc/cpu/<op>.cpp defines and the table of them.
@@ -74,6 +77,7 @@ void run_optim_step(const OptimArgs& a, int p_dtype, int r_dtype, int s_dtype, d
 void run_ghost_gram(const View3& a, const View3& g, const View3& a2, const View3& g2, int64_t b1,
                     int64_t t1, int64_t b2, int64_t t2, int64_t d, int64_t p, int dtype, bool diag,
                     bool symmetric, double* out, int num_threads);
+double run_fma_peak(int64_t iters, int num_threads);
 extern const Kernels kernels;
 }  // namespace UNO_ISA_NS
 

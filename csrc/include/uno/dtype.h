@@ -11,6 +11,7 @@
 
 #include "uno/abi.h"
 #include "uno/isa.h"
+#include "uno/simd.h"
 
 namespace uno {
 // Per ISA level (uno/isa.h): each level's copy of these inline helpers has its own symbols.
@@ -134,81 +135,66 @@ inline const typename Elem<T>::V* load_block(const T* src, int64_t n, typename E
   }
 }
 
-// Independent float64 partial sums of the single-row reductions below. With one accumulator a dot
-// product is bound by the add latency (one vector of doubles per ~4 cycles, under half of what
-// memory delivers); kLanes = 16 keeps four AVX2 (two AVX-512) accumulators in flight. Element i
-// goes to lane i % kLanes and the lanes are added in a fixed tree, so the result does not depend on
-// the vector width the compiler picks.
-constexpr int kLanes = 16;
+// The single-row float64 reductions (dot; sweep_rows of uno/sweep.h for one row) keep kAcc
+// independent vector accumulators per sum, in registers: with one accumulator the loop is bound by
+// the add latency (one vector per ~4 cycles), and a lane array that the compiler keeps on the stack
+// puts a store and a reload into every chain. Element i goes to lane i % kLanes (kLanes = kAcc
+// vectors of kVecD doubles: 32 at x86-64-v4, 16 at v3, 8 at v2), the lanes are added in a fixed
+// tree and the tail (n % kLanes elements) in order after it: deterministic for a given thread
+// count (fixed chunks), and since the lane count follows the level, so do the last bits
+// (like `dots`). Products of two floats are exact in float64, so the fused multiply-add of the
+// float32 reductions gives the bits of a product and an add; for float64 it rounds once.
+constexpr int kAcc = 4;
+constexpr int kLanes = kAcc * kVecD;
 
-inline double sum_lanes(const double* s) {
-  double t[kLanes / 2];
-  for (int l = 0; l < kLanes / 2; ++l) t[l] = s[l] + s[l + kLanes / 2];
-  for (int w = kLanes / 4; w >= 1; w /= 2) {
-    for (int l = 0; l < w; ++l) t[l] += t[l + w];
-  }
-  return t[0];
-}
+// The kAcc accumulators added in a fixed tree.
+inline double sum_acc(const VecD* a) { return sum_vec((a[0] + a[2]) + (a[1] + a[3])); }
 
-// Calls body(i, l) for every i < n with lane l = i % kLanes: full groups of kLanes as one
-// vectorised loop, then the tail. The bodies below add into per-lane partial sums, then use
-// sum_lanes.
-template <typename Body>
-inline void for_lanes(int64_t n, Body&& body) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-#pragma omp simd
-    for (int l = 0; l < kLanes; ++l) body(i + l, l);
-  }
-  for (int l = 0; i < n; ++i, ++l) body(i, l);
-}
-
-// sum_i a[i] * b[i], products and sum in float64 (kLanes partial sums: a fixed order).
+// sum_i a[i] * b[i], products and sum in float64 (A, B: float or double; kLanes partial sums).
 template <typename A, typename B>
 inline double dot(const A* __restrict a, const B* __restrict b, int64_t n) {
-  double s[kLanes] = {};
-  for_lanes(
-      n, [&](int64_t i, int l) { s[l] += static_cast<double>(a[i]) * static_cast<double>(b[i]); });
-  return sum_lanes(s);
-}
-
-// *sab += <a, b> and *sbb += <b, b> in one sweep over a and b (same lane order as dot).
-template <typename A, typename B>
-inline void dot_norm(const A* __restrict a, const B* __restrict b, int64_t n, double* sab,
-                     double* sbb) {
-  double u[kLanes] = {}, v[kLanes] = {};
-  for_lanes(n, [&](int64_t i, int l) {
-    const double bv = static_cast<double>(b[i]);
-    u[l] += static_cast<double>(a[i]) * bv;
-    v[l] += bv * bv;
-  });
-  *sab += sum_lanes(u);
-  *sbb += sum_lanes(v);
+  VecD s[kAcc] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    prefetch_ahead<kLanes>(a + i);
+    prefetch_ahead<kLanes>(b + i);
+#pragma GCC unroll 4
+    for (int q = 0; q < kAcc; ++q) {
+      s[q] = fmadd(load_vec(a + i + q * kVecD), load_vec(b + i + q * kVecD), s[q]);
+    }
+  }
+  double t = sum_acc(s);
+  for (; i < n; ++i) t += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return t;
 }
 
 // acc[j] += <rp[j], v> for j < k (rp: k pointers to n values). Rows go four at a time so that every
-// load of v serves four products; each sum has a fixed order, so results are reproducible.
+// load of v serves four products, with two vector accumulators per row (eight independent sums in
+// registers); each sum adds its two accumulators' lanes in a fixed tree, then its tail in order:
+// reproducible, with the level's vector width in the last bits.
 template <typename A, typename B>
 inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n, double* acc) {
+  constexpr int kStep = 2 * kVecD;
   int64_t j = 0;
   for (; j + 4 <= k; j += 4) {
-    const A* __restrict a0 = rp[j];
-    const A* __restrict a1 = rp[j + 1];
-    const A* __restrict a2 = rp[j + 2];
-    const A* __restrict a3 = rp[j + 3];
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int64_t p = 0; p < n; ++p) {
-      const double vp = static_cast<double>(v[p]);
-      s0 += static_cast<double>(a0[p]) * vp;
-      s1 += static_cast<double>(a1[p]) * vp;
-      s2 += static_cast<double>(a2[p]) * vp;
-      s3 += static_cast<double>(a3[p]) * vp;
+    const A* __restrict a[4] = {rp[j], rp[j + 1], rp[j + 2], rp[j + 3]};
+    VecD s0[4] = {}, s1[4] = {};
+    int64_t p = 0;
+    for (; p + kStep <= n; p += kStep) {
+      prefetch_ahead<kStep>(v + p);
+      const VecD v0 = load_vec(v + p), v1 = load_vec(v + p + kVecD);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        prefetch_ahead<kStep>(a[r] + p);
+        s0[r] = fmadd(load_vec(a[r] + p), v0, s0[r]);
+        s1[r] = fmadd(load_vec(a[r] + p + kVecD), v1, s1[r]);
+      }
     }
-    acc[j] += s0;
-    acc[j + 1] += s1;
-    acc[j + 2] += s2;
-    acc[j + 3] += s3;
+    for (int r = 0; r < 4; ++r) {
+      double t = sum_vec(s0[r] + s1[r]);
+      for (int64_t q = p; q < n; ++q) t += static_cast<double>(a[r][q]) * static_cast<double>(v[q]);
+      acc[j + r] += t;
+    }
   }
   for (; j < k; ++j) acc[j] += dot(rp[j], v, n);
 }

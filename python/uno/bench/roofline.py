@@ -11,7 +11,9 @@ Bytes per parameter (fp32; k basis vectors; what one call must read and write at
   inner (dot_norms)      8: reads a and b
   project_ (Basis)       4·(3 + 2k): pass A reads g and k rows, pass B reads both and writes g
   combine (k → r)        4·(k + r), and r·k multiply-adds per parameter (GFMA/s, % of a float64
-                         GEMM, torch.mm on 1024² matrices, in the same rounds)
+                         GEMM, torch.mm on 1024² matrices, and % of the float64 FMA peak,
+                         ``uno._C.fma_peak_cpu``: a pure multiply-add loop on as many threads,
+                         both in the same rounds)
   orthonormalize (k)     4·4k: CholeskyQR2's Gram (k rows), Q₁ = M V (k in, k out), Q₁'s Gram (k)
   ProjectedAdam (grad)   32 + 8k: pass A reads g and k rows; pass B reads p, g, m, v, k rows, writes
                          p, m, v
@@ -38,7 +40,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 
@@ -243,15 +245,31 @@ def cases(quick: bool) -> Iterator[Case]:
 
 
 GEMM_N = 1024  # the float64 torch.mm of two GEMM_N x GEMM_N matrices: combine's compute reference
+#: Steps of uno._C.fma_peak_cpu per thread (16 vector FMAs each at x86-64-v4: ~10 ms per call).
+PEAK_ITERS = 1 << 22
+
+
+def _fma_peak(threads: int) -> Optional[Method]:
+    """The float64 FMA peak of ``threads`` threads (a pure multiply-add loop, no memory), or None
+    for a compiled core without it."""
+    from uno import _C
+
+    fn = getattr(_C, "fma_peak_cpu", None)
+    if fn is None:
+        return None
+    return (None, partial(fn, PEAK_ITERS, threads))
 
 
 def measure(case: Case, n_rounds: int, threads: int) -> Dict[str, object]:
     """One table row: medians over interleaved rounds of ``case`` with the copy and the triad (and,
     for a case with multiply-adds, the float64 GEMM)."""
     methods = dict(_stream(case.p), **case.methods)
+    peak = _fma_peak(threads) if case.fma_pp else None
     if case.fma_pp:
         a = torch.randn(GEMM_N, GEMM_N, dtype=torch.float64)
         methods["gemm"] = (None, partial(torch.mm, a, a))
+        if peak is not None:
+            methods["fma peak"] = peak
     t = rounds(methods, n_rounds)
     uno_t = t["uno"]
     row: Dict[str, object] = dict(
@@ -274,6 +292,12 @@ def measure(case: Case, n_rounds: int, threads: int) -> Dict[str, object]:
         row["frac_gemm"] = statistics.median(
             case.fma_pp * case.p / GEMM_N**3 * g / u for g, u in zip(t["gemm"], uno_t)
         )
+        if peak is not None:
+            fmas = cast(float, peak[1]())  # the multiply-adds of one call (every call alike)
+            row["peak_GFMAps"] = fmas / statistics.median(t["fma peak"]) / 1e9
+            row["frac_peak"] = statistics.median(
+                case.fma_pp * case.p / fmas * f / u for f, u in zip(t["fma peak"], uno_t)
+            )
     speedups = []
     for name in case.methods:
         if name != "uno":
@@ -287,7 +311,9 @@ def measure(case: Case, n_rounds: int, threads: int) -> Dict[str, object]:
 COLUMNS = columns(
     "kernel:kernel:38; k:k:4:d; threads:thr:3:d; bytes_per_param:B/p:5:.0f; ms:ms:9:.2f; "
     "GBps:GB/s:6:.1f; frac_copy:%copy:6:.0f:100; frac_triad:%triad:6:.0f:100; "
-    "GFMAps:GFMA/s:7:.1f; frac_gemm:%gemm:5:.0f:100; speedups:speed-up (median per round):40"
+    "GFMAps:GFMA/s:7:.1f; frac_gemm:%gemm:5:.0f:100; peak_GFMAps:peak:5:.0f; "
+    "frac_peak:%peak:5:.0f:100; "
+    "speedups:speed-up (median per round):40"
 )
 
 
@@ -301,6 +327,20 @@ def _markdown(rows: Sequence[Dict[str, object]], header: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC_BEGIN, DOC_END = "<!-- roofline:begin -->", "<!-- roofline:end -->"
+
+
+def write_doc_table(doc: Path, table_md: str) -> bool:
+    """Replaces what lies between the DOC_BEGIN and DOC_END lines of ``doc`` (docs/kernels.md's table
+    of record) by ``table_md``; False (the file untouched) when the markers are missing."""
+    text = doc.read_text()
+    i, j = text.find(DOC_BEGIN), text.find(DOC_END)
+    if i < 0 or j < i:
+        return False
+    doc.write_text(text[: i + len(DOC_BEGIN)] + "\n" + table_md + text[j:])
+    return True
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="uno bench roofline", description=__doc__,
@@ -312,20 +352,32 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=Path(h.DEFAULT_CSV_DIR), help="directory of "
                     "roofline.md (overwritten) and roofline.csv (appended); default ./uno-bench")  # fmt: skip
     ap.add_argument("--no-csv", action="store_true", help="print the table only")
+    ap.add_argument("--doc", type=Path, default=None, help="also replace the table between the "
+                    f"'{DOC_BEGIN}' and '{DOC_END}' lines of this file (a source checkout's "
+                    "bench/bench_roofline.py: docs/kernels.md)")  # fmt: skip
     return ap
 
 
-def main(argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, None] = None) -> int:
+def main(
+    argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, None] = None,
+    default_doc: Union[str, Path, None] = None,
+) -> int:  # fmt: skip
     """``uno bench roofline [options]`` (``default_csv``: a file whose directory is the default
-    ``--out``: the source checkout's bench/results)."""
+    ``--out``: the source checkout's bench/results; ``default_doc``: the default ``--doc``)."""
     ap = parser()
     if default_csv is not None:
         ap.set_defaults(out=Path(default_csv).parent)
+    if default_doc is not None:
+        ap.set_defaults(doc=Path(default_doc))
     args = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
     threads = args.threads if args.threads is not None else ([1] if args.quick else [1, 2])
     if n_rounds < 1 or any(t < 1 for t in threads):
         ap.error("--rounds and --threads must be >= 1")
+    if args.doc is not None and not args.no_csv:  # refuse before the minutes of measuring
+        text = args.doc.read_text() if args.doc.is_file() else ""
+        if DOC_BEGIN not in text or DOC_END not in text:
+            ap.error(f"--doc {args.doc}: no '{DOC_BEGIN}' ... '{DOC_END}' lines to replace")
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else []
     from uno import _C
 
@@ -352,7 +404,10 @@ def main(argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, Non
         torch.set_num_threads(before)
     if not args.no_csv:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "roofline.md").write_text(_markdown(rows, header))
+        table = _markdown(rows, header)
+        (args.out / "roofline.md").write_text(table)
+        if args.doc is not None and write_doc_table(args.doc, table):
+            print(f"# replaced the table of record in {args.doc}")
         stamp = meta(torch.device("cpu"), 0)
         append_csv(
             args.out / "roofline.csv",
