@@ -98,3 +98,12 @@ def test_a_spec_row_runs_with_its_own_budget(tmp_path, monkeypatch):
     body = [line.split("|")[1].strip() for line in (out / "table.md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| method")]  # fmt: skip
     assert body == ["kick-hat", spec]
+
+
+def test_a_spec_whose_method_its_model_lacks_is_refused_like_the_plain_name(tmp_path, capsys):
+    out = tmp_path / "g"
+    argv = ["bench", "table", "--model", "gan", "--methods", "uno", "fill:steps=300"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fill needs a vae model, not a gan" in err[0]
+    assert not out.exists()

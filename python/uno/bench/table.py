@@ -75,7 +75,6 @@ from uno.unlearn.evaluation_table import (
     legacy_rows,
     markdown,
     measure_model,
-    parse_method,
     quality,
     row_config,
     rows,
@@ -279,8 +278,8 @@ def check_methods(args: argparse.Namespace, config_cls: Type[RunConfig] = RunCon
     """
     known = {f.name for f in fields(config_cls)}
     kw = {k: v for k, v in vars(args).items() if k in known}
-    for m in args.methods:
-        config_cls(**kw, method=m, seed=0, quiet=True).validate()
+    for m in args.methods:  # a name:key=value spec is parsed as the run builds it (row_config)
+        row_config(config_cls, m, kw, seed=0, quiet=True).validate()
 
 
 def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> dict[str, Any]:
@@ -301,8 +300,6 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
     if args.n_train is not None:
         train = train.random_subset(args.n_train)
     targets = resolve_targets(train, args.forget)
-    for m in args.methods:  # a bad method spec fails before any model is loaded
-        parse_method(m)
     got = _models(args)
     model, judge, judge2 = got["model"], got["judge"], got["judge2"]
     args.judge_accuracy = [
