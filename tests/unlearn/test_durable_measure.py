@@ -9,6 +9,7 @@ tree at 65c39d0) on the small setting of :func:`_setup`; the new code must give 
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -19,8 +20,20 @@ from uno.unlearn import attacks
 from uno.unlearn.models import MLPJudge, MnistVAE, sample_images
 from uno.unlearn.train import train_judge, train_vae
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "durable"))
-import measure
+
+def _load_measure():
+    """experiments/durable/measure.py as a module of its own name, without putting its folder on
+    sys.path (its study.py would shadow the experiments' ``study`` package for other tests)."""
+    path = Path(__file__).resolve().parents[2] / "experiments" / "durable" / "measure.py"
+    spec = importlib.util.spec_from_file_location("durable_measure", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(mod)
+    return mod
+
+
+measure = _load_measure()
 
 #: probe.unlearn(s, method, seed=3, steps=6, lr=1e-3, hparams): f on the 2,000 curve codes per update
 #: (index 0: before), f on all 10,000 codes after the run, the held-out retain ELBO; then
