@@ -57,27 +57,31 @@ def key(c: Config) -> str:
     return f"lr={c['lr']:g},steps={c['steps']}" + (f",{hp}" if hp else "")
 
 
+def mean_elbo(rs: list[dict[str, Any]]) -> float:
+    v = [r["elbo"] for r in rs if math.isfinite(r["elbo"])]
+    return sum(v) / len(v) if v else -math.inf
+
+
+def durable(r: dict[str, Any]) -> bool:
+    """Stable forgetting reached and f < τ after attack (i)."""
+    return r["stable"] is not None and r["f_attack"] < TAU
+
+
+def score(rs: list[dict[str, Any]], elbo_orig: float) -> tuple[bool, int, float]:
+    """A configuration's rank from its tuning runs: inside the ELBO pool, durable seeds, mean ELBO."""
+    e = mean_elbo(rs)
+    return e >= elbo_orig * (1 + ELBO_SLACK), sum(map(durable, rs)), e
+
+
 def select(runs: list[dict[str, Any]], elbo_orig: float) -> str:
     """The configuration (its :func:`key`) a method is reported with, from its tuning runs.
 
     Rule: among configurations whose mean retain ELBO after the run is within ``ELBO_SLACK`` of the
     original's (all of them if none is), the most tuning seeds with durable forgetting (stable
-    forgetting reached and f < τ after attack (i)), then the highest mean retain ELBO.
+    forgetting reached and f < τ after attack (i)), then the highest mean retain ELBO. (:func:`score`
+    orders the same way: a configuration inside the pool ranks above every one outside it.)
     """
     by: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["config"], []).append(r)
-
-    def mean_elbo(rs: list[dict[str, Any]]) -> float:
-        v = [r["elbo"] for r in rs if math.isfinite(r["elbo"])]
-        return sum(v) / len(v) if v else -math.inf
-
-    ok = {k: rs for k, rs in by.items() if mean_elbo(rs) >= elbo_orig * (1 + ELBO_SLACK)}
-    pool = ok or by
-
-    def score(k: str) -> tuple[int, float]:
-        rs = pool[k]
-        durable = sum(r["stable"] is not None and r["f_attack"] < TAU for r in rs)
-        return durable, mean_elbo(rs)
-
-    return max(sorted(pool), key=score)
+    return max(sorted(by), key=lambda k: score(by[k], elbo_orig))

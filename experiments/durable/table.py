@@ -1,5 +1,8 @@
 """Tables of the durable-forgetting study (study.py's JSON lines) as markdown.
 
+A digit's results measured with the shared API (``<digit>/shared/``: both judges, the shared attacks)
+come first; the first pass (``<digit>/``: the MLP judge, the study's own probe) after them.
+
 Usage::
 
     PYTHONPATH=python python experiments/durable/table.py --digit 1 > experiments/results/durable/1/table.md
@@ -22,9 +25,17 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "durable"
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
+    """The runs of a JSON-lines file, the first of each (config, seed) only (two study processes on
+    the same method can both log a run)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    seen: set[tuple[Any, Any]] = set()
+    out = []
+    for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        if (r.get("config"), r["seed"]) not in seen:
+            seen.add((r.get("config"), r["seed"]))
+            out.append(r)
+    return out
 
 
 def mean(v: list[float]) -> float:
@@ -36,8 +47,7 @@ def sd(v: list[float]) -> float:
     return statistics.stdev(v) if len(v) > 1 else 0.0
 
 
-def durable(r: dict[str, Any]) -> bool:
-    return r["stable"] is not None and r["f_attack"] < G.TAU
+durable = G.durable
 
 
 def med_steps(rs: list[dict[str, Any]]) -> str:
@@ -47,17 +57,17 @@ def med_steps(rs: list[dict[str, Any]]) -> str:
     return f"{statistics.median(st):g} [{min(st)}–{max(st)}]"
 
 
-def tune_table(digit: int, elbo_orig: float) -> str:
+def tune_table(base: Path, elbo_orig: float) -> str:
     out = [
         "| method | configuration | durable (of 3) | stable steps | f after attack (i) | "
         "retain ELBO | ELBO after attack | FID | ms/step | selected |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in G.grid():
-        runs = rows(OUT / str(digit) / "tune" / f"{method}.jsonl")
+        runs = rows(base / "tune" / f"{method}.jsonl")
         if not runs:
             continue
-        pick = G.select(runs, elbo_orig)
+        pick = G.select(runs + first_pass(base, method, {r["config"] for r in runs}), elbo_orig)
         by: dict[str, list[dict[str, Any]]] = {}
         for r in runs:
             by.setdefault(r["config"], []).append(r)
@@ -70,6 +80,14 @@ def tune_table(digit: int, elbo_orig: float) -> str:
                 f"{'**yes**' if cfg == pick else ''} |"
             )
     return "\n".join(out)
+
+
+def first_pass(base: Path, method: str, rerun: set[str]) -> list[dict[str, Any]]:
+    """The first pass's tuning runs of the configurations not rerun (the selection reads both,
+    study.tuning_runs); none when ``base`` is the first pass itself."""
+    if base.name != "shared":
+        return []
+    return [r for r in rows(base.parent / "tune" / f"{method}.jsonl") if r["config"] not in rerun]
 
 
 def pct(x: float, ref: float) -> str:
@@ -89,27 +107,39 @@ def speedups(method: str, steps: Optional[float], budget: int, cost: dict[str, A
 
 
 def report_table(
-    digit: int, orig: dict[str, Any], ret: list[dict[str, Any]], phase: str = "report"
+    base: Path, orig: dict[str, Any], ret: list[dict[str, Any]], phase: str = "report"
 ) -> str:
+    """The report seeds' table; rows measured by both judges get two more columns: attack (i) by
+    each judge, and f after attack (ii) (10 steps on 64 images of the digit)."""
     ret_fid = ret[0]["fid"]
+    two = ret[0].get("judges") == 2
     cost = json.loads((OUT / "cost.json").read_text())
-    base = cost["update_s"]["retain-hat"]
+    unit = cost["update_s"]["retain-hat"]
     out = [
         "| method (configuration) | durable f < 0.02 after attack (i) | f after attack (i) | "
         "stable steps (median [range]), reached | speed-up vs retraining: to stable / whole run | "
         "FID at end (gap to retrain) | retain ELBO at end (vs original) | ELBO after attack | "
-        "update cost (× retain-hat) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "update cost (× retain-hat) |"
+        + (" attack (i): MLP / CNN | f after attack (ii) |" if two else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if two else ""),
     ]
     fa = [r["f_attack"] for r in ret]
+
+    def judged(rs: list[dict[str, Any]]) -> str:
+        if not two:
+            return ""
+        j1, j2 = mean([r["f_attack1"] for r in rs]), mean([r["f_attack2"] for r in rs])
+        f2 = [r["f_attack_ii"] for r in rs]
+        return f" {j1:.3f} / {j2:.3f} | {mean(f2):.3f} ± {sd(f2):.3f} |"
+
     out.append(
         f"| retrain (50 epochs, retain digits) | {sum(x < G.TAU for x in fa)}/{len(ret)} | "
         f"{mean(fa):.3f} ± {sd(fa):.3f} | — | 1× ({cost['retrain_steps']} Adam steps) | "
         f"{ret_fid:.2f} | {ret[0]['elbo']:.2f} ({pct(ret[0]['elbo'], orig['elbo'])}) | "
-        f"{mean([r['elbo_attack'] for r in ret]):.2f} | — |"
+        f"{mean([r['elbo_attack'] for r in ret]):.2f} | — |" + judged(ret)
     )
     for method in G.grid():
-        rs = rows(OUT / str(digit) / phase / f"{method}.jsonl")
+        rs = rows(base / phase / f"{method}.jsonl")
         if not rs:
             continue
         st = [r["stable"] for r in rs if r["stable"] is not None]
@@ -123,10 +153,8 @@ def report_table(
             f"{mean(fa):.3f} ± {sd(fa):.3f} | {med_steps(rs)}, {len(st)}/{len(rs)} | "
             f"{speedups(method, med, budget, cost)} | {fid:.2f} ({pct(fid, ret_fid)}) | "
             f"{elbo:.2f} ({pct(elbo, orig['elbo'])}) | "
-            f"{mean([r['elbo_attack'] for r in rs]):.2f} | {per / base:.2f}× |"
+            f"{mean([r['elbo_attack'] for r in rs]):.2f} | {per / unit:.2f}× |" + judged(rs)
         )
-    return "\n".join(out)
-
     return "\n".join(out)
 
 
@@ -180,6 +208,30 @@ def why_table(path: Path) -> str:
     return "\n".join(out)
 
 
+def digit_tables(base: Path, digit: int, label: str) -> None:
+    """Print one pass's report and tuning tables of ``digit`` (``base``: its folder)."""
+    orig_path = base / "original_report.json"
+    orig = json.loads(orig_path.read_text()) if orig_path.is_file() else None
+    ret = rows(base / "retrain.jsonl")
+    if orig is not None and ret:
+        seeds = sorted({r["seed"] for r in ret})
+        print(f"## Digit {digit}, {label}: seeds {', '.join(map(str, seeds))}\n")
+        print(
+            f"Original model: retain ELBO {orig['elbo']:.2f}, FID {orig['fid']:.2f}, "
+            f"f on fresh codes {mean(orig['f0']):.3f}.\n"
+        )
+        print(report_table(base, orig, ret))
+        if (base / "report_extra").is_dir():
+            print("\nComparison rows (configurations not selected by the rule, same seeds):\n")
+            print(report_table(base, orig, ret, "report_extra"))
+    if (base / "tune").is_dir():
+        # the ELBO pool is always the digit-1 original's (study.py)
+        e = json.loads((OUT / "1" / "original_tune.json").read_text())["elbo"]
+        print(f"\n## Digit {digit}, {label}: tuning (seeds {', '.join(map(str, G.TUNE_SEEDS))})\n")
+        print(tune_table(base, e))
+    print()
+
+
 def main(argv: Any = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--digit", type=int, default=1)
@@ -189,24 +241,11 @@ def main(argv: Any = None) -> None:
         print(why_table(Path(args.why)))
         return
     d = OUT / str(args.digit)
-    orig_path = d / "original_report.json"
-    orig = json.loads(orig_path.read_text()) if orig_path.is_file() else None
-    ret = rows(d / "retrain.jsonl")
-    if orig is not None and ret:
-        print(f"## Digit {args.digit}: seeds {', '.join(str(r['seed']) for r in ret)}\n")
-        print(
-            f"Original model: retain ELBO {orig['elbo']:.2f}, FID {orig['fid']:.2f}, "
-            f"f on fresh codes {mean(orig['f0']):.3f}.\n"
+    if (d / "shared").is_dir():
+        digit_tables(
+            d / "shared", args.digit, "shared measures (MLP and CNN judge; f = the larger)"
         )
-        print(report_table(args.digit, orig, ret))
-        if (d / "report_extra").is_dir():
-            print("\nComparison rows (configurations not selected by the rule, same seeds):\n")
-            print(report_table(args.digit, orig, ret, "report_extra"))
-    tune_orig = d / "original_tune.json"
-    if (d / "tune").is_dir():
-        e = json.loads(tune_orig.read_text())["elbo"] if tune_orig.is_file() else orig["elbo"]  # type: ignore[index]
-        print(f"\n## Tuning (seeds {', '.join(map(str, G.TUNE_SEEDS))})\n")
-        print(tune_table(args.digit, e))
+    digit_tables(d, args.digit, "first pass (MLP judge, the study's own probe)")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ For each method (10 updates from the cached VAE, seed ``--seed``), measures:
 * distances ‖θ_u − θ_o‖ (unlearned to original), ‖θ_u − θ_ret‖ (to the retrained VAE), per layer;
 * cos(−∇ℓ_r(θ_u), θ_o − θ_u): whether the retain gradient (all retain images, BatchNorm frozen) points
   back to the original, overall and per layer;
-* attack (i) (100 retain-only Adam steps): f on fresh codes, and the share of the way back to θ_o that the
+* attack (i) (100 retain-only Adam steps, ``uno.unlearn.attacks.retain_finetune``; the attacked model is
+  its result's ``model``): f on fresh codes, and the share of the way back to θ_o that the
   attack travels, ⟨θ_a − θ_u, θ_o − θ_u⟩ / ‖θ_o − θ_u‖²;
 * which layers carry the digit back: the attack restricted to one layer, and the attack with one layer
-  held at its unlearned value;
+  held at its unlearned value (the attack's ``params``);
 * the latent side: the share of fresh codes whose nearest encoded training image (μ of the encoder) is a
   ``digit`` ("its territory"), and f of the decoded μ of the forget images.
+
+f here is the MLP judge's (the tables of docs/durable.md's section on why; ``*_cnn`` keys hold the CNN
+judge's after the run and after attack (i)).
 
 Usage::
 
@@ -30,10 +34,9 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import probe
+import measure as M
 
 from uno.unlearn.models import set_batchnorm
-from uno.unlearn.tasks import in_forget
 
 #: parameter groups of the MNIST VAE (module prefix → name in the tables)
 LAYERS = {
@@ -53,7 +56,7 @@ def flat(model: nn.Module, prefix: str = "") -> Tensor:
     )
 
 
-def retain_grad(model: nn.Module, s: probe.Setup) -> dict[str, Tensor]:
+def retain_grad(model: nn.Module, s: M.Setup) -> dict[str, Tensor]:
     """∇ℓ_r over every retain image (sum-reduced ELBO), BatchNorm statistics frozen, fixed noise."""
     m = model
     m.train()
@@ -71,7 +74,7 @@ def cos(a: Tensor, b: Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm() + 1e-30))
 
 
-def territory(model: nn.Module, s: probe.Setup, z: Tensor) -> float:
+def territory(model: nn.Module, s: M.Setup, z: Tensor) -> float:
     """Share of ``z`` whose nearest encoded training image (posterior mean) is a ``digit``."""
     with torch.no_grad():
         mu, _ = model.eval().encode(s.train.x)  # type: ignore[operator]
@@ -79,27 +82,32 @@ def territory(model: nn.Module, s: probe.Setup, z: Tensor) -> float:
     return float((s.train.y[nearest] == s.digit).float().mean())
 
 
-def f_encoded(model: nn.Module, s: probe.Setup) -> float:
+def f_encoded(model: nn.Module, s: M.Setup) -> float:
     """f of the decoded posterior means of the forget images (does the decoder draw the digit where the
     encoder puts it?)."""
     with torch.no_grad():
         mu, _ = model.eval().encode(s.forget_x)  # type: ignore[operator]
         x = model.decode(mu)  # type: ignore[operator]
-    return float(in_forget(s.judge, x, [s.digit]).float().mean())
+    return M.f_images(s.judge, x, s.digit)
 
 
-def latent(model: nn.Module, s: probe.Setup, z: Tensor) -> dict[str, float]:
+def latent(model: nn.Module, s: M.Setup, z: Tensor) -> dict[str, float]:
     return {"territory": territory(model, s, z), "f_encoded": f_encoded(model, s)}
 
 
-def per_layer_attacks(model: nn.Module, s: probe.Setup, seed: int) -> dict[str, Any]:
+def attack_f(model: nn.Module, s: M.Setup, seed: int, params: Any = None) -> float:
+    """Judge 1's f on every fresh code after attack (i) (restricted to ``params``)."""
+    return M.attack(model, s, seed, params=params, every=100).final[0]
+
+
+def per_layer_attacks(model: nn.Module, s: M.Setup, seed: int) -> dict[str, Any]:
     names = [n for n, _ in model.named_parameters()]
     only, held = {}, {}
     for prefix in LAYERS:
         mine = [n for n in names if n.startswith(prefix + ".")]
         rest = [n for n in names if n not in mine]
-        only[prefix] = probe.attack(model, s, seed, params=mine, at=(100,))[1][100]
-        held[prefix] = probe.attack(model, s, seed, params=rest, at=(100,))[1][100]
+        only[prefix] = attack_f(model, s, seed, mine)
+        held[prefix] = attack_f(model, s, seed, rest)
     return {"only": only, "held": held}
 
 
@@ -115,18 +123,23 @@ def parse(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return name, run, hp
 
 
-def hole_f(model: nn.Module, s: probe.Setup, z: Tensor) -> float:
+def hole_f(model: nn.Module, s: M.Setup, z: Tensor) -> float:
     """f on the fresh codes inside the digit's territory under the ORIGINAL encoder (the hole)."""
     with torch.no_grad():
         mu, _ = s.vae.eval().encode(s.train.x)  # type: ignore[operator]
         inside = s.train.y[torch.cdist(z, mu).argmin(1)] == s.digit
-    return probe.f_fresh(model, s.judge, z[inside], s.digit)
+    return M.f_codes(model, s, z[inside])
 
 
-def study(s: probe.Setup, spec: str, seed: int, ret: nn.Module) -> dict[str, Any]:
+def curve(a: Any) -> dict[str, float]:
+    """Judge 1's f per measured attack step (the last on every fresh code)."""
+    return {**{str(k): v for k, v in zip(a.at, a.f1)}, str(a.at[-1]): a.final[0]}
+
+
+def study(s: M.Setup, spec: str, seed: int, ret: nn.Module) -> dict[str, Any]:
     method, run, hp = parse(spec)
-    u = probe.unlearn(s, method, seed, hparams=hp, **run)
-    z = probe.fresh_codes(seed)
+    u = M.unlearn(s, method, seed, hparams=hp, **run)
+    z = M.fresh(s, seed).z
     o_flat, u_flat, r_flat = flat(s.vae), flat(u.model), flat(ret)
     gap = o_flat - u_flat
     g = retain_grad(u.model, s)
@@ -141,21 +154,24 @@ def study(s: probe.Setup, spec: str, seed: int, ret: nn.Module) -> dict[str, Any
             "norm_orig": float(flat(s.vae, prefix + ".").norm()),
             "cos_back": cos(-gp, d_o),
         }
-    attacked, curve = probe.attack(u.model, s, seed)
+    a, a_orig = M.attack(u.model, s, seed), M.attack(s.vae, s, seed, every=100)
+    attacked, attacked_orig = a.model, a_orig.model
+    assert attacked is not None and attacked_orig is not None
     a_flat = flat(attacked)
-    attacked_orig, curve_orig = probe.attack(s.vae, s, seed, at=(0, 100))
     return {
         "method": spec,
         "seed": seed,
-        "f_unlearn": u.f,
+        "f_unlearn": u.f1,
+        "f_unlearn_cnn": u.f2,
+        "attack_cnn": a.final[1],
         "dist_orig": float(gap.norm()),
         "dist_retrain": float((r_flat - u_flat).norm()),
         "orig_to_retrain": float((r_flat - o_flat).norm()),
         "norm_orig": float(o_flat.norm()),
         "cos_back": cos(-g_flat, gap),
         "layers": rows,
-        "attack": curve,
-        "attack_on_original": curve_orig,
+        "attack": curve(a),
+        "attack_on_original": curve(a_orig),
         "way_back": float((a_flat - u_flat) @ gap / (gap @ gap)),
         "attack_dist": float((a_flat - u_flat).norm()),
         # the same attack (same batches) from the original: how far apart the two attacked models end
@@ -189,14 +205,14 @@ def main(argv: Any = None) -> None:
     ap.add_argument("--out", default="experiments/results/durable/why.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    s = probe.setup(args.digit)
-    ret, ret_s = probe.retrained(s)
-    z = probe.fresh_codes(args.seed)
+    s = M.setup(args.digit)
+    ret = s.retrain
+    assert ret is not None
     res: dict[str, Any] = {
-        "retrain_s": ret_s,
+        "retrain_s": s.retrain_s,
         "retrained": {
-            "f": probe.f_fresh(ret, s.judge, z, s.digit),
-            "attack": probe.attack(ret, s, args.seed)[1],
+            "f": M.fresh(s, args.seed).pair(ret)[0],
+            "attack": curve(M.attack(ret, s, args.seed)),
         },
         "runs": [],
     }

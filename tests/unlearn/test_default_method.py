@@ -59,6 +59,7 @@ def test_pick_rule() -> None:
         {"method": "b", "stable_steps": 2, "fid_after": 40.0},
         {"method": "b", "stable_steps": float("nan"), "fid_after": 40.0},  # 1 of 2: not enough
         {"method": "retrain", "stable_steps": 1, "fid_after": 1.0},
+        {"method": "b:steps=300", "stable_steps": 1, "fid_after": 1.0},  # a row spec: no --method
     ]
     assert pick(runs) == "a"
     with pytest.raises(ValueError, match="no method is stable"):

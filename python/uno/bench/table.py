@@ -26,6 +26,7 @@ with the paper-faithful ``uno-paper`` methods registered and ``experiments/resul
 
     uno bench table --seeds 10 --steps 30 --out uno-table
     uno bench table --methods uno retain-hat --seeds 2 --steps 5 --quick
+    uno bench table --methods "kick-hat:steps=300,kick=3,n_kick=10" --seeds 10   # a row's own options
     uno bench table --model gan --seeds 3 --steps 30 --fresh-n 2000 --out uno-table-gan
     uno bench table --rebuild --out uno-table     # rewrite table.md and the figures from the CSVs
     uno bench table --merge a b --out ab           # one table from several finished tables' folders
@@ -75,6 +76,7 @@ from uno.unlearn.evaluation_table import (
     markdown,
     measure_model,
     quality,
+    row_config,
     rows,
 )
 from uno.unlearn.run import Loaded, RunConfig, unlearn
@@ -276,8 +278,8 @@ def check_methods(args: argparse.Namespace, config_cls: Type[RunConfig] = RunCon
     """
     known = {f.name for f in fields(config_cls)}
     kw = {k: v for k, v in vars(args).items() if k in known}
-    for m in args.methods:
-        config_cls(**kw, method=m, seed=0, quiet=True).validate()
+    for m in args.methods:  # a name:key=value spec is parsed as the run builds it (row_config)
+        row_config(config_cls, m, kw, seed=0, quiet=True).validate()
 
 
 def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> dict[str, Any]:
@@ -329,7 +331,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
         for m in args.methods:
             for s in range(args.seeds):
                 kw = {k: v for k, v in vars(args).items() if k in known}
-                cfg = config_cls(**kw, method=m, seed=s, quiet=True, ckpt_every=10**9)
+                cfg = row_config(config_cls, m, kw, seed=s, quiet=True, ckpt_every=10**9)
                 cfg.fid_n = fid_n
                 loaded = Loaded(
                     copy.deepcopy(model), judge, got["critic"], args.model, judge2=judge2
@@ -339,6 +341,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
                     cfg, str(run_dir), loaded=loaded, data=(train, heldout), write_pngs=False
                 )
                 summ["log"] = json.loads((run_dir / "log.json").read_text())["rows"]
+                summ["method"] = m  # the row's label: the method spec
                 if cfg.fresh_count() < ref.fresh.n:  # the final f on every fresh code
                     summ["f_fresh_final"], summ["f_fresh2_final"] = ref.fresh.pair(loaded.model)
                 summ.update(attack_record(loaded.model, ref, s))

@@ -24,13 +24,18 @@ each. The class-conditional diffusion model passes its labelled denoising loss
 
 Each attack is seeded (``seed``) with its own generators and runs inside
 :func:`torch.random.fork_rng`, so it never changes what the caller's RNG draws next.
+
+Two hooks for studying *where* a class comes back (``experiments/durable/why.py``): ``params`` names the
+only parameters an attack may change (the others keep their values; the optimizer sees only those), and
+the result keeps the attacked copy (:attr:`AttackResult.model`, eval mode) for distances and further
+measures.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypedDict, Union
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +68,7 @@ class AttackResult:
     f2: list[float] = field(default_factory=list)  # judge 2 (NaN without one)
     final: tuple[float, float] = (float("nan"), float("nan"))  # after the last step, every code
     at: list[int] = field(default_factory=list)  # the step of each entry (0, 1, ... with every=1)
+    model: Optional[nn.Module] = None  # the attacked copy after the last step (eval mode)
 
     @property
     def f(self) -> list[float]:
@@ -89,6 +95,7 @@ class AttackOptions(TypedDict, total=False):
     n_step: int  # fresh codes per step, 1,000
     every: int  # f measured after every every-th step (and the last), 1
     loss: Loss  # the fine-tuning loss (default: the VAE's model.loss; not with a critic)
+    params: Sequence[str]  # names of the only parameters the attack may change (default: all)
 
 
 def retain_finetune(
@@ -111,7 +118,7 @@ def retain_finetune(
     return _attack(
         model, fresh, retain_x, critic, opts.get("steps", RETAIN_STEPS), opts.get("lr", 1e-3),
         opts.get("batch", 128), opts.get("seed", 0), opts.get("n_step", N_STEP),
-        loss=opts.get("loss"), every=opts.get("every", 1),
+        loss=opts.get("loss"), every=opts.get("every", 1), params=opts.get("params"),
     )  # fmt: skip
 
 
@@ -131,7 +138,8 @@ def forget_finetune(
     x = _rows(forget_x, torch.randperm(_len(forget_x), generator=g)[:n_images])
     steps, lr, n = opts.get("steps", FORGET_STEPS), opts.get("lr", 1e-3), opts.get("n_step", N_STEP)
     return _attack(model, fresh, x, critic, steps, lr, _len(x), _mix(seed, 3), n, full=True,
-                   loss=opts.get("loss"), every=opts.get("every", 1))  # fmt: skip
+                   loss=opts.get("loss"), every=opts.get("every", 1),
+                   params=opts.get("params"))  # fmt: skip
 
 
 def _len(x: Data) -> int:
@@ -163,9 +171,11 @@ def _attack(
     full: bool = False,
     loss: Optional[Loss] = None,
     every: int = 1,
+    params: Optional[Sequence[str]] = None,
 ) -> AttackResult:
     """The shared loop: ``steps`` updates of a copy of ``model`` on batches of ``x`` (``full``: every
-    image each step) with ``loss`` (default: the VAE's), measured after every ``every``-th."""
+    image each step) with ``loss`` (default: the VAE's), measured after every ``every``-th; only the
+    parameters named in ``params`` change (default: all)."""
     if critic is not None and (loss is not None or isinstance(x, tuple)):
         raise ValueError("a GAN attack (critic given) trains WGAN-GP on images: no loss, no labels")
     if every < 1:
@@ -173,6 +183,7 @@ def _attack(
     step_loss = _vae_loss if loss is None else loss
     m = copy.deepcopy(model)
     m.requires_grad_(True)
+    trained = _trained(m, params)
     res = AttackResult()
     n = min(n_step, fresh.n)
 
@@ -185,7 +196,7 @@ def _attack(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_mix(seed, 1))
         g = torch.Generator().manual_seed(_mix(seed, 0))
-        opt = torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.9) if critic else (0.9, 0.999))
+        opt = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.9) if critic else (0.9, 0.999))
         d = copy.deepcopy(critic) if critic is not None else None
         opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.9)) if d else None
         if d is not None:
@@ -205,4 +216,22 @@ def _attack(
                 measure(step)
         m.eval()
         res.final = fresh.pair(m)
+    m.requires_grad_(True)
+    res.model = m
     return res
+
+
+def _trained(m: nn.Module, params: Optional[Sequence[str]]) -> list[nn.Parameter]:
+    """The parameters of ``m`` an attack updates (``params``: their names; the rest are frozen)."""
+    named = dict(m.named_parameters())
+    if params is None:
+        return list(named.values())
+    unknown = [n for n in params if n not in named]
+    if unknown or not params:
+        raise ValueError(
+            f"params must name parameters of the model; unknown: {unknown or '(none given)'}"
+        )
+    keep = set(params)
+    for n, p in named.items():
+        p.requires_grad_(n in keep)
+    return [named[n] for n in named if n in keep]

@@ -5,10 +5,15 @@ judges, the FIDs, the original model's f, and the model retrained from scratch o
 (loaded from the cache, its training wall time read from the cache file). :func:`measure_model` gives the
 per-seed record of a model that was not unlearned by a run (the retrained one: FIDs, ELBO, f, attacks);
 :func:`attack_record` the relearning attacks of any model; :func:`rows` the table's cells per method.
+
+A row can be a method with its own budget, learning rate or hyper-parameters, named by a spec
+``name:key=value,...`` (e.g. ``kick-hat:lr=0.001,steps=300,kick=3,n_kick=10``; :func:`parse_method`,
+:func:`row_config`); the spec is the row's label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -16,8 +21,9 @@ from typing import Any, Optional, Sequence
 
 from torch import Tensor, nn
 
-from uno.unlearn import attacks
+from uno.unlearn import attacks, methods
 from uno.unlearn.data import ImageData
+from uno.unlearn.errors import UnoUserError
 from uno.unlearn.evaluation import FreshForget, both
 from uno.unlearn.metrics import ClassifierFID, optional_fid
 from uno.unlearn.tasks import retain_elbo
@@ -157,6 +163,58 @@ def measure_model(
     return rec
 
 
+#: The run options a method spec may set for its row (the rest of ``name:key=value`` are the method's
+#: own hyper-parameters).
+RUN_OPTIONS = {"steps": int, "lr": float, "lam": float, "w_u": float, "k": int, "batch": int}
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``"name[:key=value,...]"`` → (method name, run options, the method's hyper-parameters).
+
+    Raises:
+        UnoUserError: an unknown method or key, a key given twice, or a value of the wrong type.
+    """
+    name, _, rest = spec.partition(":")
+    known = dict(type(methods.create(name)).defaults)  # an unknown name: the error lists the known
+    run: dict[str, Any] = {}
+    hp: dict[str, Any] = {}
+    for item in rest.split(",") if rest else []:
+        key, eq, value = item.partition("=")
+        kind = RUN_OPTIONS.get(key) or (type(known[key]) if key in known else None)
+        if not eq or kind is None:
+            keys = ", ".join([*RUN_OPTIONS, *known])
+            raise UnoUserError(
+                f"method spec {spec!r}: {item!r} is not key=value with a key of {keys}"
+            )
+        if key in run or key in hp:
+            raise UnoUserError(f"method spec {spec!r}: {key} given twice")
+        try:
+            v = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+        except ValueError:
+            raise UnoUserError(
+                f"method spec {spec!r}: {key}={value!r} is not a {kind.__name__}"
+            ) from None
+        (run if key in RUN_OPTIONS else hp)[key] = v
+    return name, run, hp
+
+
+def row_config(config_cls: type, spec: str, options: dict[str, Any], **fixed: Any) -> Any:
+    """The run configuration of one row: ``options`` (the table's), overridden by the spec's run
+    options, with the spec's hyper-parameters as extra fields (which ``Method.options`` reads)."""
+    name, run, hp = parse_method(spec)
+    cls = config_cls
+    if hp:
+        extra = [(k, type(v), dataclasses.field(default=v)) for k, v in hp.items()]
+        cls = dataclasses.make_dataclass(f"{config_cls.__name__}Spec", extra, bases=(config_cls,))
+    return cls(**{**options, **run, **fixed}, method=name)
+
+
+def budget(spec: str, steps: int) -> int:
+    """A row's budget of updates: its spec's ``steps``, else the table's (a plain name, registered
+    or not, is the table's budget)."""
+    return int(parse_method(spec)[1].get("steps", steps)) if ":" in spec else steps
+
+
 def _ms(
     values: Sequence[Optional[float]],
     scale: float = 1.0,
@@ -191,6 +249,7 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
     ret = [r for r in runs if r["method"] == RETRAIN]
     fid_rt = statistics.fmean(r["fid_after"] for r in ret) if ret else float("nan")
     t_rt = ret[0]["train_time_s"] if ret else float("nan")
+    n_all = len({r["seed"] for r in runs if r["method"] != RETRAIN})
     out = []
     for m in [RETRAIN, *[m for m in methods if m != RETRAIN]]:
         rs = [r for r in runs if r["method"] == m]
@@ -198,8 +257,10 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             continue
         n_ii = sum(r["attack_ii_steps"] is None for r in rs)
         ii = _steps([r["attack_ii_steps"] for r in rs], "> 10")
+        n = len(rs)
         cells = {
-            "method": m,
+            # a row with fewer seeds than the table's (e.g. a merged row run on a subset) says so
+            "method": m if m == RETRAIN or n == n_all else f"{m} ({n} seed{'s' * (n != 1)})",
             "FID (judge 1)": _pm([r["fid_after"] for r in rs]),
             "FID gap to retrain": _pm([r["fid_after"] - fid_rt for r in rs]),
             "FID (judge 2)": _pm([r.get("fid2_after") for r in rs]),
@@ -225,7 +286,7 @@ def rows(runs: list[dict[str, Any]], methods: Sequence[str], steps: int) -> list
             n_fc = sum(x is not None for x in fc)
             ttf = [r["time_to_forget_median_s"] for r in rs]
             cells.update({
-                "stable steps (fresh, both judges)": _steps(st, f"not reached (≤ {steps})"),
+                "stable steps (fresh, both judges)": _steps(st, f"not reached (≤ {budget(m, steps)})"),
                 "not stable": f"{sum(x is None for x in st)}/{len(rs)}",
                 "first crossing": _steps(fc, "-") + (f" ({n_fc}/{len(rs)})" if 0 < n_fc < len(rs) else ""),
                 "time to forget (s)": _pm(ttf),

@@ -64,14 +64,16 @@ def pick(
     Args:
         runs: one record per (method, seed) with ``method``, the stable step in ``stable`` (None, NaN or
             "" when the run never got there) and the retain FID by judge 1 in ``fid``; the ``retrain``
-            and ``original`` rows are ignored.
+            and ``original`` rows are ignored, and so are rows with their own options
+            (``name:key=value``, another budget than the table's).
 
     Raises:
         ValueError: no method reaches stable forgetting in :data:`MIN_STABLE_SHARE` of its seeds.
     """
     by: dict[str, list[tuple[Optional[float], float]]] = {}
     for r in runs:
-        if r["method"] in ("retrain", "original"):
+        # a row with its own options (``name:key=value``: the 300-update durable rows) is no --method
+        if r["method"] in ("retrain", "original") or ":" in str(r["method"]):
             continue
         by.setdefault(str(r["method"]), []).append((_num(r[stable]), float(r[fid])))
     ok = {
