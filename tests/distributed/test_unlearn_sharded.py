@@ -184,4 +184,4 @@ def _state_of(pid: int) -> str:
 def test_summary_counts_one_process_traffic_as_zero(files, one_process):  # noqa: F811
     summary = json.loads((one_process("surgery") / "log.json").read_text())["summary"]
     assert summary["nproc"] == 1 and summary["allreduce_bytes_per_step"] == 0
-    assert set(summary["comm_bytes_per_step"].values()) == {0}
+    assert "comm_bytes_per_step" not in summary  # a 1-process summary keeps its columns

@@ -39,16 +39,18 @@ def measures(cfg: Any, loaded: Any, task: Any, train: Any, heldout: Any) -> dict
 
 
 def summary_fields(comm: dict[str, int], nsteps: int) -> dict[str, Any]:
-    """The summary's ``nproc``, ``allreduce_bytes_per_step`` and ``comm_bytes_per_step`` (bytes
-    per step and rank by kind of collective, :class:`uno.unlearn.parallel.reduce.Traffic`; 0 in
-    one process)."""
+    """The summary's ``nproc`` and ``allreduce_bytes_per_step`` (0 in one process) and, on several
+    ranks only (a 1-process summary keeps its columns), ``comm_bytes_per_step``: bytes per step
+    and rank by kind of collective (:class:`uno.unlearn.parallel.reduce.Traffic`)."""
     world = current()
     per = {k: (v / nsteps if nsteps else 0.0) for k, v in comm.items()}
-    return {
+    out: dict[str, Any] = {
         "nproc": world.size if world else 1,
         "allreduce_bytes_per_step": per.get("all_reduce", 0.0),
-        "comm_bytes_per_step": per,
     }
+    if world is not None:
+        out["comm_bytes_per_step"] = per
+    return out
 
 
 def write_outputs(run: Any, summary: dict[str, Any], config: dict[str, Any]) -> None:
