@@ -216,7 +216,7 @@ def test_one_process_resumes_a_two_rank_run(files, tmp_path):
     [
         (["--method", "uno-subspace-ps"], "a global per-sample Gram is not implemented"),
         (["--method", "fill"], "method 'fill' does not run data-parallel"),
-        (["--method", "uno-subspace", "--parallel", "fsdp2"], "(use --parallel ddp)"),
+        (["--method", "fill", "--parallel", "fsdp2"], "--parallel fsdp2: method 'fill'"),
         (["--bn-train"], "--bn-train"),
         (["--batch", "1"], "gives a rank no samples"),
     ],

@@ -3,8 +3,8 @@ parameters, a projection method and ``uno``'s double backward), the methods made
 since (retain, kick, salun, fu, uno-subspace), a GAN, and the launcher under SIGTERM.
 
 The runs are the real entry point in child process groups (bounded, killed on a timeout), on the
-small seeded VAE and judge of test_unlearn.py; each 2-rank run is compared with the 1-process run
-of the same command.
+small seeded VAE (33 hidden units: uneven shards) and judge below; each 2-rank run is compared with
+the 1-process run of the same command.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distributed.test_unlearn import PARAM_RTOL, PY, _param_err, _run, _state, files  # noqa: F401
+from distributed.test_unlearn import PARAM_RTOL, PY, _param_err, _run, _state
 from uno.unlearn import io
-from uno.unlearn.models import DCGANGenerator, MLPJudge
+from uno.unlearn.models import DCGANGenerator, MLPJudge, MnistVAE
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch without gloo"
@@ -32,7 +32,18 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def one_process(files, tmp_path_factory):  # noqa: F811
+def files(tmp_path_factory: Any) -> list[str]:
+    """A small seeded VAE with 33 hidden units: FSDP2 shards its first layers unevenly (17 + 16
+    rows on 2 ranks), and a judge."""
+    root = tmp_path_factory.mktemp("dp33")
+    torch.manual_seed(0)
+    io.save_model(root / "vae.safetensors", MnistVAE(hidden=33))
+    io.save_model(root / "judge.safetensors", MLPJudge(hidden=32))
+    return ["--model", str(root / "vae.safetensors"), "--judge", str(root / "judge.safetensors")]
+
+
+@pytest.fixture(scope="module")
+def one_process(files, tmp_path_factory):
     """1-process runs by method (made once, on demand)."""
     root = tmp_path_factory.mktemp("one")
     made: dict[str, Path] = {}
@@ -65,7 +76,7 @@ def _assert_equal_runs(one: Path, two: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["surgery", "uno-hat"])  # a projection; double backward + U
-def test_fsdp2_equals_one_process(files, one_process, tmp_path, method):  # noqa: F811
+def test_fsdp2_equals_one_process(files, one_process, tmp_path, method):
     out = tmp_path / "fsdp2"
     summary = _run(files, out, method, 5, "--nproc", "2", "--parallel", "fsdp2")
     assert summary["nproc"] == 2
@@ -78,7 +89,7 @@ def test_fsdp2_equals_one_process(files, one_process, tmp_path, method):  # noqa
     _assert_equal_runs(one_process(method), out)
 
 
-def test_fsdp2_checkpoint_resumes_in_one_process_and_sharded(files, one_process, tmp_path):  # noqa: F811
+def test_fsdp2_checkpoint_resumes_in_one_process_and_sharded(files, one_process, tmp_path):
     """The fsdp2 checkpoint is the 1-process layout: one process continues it, and so do 2
     sharded ranks (from a 1-process checkpoint too)."""
     ref = one_process("surgery")
@@ -93,18 +104,20 @@ def test_fsdp2_checkpoint_resumes_in_one_process_and_sharded(files, one_process,
 
 
 @pytest.mark.parametrize("method", ["retain-hat", "kick-hat", "salun", "fu", "uno-subspace-hat"])
-def test_newly_data_parallel_methods_equal_one_process(files, one_process, tmp_path, method):  # noqa: F811
+def test_newly_data_parallel_methods_equal_one_process(files, one_process, tmp_path, method):
     out = tmp_path / "ddp"
     _run(files, out, method, 5, "--nproc", "2")
     _assert_equal_runs(one_process(method), out)
 
 
-def test_salun_under_fsdp2_equals_one_process(files, one_process, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("method", ["salun", "uno-subspace-hat"])
+def test_method_state_and_bases_under_fsdp2(files, one_process, tmp_path, method):
     """salun's saliency mask (from the global forget gradient, its median over every entry) is
-    sharded like the parameters."""
+    sharded like the parameters; uno-subspace's basis of k micro-batch gradients is a sharded
+    basis."""
     out = tmp_path / "fsdp2"
-    _run(files, out, "salun", 5, "--nproc", "2", "--parallel", "fsdp2")
-    _assert_equal_runs(one_process("salun"), out)
+    _run(files, out, method, 5, "--nproc", "2", "--parallel", "fsdp2")
+    _assert_equal_runs(one_process(method), out)
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +155,16 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_sigterm_to_the_launcher_stops_every_rank(files, tmp_path):  # noqa: F811
-    """SIGTERM to ``uno unlearn --nproc 2`` stops both ranks (none is left orphaned) and the
-    launcher exits with 128 + 15."""
+@pytest.mark.parametrize(
+    "sig, status, says",
+    [
+        (signal.SIGTERM, 128 + signal.SIGTERM, b"uno: terminated"),
+        (signal.SIGINT, 130, b"interrupted"),
+    ],
+)
+def test_a_signal_to_the_launcher_stops_every_rank(files, tmp_path, sig, status, says):
+    """SIGTERM or SIGINT to ``uno unlearn --nproc 2`` stops both ranks (none is left running or
+    orphaned) and the launcher exits non-zero: 128 + 15, or 130 (what a shell reports)."""
     args = [
         sys.executable, "-m", "uno.cli", "unlearn", *files, "--method", "surgery", "--steps",
         "100000", "--batch", "16", "--monitor", "32", "--fid-n", "50", "--fresh-n", "0",
@@ -159,10 +179,10 @@ def test_sigterm_to_the_launcher_stops_every_rank(files, tmp_path):  # noqa: F81
             kids = _children(proc.pid)
             time.sleep(0.1)
         assert len(kids) == 2, "the launcher did not start its two ranks"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-        assert b"uno: terminated" in err
+        assert proc.returncode == status, err[-2000:]
+        assert says in err
         for k in kids:  # reaped by the launcher: gone, not orphaned under init
             assert not Path(f"/proc/{k}").exists() or _state_of(k) == "Z"
     finally:
@@ -181,7 +201,7 @@ def _state_of(pid: int) -> str:
         return "?"
 
 
-def test_summary_counts_one_process_traffic_as_zero(files, one_process):  # noqa: F811
+def test_summary_counts_one_process_traffic_as_zero(files, one_process):
     summary = json.loads((one_process("surgery") / "log.json").read_text())["summary"]
     assert summary["nproc"] == 1 and summary["allreduce_bytes_per_step"] == 0
     assert "comm_bytes_per_step" not in summary  # a 1-process summary keeps its columns

@@ -44,7 +44,8 @@ def subspace_step(
         return d, None
     import uno
 
-    return d, uno.Basis(full.buffer[first : full.k], full.k - first, full.shapes)
+    # (dist: a basis of DTensor shards under --parallel fsdp2 stays one)
+    return d, uno.Basis(full.buffer[first : full.k], full.k - first, full.shapes, dist=full.dist)
 
 
 @register("uno-subspace", k=8, retain_weight=1.0)

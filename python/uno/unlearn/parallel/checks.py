@@ -9,25 +9,21 @@ from uno.unlearn.parallel.world import World, current
 
 #: How the model is laid out across ranks (``--parallel``).
 MODES = ("ddp", "fsdp2")
+_METHODS = (
+    "ascent", "ascent-descent", "surgery", "surgery-ascent", "uno", "uno-s", "retain", "kick",
+    "salun", "fu", "uno-subspace",
+)  # fmt: skip
 #: The methods (and their ``-hat`` variants) that run data-parallel, by layout. Their gradients
 #: are sums over samples, split by rank and summed (:func:`uno.unlearn.parallel.sum_grads`).
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "ddp": (
-        "ascent", "ascent-descent", "surgery", "surgery-ascent", "uno", "uno-s", "retain",
-        "kick", "salun", "fu", "uno-subspace",
-    ),
-    "fsdp2": (
-        "ascent", "ascent-descent", "surgery", "surgery-ascent", "uno", "uno-s", "retain",
-        "kick", "salun", "fu",
-    ),
-}  # fmt: skip
+    "ddp": _METHODS,
+    "fsdp2": _METHODS,
+}
 #: Why a method does not run data-parallel (in the refusal's message).
 WHY_NOT: dict[str, str] = {
     "uno-subspace-ps": "its basis needs the Gram of every pair of per-sample retain gradients "
     "across ranks (a global per-sample Gram is not implemented)",
     "fill": "its neighbour draws and noise are per forget row of the rank's batch",
-    "uno-subspace": "its basis of k micro-batch gradients is built on replicated vectors "
-    "(use --parallel ddp)",
 }
 
 

@@ -74,14 +74,18 @@ class Sharded:
         # FSDP2 warns that a view output would skip its pre-backward all-gather: uno unshards first
         warnings.filterwarnings("ignore", message="FSDP2-wrapped module", category=UserWarning)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self._unshard()
-        self.full = [p for p in model.parameters() if p.requires_grad]
         # rows of each shard: chunks of ceil(n / N) rows (torch.chunk's), the last ones shorter
         self.rows = [-(-int(p.shape[0]) // world.size) for p in self.params]
+        for p, c in zip(self.params, self.rows):  # the layout the reductions below assume
+            mine = max(0, min(int(p.shape[0]), (world.rank + 1) * c) - world.rank * c)
+            if int(p.to_local().shape[0]) != mine:  # type: ignore[attr-defined]
+                raise RuntimeError(f"FSDP2 sharded a {tuple(p.shape)} parameter unexpectedly")
+        self._unshard()
+        self.full = [p for p in model.parameters() if p.requires_grad]
 
     def _unshard(self) -> None:
         self.model.unshard()  # type: ignore[operator]
-        for p, c in zip(self.params, getattr(self, "rows", [])):
+        for p, c in zip(self.params, self.rows):
             traffic.bytes["all_gather"] += c * self.world.size * _row_numel(p) * p.element_size()
 
     def refresh(self) -> None:

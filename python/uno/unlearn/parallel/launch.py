@@ -32,8 +32,8 @@ def launch(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> int:
     status (0, or the first failing rank's; the other ranks are then stopped).
 
     The ranks inherit stdout and stderr (only rank 0 prints). Every child is stopped if this process
-    is interrupted (SIGINT: ``KeyboardInterrupt`` propagates; SIGTERM: the status is 128 + 15, as a
-    shell reports a process killed by it), so none outlives it.
+    is interrupted (SIGINT: ``KeyboardInterrupt`` propagates, the CLI's status is 130; SIGTERM: the
+    status is 128 + 15, as a shell reports a process killed by it), so none outlives it.
     """
     from uno.bench.dist import free_port
 
@@ -42,9 +42,16 @@ def launch(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> int:
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), **{CHILD_ENV: "1"})
     base["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, base.get("PYTHONPATH")) if p)
     procs: list[subprocess.Popen[bytes]] = []
-    # signal handlers can only be set in the main thread (the CLI's); elsewhere SIGTERM stays as it is
+    # signal handlers can only be set in the main thread (the CLI's); elsewhere they stay as they
+    # are. SIGINT raises KeyboardInterrupt even where the shell started this process with SIGINT
+    # ignored (a background job), so that an explicit SIGINT also stops the ranks.
     main = threading.current_thread() is threading.main_thread()
-    previous: Any = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    previous: Any = None
+    if main:
+        previous = (
+            signal.signal(signal.SIGTERM, _raise_terminated),
+            signal.signal(signal.SIGINT, signal.default_int_handler),
+        )
     try:
         for r in range(nproc):
             env = dict(base, RANK=str(r), LOCAL_RANK=str(r))
@@ -63,11 +70,13 @@ def launch(argv: Sequence[str], nproc: int, poll_s: float = 0.2) -> int:
         # a second SIGTERM while the ranks are stopped must not leave them running
         if main:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             _stop_all(procs)
         finally:
             if main:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, previous[0])
+                signal.signal(signal.SIGINT, previous[1])
 
 
 def _status(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 5.0) -> int:
