@@ -218,4 +218,5 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
 
     flag = torch.tensor([0.0 if ok else 1.0])
     collective(dist.all_reduce, flag, op=dist.ReduceOp.SUM)
+    traffic.add("all_reduce", flag)
     return float(flag) == 0.0
