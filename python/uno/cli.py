@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--model", default="vae", help="'vae', 'gan', 'diffusion' or a model file (.safetensors)"
     )
-    u.add_argument("--method", default="uno", help="see `uno methods`")
+    u.add_argument(
+        "--method",
+        default="auto",
+        help="see `uno methods`; auto: the model's default (vae: retain-hat, gan: uno-subspace-ps, "
+        "diffusion: surgery; docs/unlearning.md)",
+    )
     u.add_argument("--forget", nargs="+", default=["1"], help="class(es) to forget")
     u.add_argument("--steps", type=int, default=100)
     u.add_argument("--tau", type=float, default=0.02)
@@ -134,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(u)
 
     d = sub.add_parser(
-        "demo", help="the main job: forget digit 1 with uno and surgery on the embedded MNIST"
+        "demo",
+        help="the main job: forget digit 1 with retain-hat, uno, surgery, uno-hat (embedded MNIST)",
     )
     d.add_argument("--out", default="uno-demo")
     d.add_argument("--quick", action="store_true", help="reduced budget (tests)")

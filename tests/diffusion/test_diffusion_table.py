@@ -58,6 +58,7 @@ def test_quick_table_writes_every_output(tmp_path, monkeypatch):
     [
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--methods", "nope"], "unknown method"),
+        (["--methods", "uno", "fill"], "--methods fill: not available for the diffusion model"),
         (["--merge", "/nonexistent"], "no rows.json"),
     ],
 )

@@ -62,6 +62,7 @@ import torch
 
 from uno.unlearn import evaluation_outputs as outputs
 from uno.unlearn.data import load_mnist, resolve_targets
+from uno.unlearn.errors import UnoUserError
 from uno.unlearn.evaluation import N_FRESH, both
 from uno.unlearn.evaluation_table import (
     COLUMNS,
@@ -217,7 +218,6 @@ def retime(out: Path, threads: Optional[int] = None) -> float:
     Returns:
         The new wall time in seconds.
     """
-    from uno.unlearn.errors import UnoUserError
     from uno.unlearn.train import time_training
 
     if not ((out / "meta.json").is_file() and (out / "runs.csv").is_file()):
@@ -266,6 +266,18 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
     got["paths"] = {args.model: str(p), RETRAIN: str(rp), "judge": str(jp), "judge2": str(j2p)}
     print(f"models ready ({time.time() - t0:.0f} s): {got['paths']}", flush=True)
     return got
+
+
+def check_methods(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> None:
+    """Every ``--methods`` entry with the table's options, as :func:`run_table` will configure it.
+
+    Raises:
+        UnoUserError: an unknown method, a method that cannot unlearn ``--model``, or a bad option.
+    """
+    known = {f.name for f in fields(config_cls)}
+    kw = {k: v for k, v in vars(args).items() if k in known}
+    for m in args.methods:
+        config_cls(**kw, method=m, seed=0, quiet=True).validate()
 
 
 def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig) -> dict[str, Any]:
@@ -409,6 +421,11 @@ def main(
     if args.rebuild:
         print(markdown(rebuild(Path(args.out))))
         return 0
+    try:
+        check_methods(args, config_cls)
+    except UnoUserError as e:  # before anything is loaded or written
+        print(f"uno: error: {e}", file=sys.stderr)
+        return 2
     res = run_table(args, config_cls)
     print(markdown(res["rows"]))
     print(f"\nwritten to {args.out}/")

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from uno.unlearn import methods, preflight
 from uno.unlearn.diffusion.checks import check_config as check_diffusion_config
 from uno.unlearn.errors import UnoUserError
+from uno.unlearn.methods.defaults import AUTO, model_kind, resolve
 
 #: ``--fresh-n``'s default for ``--model diffusion`` (docs/diffusion.md: 20 DDIM steps × 2 guided
 #: forwards per code, so 10,000 codes per update would cost 400,000 denoiser forwards).
@@ -24,7 +25,8 @@ class RunConfig:
     """Configuration of one unlearning run (CLI flags map 1:1)."""
 
     model: str = "vae"  # "vae", "gan", "diffusion" or a path to a saved model
-    method: str = "uno"
+    # "auto": the model's default (methods/defaults.py: the lead of its honest table), set on creation
+    method: str = AUTO
     forget: list[str] = field(default_factory=lambda: ["1"])
     steps: int = 100
     tau: float = 0.02
@@ -55,6 +57,10 @@ class RunConfig:
     judge_epochs: Optional[int] = None
     gan_steps: Optional[int] = None
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str) and self.method == AUTO:
+            self.method = resolve(self.method, self.model)
 
     def fresh_count(self) -> int:
         """The number of fresh codes f is measured on after every step: ``--fresh-n``, else the
@@ -111,6 +117,13 @@ class RunConfig:
         ):
             raise UnoUserError(
                 f"unknown model {self.model!r}: not 'vae', 'gan', 'diffusion' or an existing file"
+            )
+        kind = model_kind(self.model)
+        allowed = methods.from_config(self).models
+        if kind not in allowed:
+            raise UnoUserError(
+                f"--method {self.method} needs a {' or '.join(allowed)} model, not a {kind} "
+                f"(--model {self.model})"
             )
         check_diffusion_config(self)
         preflight.existing_file("--judge", self.judge)

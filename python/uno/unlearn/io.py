@@ -146,6 +146,20 @@ def load_tensors(
     return tensors, meta
 
 
+def read_model_kind(path: PathLike) -> Optional[str]:
+    """The model kind a :func:`save_model` file records, from its metadata alone (no tensors read,
+    no checksum verified); ``None`` for a file that is missing, unreadable or not a uno model file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:  # type: ignore[no-untyped-call]
+            md = f.metadata() or {}
+        cfg = json.loads(md.get("uno", "{}")).get("config")
+    except Exception:  # any unreadable file: the caller's later load reports it
+        return None
+    return str(cfg["kind"]) if isinstance(cfg, dict) and "kind" in cfg else None
+
+
 def save_model(
     path: PathLike, model: nn.Module, extra_meta: Optional[dict[str, Any]] = None
 ) -> None:

@@ -70,16 +70,27 @@ def save_curves(
     plt.close(fig)
 
 
+#: line styles that tell more than ten methods apart (the colour cycle has ten colours)
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def line_style(i: int) -> tuple[str, str]:
+    """``(colour, line style)`` of the ``i``-th line: ten colours, then the next dash pattern, so no
+    two of the first 40 lines look alike."""
+    return f"C{i % 10}", LINE_STYLES[(i // 10) % len(LINE_STYLES)]
+
+
 def _curves(ax: Any, curves: dict[str, Sequence[Sequence[float]]], tau: Optional[float]) -> None:
     """Mean ± std lines of ``curves`` (method → runs) on ``ax``, and the τ line."""
-    for name, runs in curves.items():
+    for i, (name, runs) in enumerate(curves.items()):
         n = min(len(r) for r in runs)
         a = np.array([list(r)[:n] for r in runs], dtype=float)
         m, s = a.mean(0), a.std(0)
         steps = np.arange(n)
-        ax.plot(steps, m, label=name)
+        color, ls = line_style(i)
+        ax.plot(steps, m, label=name, color=color, ls=ls)
         if len(runs) > 1:
-            ax.fill_between(steps, m - s, m + s, alpha=0.2)
+            ax.fill_between(steps, m - s, m + s, alpha=0.2, color=color)
     if tau is not None:
         ax.axhline(tau, color="k", ls="--", lw=0.8, label=f"τ = {tau}")
 

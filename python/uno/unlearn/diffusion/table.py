@@ -158,6 +158,11 @@ def _check(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     unknown = [m for m in a.methods if m not in _method_names()]
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)} (see `uno methods`)")
+    from uno.unlearn.methods import create
+
+    other = [m for m in a.methods if "diffusion" not in create(m).models]
+    if other:
+        ap.error(f"--methods {', '.join(other)}: not available for the diffusion model")
     for f in a.merge or []:
         if not (Path(f) / "rows.json").is_file():
             ap.error(f"--merge {f}: no rows.json there (not a finished diffusion table)")

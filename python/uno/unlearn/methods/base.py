@@ -55,6 +55,9 @@ class Method:
     #: ``"update"``, the mode of the ``uno.optim.ProjectedAdam`` that steps the method, with the
     #: basis its :meth:`direction` leaves in :attr:`step_basis` (see :meth:`optimizer`)
     project: ClassVar[Optional[str]] = None
+    #: the model kinds the method can unlearn (``RunConfig.validate`` refuses the others before
+    #: anything is loaded)
+    models: ClassVar[tuple[str, ...]] = ("vae", "gan", "diffusion")
 
     def __init__(self, hat: bool = False, **hparams: Any) -> None:
         self.hat = hat

@@ -42,6 +42,8 @@ class Fill(Method):
     pull: float
     n_nbr: int
 
+    models = ("vae",)  # it needs the encoder and the forget images
+
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.retain_mu: Optional[Tensor] = None
