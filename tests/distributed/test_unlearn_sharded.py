@@ -158,6 +158,19 @@ def test_gan_two_ranks_equal_one_process(gan_files, tmp_path, parallel):
     _assert_equal_runs(one, two)
 
 
+def test_the_gan_default_method_is_refused_with_what_to_pass(gan_files, tmp_path):
+    """A GAN's default method (``--method auto``: uno-subspace-ps) needs a global per-sample Gram:
+    refused before anything runs, naming the method, where it came from and what to pass."""
+    from distributed.test_unlearn import _uno
+
+    out = tmp_path / "run"
+    r = _uno(["unlearn", *gan_files, "--nproc", "2", "--steps", "2", "--out", str(out)])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "method 'uno-subspace-ps' (the default of a gan model) does not run" in r.stderr
+    assert "pass --method with one of" in r.stderr
+    assert not out.exists()
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(c) for c in path.read_text().split()] if path.exists() else []

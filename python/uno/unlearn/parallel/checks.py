@@ -32,6 +32,15 @@ def base_name(method: str) -> str:
     return method[: -len("-hat")] if method.endswith("-hat") else method
 
 
+def _default_of(cfg: Any) -> str:
+    """`` (the default of a gan model)`` when ``cfg.method`` is its model's default (``--method
+    auto``), so that a refusal says where the method came from; else empty."""
+    from uno.unlearn.methods.defaults import DEFAULTS, model_kind
+
+    kind = model_kind(cfg.model)
+    return f" (the default of a {kind} model)" if DEFAULTS.get(kind) == cfg.method else ""
+
+
 def check(cfg: Any, nproc: int, mode: str = "ddp") -> None:
     """Refuse, before anything is loaded, what a data-parallel run cannot do (nothing for 1 process).
 
@@ -50,8 +59,8 @@ def check(cfg: Any, nproc: int, mode: str = "ddp") -> None:
     if base not in SUPPORTED[mode]:
         why = WHY_NOT.get(base, "its step uses per-sample or local-batch terms")
         raise UnoUserError(
-            f"{where}: method {cfg.method!r} does not run data-parallel ({why}); data-parallel "
-            f"methods: {', '.join(SUPPORTED[mode])} (and their -hat)"
+            f"{where}: method {cfg.method!r}{_default_of(cfg)} does not run data-parallel ({why}); "
+            f"pass --method with one of {', '.join(SUPPORTED[mode])} (or their -hat)"
         )
     if cfg.model == "diffusion":
         raise UnoUserError(f"{where}: --model diffusion does not run data-parallel; use vae or gan")
