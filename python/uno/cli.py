@@ -378,6 +378,8 @@ def _unlearn(args: argparse.Namespace) -> int:
         parallel.stop(world, owned, ok=False)
         raise
     parallel.stop(world, owned)
+    if owned and world is not None and args.parallel == "fsdp2":
+        parallel.exit_now(rc)  # gloo's threads outlive the group once DTensors ran (world.py)
     return rc
 
 

@@ -66,6 +66,7 @@ from uno.unlearn.parallel.world import (
     counts_replicated,
     current,
     env_world_size,
+    exit_now,
     main_first,
     start,
     stop,
@@ -75,9 +76,10 @@ from uno.unlearn.parallel.world import (
 __all__ = [
     "CHILD_ENV", "MODES", "NOT_MEASURED", "PEER_EXIT", "SUPPORTED", "TIMEOUT_ENV", "PeerError",
     "Share", "World", "all_finite", "all_reduce_sum", "barrier", "batch_mean", "check",
-    "check_kind", "check_run", "counts_replicated", "current", "env_world_size", "launch",
-    "main_first", "measures", "mine", "nan", "noise_rows", "progress_bar", "replicate", "shard", "shards", "split", "start", "stop", "sum_grads",
-    "summary_fields", "timeout_s", "traffic", "whole", "write_outputs",
+    "check_kind", "check_run", "counts_replicated", "current", "env_world_size", "exit_now",
+    "launch", "main_first", "measures", "mine", "nan", "noise_rows", "progress_bar", "replicate",
+    "shard", "shards", "split", "start", "stop", "sum_grads", "summary_fields", "timeout_s",
+    "traffic", "whole", "write_outputs",
 ]  # fmt: skip
 
 
