@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     u.add_argument(
         "--parallel", default="ddp", choices=["ddp", "fsdp2"],
-        help="how the model is laid out across ranks (ddp: replicated)",
+        help="how the model is laid out across ranks (ddp: replicated; fsdp2: sharded)",
     )  # fmt: skip
     _common(u)
 
@@ -378,6 +378,8 @@ def _unlearn(args: argparse.Namespace) -> int:
         parallel.stop(world, owned, ok=False)
         raise
     parallel.stop(world, owned)
+    if owned and world is not None and args.parallel == "fsdp2":
+        parallel.exit_now(rc)  # gloo's threads outlive the group once DTensors ran (world.py)
     return rc
 
 
@@ -388,7 +390,7 @@ def _unlearn_here(args: argparse.Namespace, main: bool) -> int:
     cfg = _run_config(args)
     runs = _runs(cfg, args)
     if args.seeds:
-        res = [unlearn(c, out, resume=args.resume) for c, out in runs]
+        res = [unlearn(c, out, resume=args.resume, parallel=args.parallel) for c, out in runs]
         keys = [
             "steps_to_forget",
             "time_to_forget_s",
@@ -402,7 +404,7 @@ def _unlearn_here(args: argparse.Namespace, main: bool) -> int:
             if main:
                 print(f"{k:18s} {metrics.fmt_mean_std([r[k] for r in res])}")
         return 0
-    summary = unlearn(cfg, args.out, resume=args.resume)
+    summary = unlearn(cfg, args.out, resume=args.resume, parallel=args.parallel)
     if not main:  # rank 0 reports
         return 0
     print(io.dumps(summary, indent=2))

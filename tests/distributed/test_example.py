@@ -48,17 +48,35 @@ def run_example() -> tuple[int, str]:
     return proc.returncode, out
 
 
+def rank_traceback(out: str) -> bool:
+    """Whether a rank raised: a Python traceback other than torchrun's own report of a failed
+    child (which ends in ``ChildFailedError`` and follows every failure, the abort's too)."""
+    chunks = out.split("Traceback (most recent call last):")[1:]
+    return any("ChildFailedError" not in c for c in chunks)
+
+
 def finished_then_aborted(rc: int, out: str) -> bool:
     """The known abort: the example printed its result and raised nothing (a failed check would
-    leave a Python traceback), and then a rank died in C++ finalization."""
-    return rc != 0 and KNOWN_EXIT_ABORT in out and "basis rank 4;" in out and "Traceback" not in out
+    leave a rank's Python traceback), and then a rank died in C++ finalization."""
+    return (
+        rc != 0 and KNOWN_EXIT_ABORT in out and "basis rank 4;" in out and not rank_traceback(out)
+    )
+
+
+def test_a_rank_traceback_is_told_from_torchruns_report() -> None:
+    report = "Traceback (most recent call last):\n  File run.py\nChildFailedError:\n"
+    rank = "[rank1]: Traceback (most recent call last):\n[rank1]: AssertionError\n"
+    assert not rank_traceback("basis rank 4; ...\n" + KNOWN_EXIT_ABORT + "\n" + report)
+    assert rank_traceback(rank + report)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch without torch.distributed")
 def test_fsdp_example_under_torchrun() -> None:
     rc, out = run_example()
-    if finished_then_aborted(rc, out):
-        # Rare (about 1 in 30 runs under load) and outside uno: one more run must be clean.
+    for _ in range(2):
+        if not finished_then_aborted(rc, out):
+            break
+        # Rare (1 in 30 runs, more under heavy load) and outside uno: run it again
         rc, out = run_example()
     assert rc == 0, out[-3000:]
     assert "basis rank 4;" in out

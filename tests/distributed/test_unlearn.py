@@ -214,9 +214,9 @@ def test_one_process_resumes_a_two_rank_run(files, tmp_path):
 @pytest.mark.parametrize(
     "extra, msg",
     [
-        (["--method", "fu"], "method 'fu' does not run data-parallel"),
-        (["--method", "kick"], "method 'kick' does not run data-parallel"),
-        (["--parallel", "fsdp2"], "--parallel fsdp2 is not supported"),
+        (["--method", "uno-subspace-ps"], "a global per-sample Gram is not implemented"),
+        (["--method", "fill"], "method 'fill' does not run data-parallel"),
+        (["--method", "fill", "--parallel", "fsdp2"], "--parallel fsdp2: method 'fill'"),
         (["--bn-train"], "--bn-train"),
         (["--batch", "1"], "gives a rank no samples"),
     ],

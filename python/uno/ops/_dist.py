@@ -206,6 +206,10 @@ def as_dtensor(t: Tensor, lay: Layout, i: int) -> Tensor:
 
 
 # -- the reductions -----------------------------------------------------------------------------------
+#: Bytes this process has all-reduced in :func:`all_reduce` (for the drivers' traffic counts).
+reduced_bytes = [0]
+
+
 def all_reduce(out: Tensor, group: Any) -> Tensor:
     """Sum ``out`` (float64 partial sums) over ``group`` in place: the one collective of a pass.
 
@@ -214,6 +218,7 @@ def all_reduce(out: Tensor, group: Any) -> Tensor:
     import torch.distributed as dist
 
     dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    reduced_bytes[0] += out.numel() * out.element_size()
     return out
 
 

@@ -91,12 +91,18 @@ class Run:
         return self.fresh.pair(self.model) if self.fresh else (float("nan"), float("nan"))
 
     def checkpoint(self, step: int) -> None:
-        """Write the state after ``step`` (nothing without an output folder)."""
+        """Write the state after ``step`` (nothing without an output folder). FSDP2 shards are
+        gathered whole on every rank (a collective) and rank 0 writes the 1-process layout."""
+        sharded = self.task.sharded
+        if self.out_dir is None and sharded is None:
+            return
+        state = sharded.model_state() if sharded is not None else self.model.state_dict()
+        t = {f"model.{k}": v for k, v in state.items()}
+        t.update(io.optimizer_tensors(self.opt, self.task.step_params))
+        t.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        t = sharded.full_state(t) if sharded is not None else t
         if self.out_dir is None:
             return
-        t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        t.update(io.optimizer_tensors(self.opt, self.task.params))
-        t.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
         write_checkpoint(self.out_dir, step, t, self.rows, self.summary0)
         self.last_ckpt = step
 
@@ -109,7 +115,7 @@ class Progress:
     fid_at_forget: Optional[float]
     stopped: str  # "budget" or "forgotten"
     interrupted_at: Optional[int] = None  # set when ``stop_after`` stopped it
-    reduced: tuple[int, int] = (0, 0)  # (bytes all-reduced by this process, steps) in this loop
+    reduced: tuple[dict[str, int], int] = ({}, 0)  # (bytes by collective, steps) in this loop
 
 
 class RunInputs(TypedDict, total=False):
@@ -119,6 +125,7 @@ class RunInputs(TypedDict, total=False):
     loaded: Optional[Loaded]
     data: Optional[tuple[ImageData, ImageData]]
     write_pngs: bool  # default True
+    parallel: str  # the layout on several ranks: "ddp" (default) or "fsdp2" (docs/distributed.md)
 
 
 def unlearn(
@@ -158,7 +165,8 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
     """
     cfg.validate()
     # data-parallel (uno.unlearn.parallel): every rank computes, rank 0 writes and measures
-    world = parallel.check_run(cfg)
+    mode = inputs.get("parallel", "ddp")
+    world = parallel.check_run(cfg, mode)
     main = world is None or world.main
     out_dir = Path(out).expanduser() if out is not None else None
     saved = check_run_folder(cfg, out, inputs.get("resume", False))
@@ -176,6 +184,7 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         io.load_state(model, saved.original, str(out_dir / "original.safetensors"))
     task = _build_task(cfg, loaded, train, targets)
     task.share = parallel.Share(world) if world is not None else None
+    parallel.shard(task, world, mode)  # fsdp2: task.params unsharded, task.step_params shards
     method = methods.from_config(cfg)
     run = Run(
         cfg=cfg,
@@ -183,10 +192,10 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         model=model,
         task=task,
         method=method,
-        opt=method.optimizer(task.params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
+        opt=method.optimizer(task.step_params, cfg.lr),  # uno.optim.ProjectedAdam for a projection
         grid_z=task.z_monitor[:64],
         write_pngs=inputs.get("write_pngs", True),
-        **(_measures(cfg, loaded, task, train, heldout) if main else parallel.NOT_MEASURED),
+        **parallel.measures(cfg, loaded, task, train, heldout),  # rank 0's (NaN elsewhere)
     )
     # BatchNorm modes as during the steps (frozen statistics stay frozen in setup)
     task.begin_step(0)
@@ -198,22 +207,6 @@ def prepare(cfg: RunConfig, out: Optional[str] = None, **inputs: Unpack[RunInput
         _start(run)
         run.checkpoint(0)
     return run
-
-
-def _measures(
-    cfg: RunConfig, loaded: Loaded, task: Task, train: ImageData, heldout: ImageData
-) -> dict[str, Any]:
-    """FID (judges 1 and 2), the held-out ELBO and f on fresh codes: what rank 0 measures."""
-    judge, targets, zdim = loaded.judge, task.targets, loaded.model.latent_dim
-    retain_real = train.x[~train.forget_mask(targets)]  # FID's real images
-    return dict(
-        fid=getattr(task, "classifier_fid", None)  # the diffusion task's: retain classes only
-        or metrics.ClassifierFID(judge, retain_real, zdim, n=cfg.fid_n),  # type: ignore[arg-type]
-        elbo=(lambda: task.retain_elbo(heldout)) if isinstance(task, VAETask) else parallel.nan,
-        fresh=evaluation.for_run([judge, loaded.judge2], targets, task.zdim, cfg.fresh_count()),
-        fid2=getattr(task, "classifier_fid2", None)  # the diffusion task's: retain classes only
-        or metrics.optional_fid(loaded.judge2, retain_real, zdim, cfg.fid_n),  # type: ignore[arg-type]
-    )
 
 
 def _build_task(cfg: RunConfig, loaded: Loaded, train: ImageData, targets: Sequence[int]) -> Task:
@@ -250,8 +243,12 @@ def _restore(run: Run, saved: SavedRun) -> None:
     """Load a verified checkpoint into the prepared run."""
     t = saved.tensors
     where = str(run.out_dir / "ckpt.safetensors") if run.out_dir is not None else "checkpoint"
-    io.load_state(run.model, {k[6:]: v for k, v in t.items() if k.startswith("model.")}, where)
-    io.load_optimizer_tensors(run.opt, run.task.params, t)
+    model_state = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+    if run.task.sharded is not None:  # the whole (1-process) state, as this rank's shards
+        run.task.sharded.restore(model_state, t, run.opt, where)
+    else:
+        io.load_state(run.model, model_state, where)
+        io.load_optimizer_tensors(run.opt, run.task.params, t)
     run.method.load_state_dict({k[7:]: v for k, v in t.items() if k.startswith("method.")})
     run.rows = [nan_for_null(r) for r in saved.meta["rows"]]
     run.summary0 = nan_for_null(saved.meta["summary0"])
@@ -266,7 +263,10 @@ def _start(run: Run) -> None:
     run.rows = [_row(0, f0, methods.StepInfo(), 0.0, float("nan"), run.fresh_now())]
     run.rows[0]["fid"] = run.summary0["fid_before"]  # measured: the FID at forget when f0 < tau
     if run.out_dir is not None:
-        write_start(run.out_dir, run.cfg, run.model)
+        # fsdp2: the model's state is sharded; its frozen copy (taken before) is the same state
+        write_start(
+            run.out_dir, run.cfg, run.task.frozen_original() if run.task.sharded else run.model
+        )
         if run.write_pngs:
             plots.save_grid(run.out_dir / "before.png", sample_images(run.model, run.grid_z))
 
@@ -283,8 +283,8 @@ def loop(run: Run, *, stop_after: Optional[int] = None) -> Progress:
     progress = Progress(
         reached, run.rows[reached]["fid"] if reached is not None else None, "budget"
     )
-    bar = _bar(cfg, run.start)
-    bytes0, steps0 = parallel.reduced_bytes, len(run.rows)
+    bar = parallel.progress_bar(cfg, run.start)  # rank 0's only
+    bytes0, steps0 = parallel.traffic.snapshot(), len(run.rows)
     try:
         for step in range(run.start + 1, cfg.steps + 1):
             if cfg.stop_on_forget and progress.reached is not None:
@@ -306,7 +306,8 @@ def loop(run: Run, *, stop_after: Optional[int] = None) -> Progress:
                 break
     finally:
         bar.close()
-    progress.reduced = (parallel.reduced_bytes - bytes0, len(run.rows) - steps0)
+    comm = {k: v - bytes0[k] for k, v in parallel.traffic.snapshot().items()}
+    progress.reduced = (comm, len(run.rows) - steps0)
     return progress
 
 
@@ -321,13 +322,15 @@ def _step(run: Run, step: int) -> dict[str, Any]:
         d, info = run.method.direction(task, step)
         if not _finite(d) or not math.isfinite(info.loss_r if not math.isnan(info.loss_r) else 0.0):
             _nonfinite(step, run)
-        for p, g in zip(task.params, d):
+        for p, g in zip(task.step_params, d):  # fsdp2: the shards (d is sharded)
             p.grad = g
         run.method.step(run.opt)  # projected off the step's basis by a projection method
+        if task.sharded is not None:
+            task.sharded.refresh()  # the stepped shards into the unsharded parameters
         metrics.sync(device)
         dt = time.perf_counter() - t0
     task.end_step()
-    for p in task.params:
+    for p in task.step_params:
         p.grad = None
     # -- monitoring (not timed, the same for every method) --
     if not _finite(task.params):
@@ -349,30 +352,13 @@ def summarize(run: Run, progress: Progress) -> dict[str, Any]:
     summary["fid2_after"] = run.fid2(run.model) if run.fid2 else None
     summary["n_params"] = sum(p.numel() for p in run.task.params)
     summary.update(parallel.summary_fields(*progress.reduced))
-    if run.out_dir is not None:
-        io.write_json(
-            run.out_dir / "log.json", {"summary": summary, "config": config_json(cfg), "rows": rows}
-        )
-        if run.write_pngs:
-            plots.save_grid(run.out_dir / "after.png", sample_images(run.model, run.grid_z))
-            plots.save_curves(
-                run.out_dir / "curve.png",
-                {cfg.method: [[r["f"] for r in rows]]},
-                cfg.tau,
-                title=f"{cfg.method}: forget {','.join(cfg.forget)}",
-            )
+    if run.out_dir is not None:  # rank 0 (or the one process)
+        parallel.write_outputs(run, summary, config_json(cfg))
     return summary
 
 
 def _finite(tensors: Sequence[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-def _bar(cfg: RunConfig, start: int) -> Any:
-    from uno.unlearn.train import progress
-
-    quiet = cfg.quiet or not parallel.counts_replicated()  # one bar: rank 0's
-    return progress(total=cfg.steps, initial=start, quiet=quiet, desc=cfg.method)
+    return parallel.all_finite(tensors)  # DTensor shards: agreed by every rank
 
 
 def _row(

@@ -111,6 +111,11 @@ class Task:
         self.original: Optional[nn.Module] = None  # the frozen model before unlearning, when given
         #: a data-parallel run's share of each step's batches (:class:`uno.unlearn.parallel.Share`)
         self.share: Any = None
+        #: what the optimizer steps: ``params``, or their FSDP2 shards under ``--parallel fsdp2``
+        #: (then ``params`` are the unsharded parameters, ``sharded`` drives FSDP2;
+        #: :func:`uno.unlearn.parallel.shard`)
+        self.step_params: list[Any] = self.params
+        self.sharded: Any = None
 
     def frozen_original(self) -> nn.Module:
         """The frozen original model in eval mode (for methods that compare against it: fu, salun)."""
@@ -147,13 +152,20 @@ class Task:
             self._u = torch.sum(p * (torch.log(p + HIST_EPS) - torch.log(t + HIST_EPS)))
         return self._u
 
+    def _counts_u(self) -> bool:
+        """Whether this rank's losses add U: it is on the replicated monitor codes, so in a
+        data-parallel run only rank 0 adds it (the ranks' gradients sum to one process's)."""
+        from uno.unlearn.parallel import counts_replicated
+
+        return bool(self.w_u) and counts_replicated()
+
     def forget_loss(self, u_sign: float = 1.0) -> Tensor:
         lf = self.ell_forget()
-        return lf + u_sign * self.w_u * self.histogram_loss() if self.w_u else lf
+        return lf + u_sign * self.w_u * self.histogram_loss() if self._counts_u() else lf
 
     def retain_loss(self) -> Tensor:
         lr = self.ell_retain()
-        return lr + self.w_u * self.histogram_loss() if self.w_u else lr
+        return lr + self.w_u * self.histogram_loss() if self._counts_u() else lr
 
     def ell_forget(self) -> Tensor:
         raise NotImplementedError
@@ -220,7 +232,15 @@ class VAETask(Task):
         return self.model.loss(self.x_r)  # type: ignore[operator]
 
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
+        if self.share is not None:  # each rank's rows of the 1-process micro-batches, their noise
+            return [self._chunk_loss(c, rows) for c, rows in self.share.chunks("x_r", k)]
         return [self.model.loss(c) for c in self.x_r.chunk(k)]  # type: ignore[operator]
+
+    def _chunk_loss(self, x: Tensor, rows: tuple[int, int, int]) -> Tensor:
+        from uno.unlearn.parallel import noise_rows
+
+        with noise_rows(self.model, rows):
+            return self.model.loss(x)  # type: ignore[operator,no-any-return]
 
     def retain_per_sample(self) -> tuple[Any, tuple[Tensor, ...]]:
         eps = torch.randn(len(self.x_r), self.zdim, dtype=self.x_r.dtype, device=self.x_r.device)
@@ -341,6 +361,9 @@ class GANTask(Task):
         return self._ell_r(self.z_r, self.y_r)
 
     def retain_loss_chunks(self, k: int) -> list[Tensor]:
+        if self.share is not None:  # each rank's rows of the 1-process micro-batches
+            zs, ys = self.share.chunks("z_r", k), self.share.chunks("y_r", k)
+            return [self._ell_r(z, y) for (z, _), (y, _) in zip(zs, ys)]
         return [self._ell_r(c, y) for c, y in zip(self.z_r.chunk(k), self.y_r.chunk(k))]
 
     def retain_per_sample(self) -> tuple[Any, tuple[Tensor, ...]]:

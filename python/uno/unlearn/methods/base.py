@@ -173,7 +173,8 @@ def forget_retain_grads(
     task: Any, hat_sign: float = 1.0
 ) -> tuple[list[Tensor], list[Tensor], StepInfo]:
     """First-order ``g_f``, ``g_r`` (histogram term with sign ``hat_sign`` in the forget loss, its
-    gradient taken once and added to both); summed over the ranks of a data-parallel run."""
+    gradient taken once and added to both); summed over the ranks of a data-parallel run (DTensor
+    shards under ``--parallel fsdp2``)."""
     lf, lr, u, w = loss_parts(task, hat_sign)
     g_f = grads(lf, task.params, retain_graph=True)
     g_r = grads(lr, task.params, retain_graph=u is not None)
@@ -182,9 +183,9 @@ def forget_retain_grads(
         g_f = [torch.add(a, c, alpha=hat_sign * w) for a, c in zip(g_f, g_u)]
         g_r = [torch.add(b, c, alpha=w) for b, c in zip(g_r, g_u)]
         del g_u
-    loss_f, loss_r = parallel.all_reduce_sum(
-        [*g_f, *g_r], [total_loss(lf, u, hat_sign * w), total_loss(lr, u, w)]
-    )
+    (g_f, g_r), (loss_f, loss_r) = parallel.sum_grads(
+        task, [g_f, g_r], [total_loss(lf, u, hat_sign * w), total_loss(lr, u, w)]
+    )  # fsdp2: this rank's shards of the sums
     a, f, r = norms(g_f, g_r)
     info = StepInfo(cos2=cos2_of(a, f, r), loss_f=loss_f, loss_r=loss_r)
     info.extra.update(a=a, F=f, R=r)

@@ -10,12 +10,14 @@ side for a GAN (``GANTask.z_forget``/``z_retain``); δ is the midpoint of the tw
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from uno.unlearn import parallel
 from uno.unlearn.methods.base import OwnLossMethod, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
@@ -48,7 +50,8 @@ def fu_loss(task: Any, v: Tensor, delta: float, alpha: float) -> Tensor:
     """The FU loss on a fresh latent batch from the task's step generator (see the module docstring)."""
     f = task.frozen_original()
     z = torch.randn(task.batch, task.zdim, generator=task.step_generator)
-    z = z.to(task.dtype).to(task.device)
+    z = parallel.mine(task, z).to(task.dtype).to(task.device)  # data-parallel: this rank's rows
+    mean = functools.partial(parallel.batch_mean, task)  # over the global batch
     proj = z @ v
     s = (proj > delta).to(z.dtype)
     z_hat = z - torch.clamp(proj - delta, min=0.0)[:, None] * v[None, :]
@@ -57,7 +60,7 @@ def fu_loss(task: Any, v: Tensor, delta: float, alpha: float) -> Tensor:
     g_z = task.model.decode(z)
     l1 = (g_z - f_z).abs().flatten(1).sum(1)
     l1h = (g_z - f_zh).abs().flatten(1).sum(1)
-    return ((1 - s) * l1).mean() + alpha * ((s * l1h).mean() + (s * (1 - ssim(g_z, f_zh))).mean())
+    return mean((1 - s) * l1) + alpha * (mean(s * l1h) + mean(s * (1 - ssim(g_z, f_zh))))
 
 
 @register("fu", alpha=3.0)
@@ -75,4 +78,7 @@ class FeatureUnlearning(OwnLossMethod):
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         loss = fu_loss(task, self.v, self.delta, self.alpha)
-        return grads(loss, task.params), StepInfo(loss_f=float(loss.detach()))
+        (g,), (value,) = parallel.sum_grads(
+            task, [grads(loss, task.params)], [float(loss.detach())]
+        )
+        return g, StepInfo(loss_f=value)

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from uno.unlearn import parallel
 from uno.unlearn.errors import UnoUserError
 from uno.unlearn.methods.base import Method, StepInfo, grads
 from uno.unlearn.methods.registry import register
@@ -90,6 +91,11 @@ class Kick(Method):
         return super().optimizer(params, lr)
 
     def setup(self, task: Any) -> None:
+        if self.k_retain > 0 and parallel.current() is not None:
+            raise UnoUserError(
+                f"{self.name} with k_retain > 0 needs the per-sample Gram of the global retain "
+                "batch, which a data-parallel run does not form; run it in one process"
+            )
         if self.k_retain > 0 and getattr(task, "bn_train", False):
             raise UnoUserError(
                 f"{self.name} with k_retain > 0 needs per-sample retain gradients, which BatchNorm "
@@ -103,12 +109,14 @@ class Kick(Method):
         self._step = step
         if self.hat:  # retain-hat's loss (ℓ_r + w_u·U), no forget forward
             loss = task.retain_loss()
-            info = StepInfo(loss_r=float(loss.detach()))
+            values = [float("nan"), float(loss.detach())]
         else:
             lf, lr = task.ell_forget(), task.ell_retain()
             loss = lr - self.ascent * lf
-            info = StepInfo(loss_f=float(lf.detach()), loss_r=float(lr.detach()))
+            values = [float(lf.detach()), float(lr.detach())]
         d = [t.detach() for t in grads(loss, task.params)]
+        (d,), values = parallel.sum_grads(task, [d], values)  # data-parallel: the global sums
+        info = StepInfo(loss_f=values[0], loss_r=values[1])
         info.extra["lr_scale"] = self.kick if self.kicking() else 1.0
         kick_basis = self.k_retain > 0 and self.kicking()
         self.step_basis = retain_directions(task, self.k_retain) if kick_basis else None

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
+from uno.unlearn import parallel
 from uno.unlearn.methods.base import Method, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
@@ -16,4 +17,5 @@ class Retain(Method):
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         lr = task.retain_loss()
-        return grads(lr, task.params), StepInfo(loss_r=float(lr.detach()))
+        (g,), (loss_r,) = parallel.sum_grads(task, [grads(lr, task.params)], [float(lr.detach())])
+        return g, StepInfo(loss_r=loss_r)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uno.unlearn import _ops
+from uno.unlearn import _ops, parallel
 from uno.unlearn.methods.base import OwnLossMethod, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
@@ -30,8 +30,10 @@ def saliency_loss(task: Any) -> Tensor:
     if hasattr(task, "saliency_loss"):  # a task with its own (the diffusion task)
         return task.saliency_loss(N_SALIENCY)
     if hasattr(task, "z_forget"):  # GANTask
-        return task.ell_forget_on(task.z_forget[:N_SALIENCY])
-    return task.model.loss(task.forget_x[:N_SALIENCY])
+        return task.ell_forget_on(parallel.split(task, task.z_forget[:N_SALIENCY])[0])
+    x, rows = parallel.split(task, task.forget_x[:N_SALIENCY])  # data-parallel: this rank's rows
+    with parallel.noise_rows(task.model, rows):
+        return task.model.loss(x)
 
 
 def salun_loss(task: Any) -> Tensor:
@@ -45,7 +47,7 @@ def salun_loss(task: Any) -> Tensor:
         x_f = model.decode(task.z_f)
     else:
         eps = torch.randn(task.batch, task.zdim, generator=task.step_generator)
-        eps = eps.to(task.dtype).to(task.device)
+        eps = parallel.mine(task, eps).to(task.dtype).to(task.device)  # this rank's rows
         mu_f, lv_f = model.encode(task.x_f)
         mu_r, lv_r = model.encode(task.x_r)
         target = model.decode(mu_r + eps * torch.exp(0.5 * lv_r)).detach()  # paired noise
@@ -64,18 +66,23 @@ class SalUn(OwnLossMethod):
         self.mask: list[Tensor] = []
 
     def setup(self, task: Any) -> None:
-        g = grads(saliency_loss(task), task.params)
+        (g,), _ = parallel.sum_grads(task, [grads(saliency_loss(task), task.params)])
+        g = parallel.whole(task, g)  # fsdp2: the median is over every entry (once, at setup)
         flat_abs = torch.cat([t.abs().reshape(-1) for t in g])  # once, for the median only
         med = flat_abs.median()
-        self.mask = [(t.abs() >= med).to(t.dtype) for t in g]
+        self.mask = parallel.shards(task, [(t.abs() >= med).to(t.dtype) for t in g])
 
     def direction(self, task: Any, step: int) -> tuple[list[Tensor], StepInfo]:
         loss = salun_loss(task)
-        d = [m * t for m, t in zip(self.mask, grads(loss, task.params))]
+        (g,), (value,) = parallel.sum_grads(
+            task, [grads(loss, task.params)], [float(loss.detach())]
+        )
+        self.mask = parallel.shards(task, self.mask)  # fsdp2: a loaded (whole) mask as shards
+        d = [m * t for m, t in zip(self.mask, g)]
         n = float(_ops.dot(d, d)) ** 0.5
         if n > self.clip:
             d = [t * (self.clip / n) for t in d]
-        return d, StepInfo(loss_r=float(loss.detach()))
+        return d, StepInfo(loss_r=value)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {f"mask.{i}": m for i, m in enumerate(self.mask)}

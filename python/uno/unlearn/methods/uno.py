@@ -12,7 +12,9 @@ and the result: g_f, g_r are summed with ∇U in place and then overwritten with
 
 Data-parallel (:mod:`uno.unlearn.parallel`): ∇L_f, ∇L_r are summed over the ranks before a, F, R are
 formed, each rank backpropagates the global λu_f, λu_r through its own graphs (rank 0 alone through
-U's), and the results are summed once more.
+U's), and the results are summed once more. Under ``--parallel fsdp2`` the sums are reduce-scattered
+into shards, a, F, R and the coefficient vectors are formed on the shards, and λu_f, λu_r are
+all-gathered whole for the backward.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
             y.add_(z, alpha=w)
     # data-parallel: the global ∇L_f, ∇L_r (the coefficients below need them), then each rank's
     # graph takes the global coefficient vectors and the results are summed at the end
-    loss_f, loss_r = parallel.all_reduce_sum(
-        [*v_f, *v_r], [total_loss(lf, u, w), total_loss(lr, u, w)]
-    )
+    (v_f, v_r), (loss_f, loss_r) = parallel.sum_grads(
+        task, [v_f, v_r], [total_loss(lf, u, w), total_loss(lr, u, w)]
+    )  # fsdp2: this rank's shards (the coefficients below are formed on the shards)
     a, f, r = norms(v_f, v_r)
     info = StepInfo(cos2=a * a / (f * r + COS2_EPS), loss_f=loss_f, loss_r=loss_r)
     info.extra.update(a=a, F=f, R=r)
@@ -155,6 +157,9 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
             uf = torch.add(y, x, alpha=-kf)
             x.add_(y, alpha=-kr).mul_(cf)  # λu_r, in ∇L_f's storage
             y.copy_(uf).mul_(cf)  # λu_f, in ∇L_r's storage
+    # fsdp2: the whole coefficient vectors, which each rank backpropagates through its own graph
+    v_f, v_r = parallel.whole(task, v_f), parallel.whole(task, v_r)
+    with torch.no_grad():
         for x, y, z in zip(v_f, v_r, v_u):  # U's share of both: w·λ(u_f + u_r), in ∇U's storage
             torch.add(x, y, out=z).mul_(w)
     saved = [p.grad for p in params]
@@ -173,7 +178,7 @@ def uno_direction(task: Any, lam: float) -> tuple[list[Tensor], StepInfo]:
         )
         del o_r, o_u, scalars, v_f, v_r, v_u, lr, u
         out = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-        parallel.all_reduce_sum(out)
+        (out,), _ = parallel.sum_grads(task, [out])
     finally:
         for p, g in zip(params, saved):
             p.grad = g

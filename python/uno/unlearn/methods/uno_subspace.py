@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from torch import Tensor
 
-from uno.unlearn import _ops
+from uno.unlearn import _ops, parallel
 from uno.unlearn.methods.base import Method, StepInfo, cos2_of, grads, norms
 from uno.unlearn.methods.registry import register
 
@@ -44,7 +44,8 @@ def subspace_step(
         return d, None
     import uno
 
-    return d, uno.Basis(full.buffer[first : full.k], full.k - first, full.shapes)
+    # (dist: a basis of DTensor shards under --parallel fsdp2 stays one)
+    return d, uno.Basis(full.buffer[first : full.k], full.k - first, full.shapes, dist=full.dist)
 
 
 @register("uno-subspace", k=8, retain_weight=1.0)
@@ -61,6 +62,10 @@ class UnoSubspace(Method):
         g_f = grads(lf, params)
         chunks = task.retain_loss_chunks(self.k)
         g_js = [grads(c, params) for c in chunks]
+        # data-parallel: every micro-batch is split across the ranks; its gradient is their sum
+        (g_f, *g_js), (loss_f, *losses) = parallel.sum_grads(
+            task, [g_f, *g_js], [float(lf.detach()), *(float(c.detach()) for c in chunks)]
+        )
         g_r = [t.clone() for t in g_js[0]]  # ℓ is sum-reduced: g_r = Σ_j g_r^(j)
         for gs in g_js[1:]:
             for acc, t in zip(g_r, gs):
@@ -68,8 +73,8 @@ class UnoSubspace(Method):
         a, f, r = norms(g_f, g_r)
         info = StepInfo(
             cos2=cos2_of(a, f, r),
-            loss_f=float(lf.detach()),
-            loss_r=float(sum(float(c.detach()) for c in chunks)),
+            loss_f=loss_f,
+            loss_r=float(sum(losses)),
         )
         info.extra.update(a=a, F=f, R=r)
         d, self.step_basis = subspace_step(g_f, g_r, g_js, self.retain_weight, info)
