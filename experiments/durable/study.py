@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -189,6 +189,23 @@ def retune(s: M.Setup, method: str, elbo_orig: float) -> None:
         run_configs(s, method, "tune", [cfgs[k]], G.TUNE_SEEDS)
 
 
+def original_record(s: M.Setup, seeds: Sequence[int], path: Path) -> dict[str, Any]:
+    """The original model's quality and its f on each seed's fresh codes, merged by seed with what
+    ``path`` already holds (processes run different seeds: each adds its own, none drops another's)."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    by_seed = {int(k): v for k, v in old.get("f0_by_seed", {}).items()}
+    for x in seeds:
+        by_seed[int(x)] = list(M.fresh(s, x).pair(s.vae))
+    order = sorted(by_seed)
+    return {
+        **quality(s.vae, s),
+        "f0_by_seed": {str(x): by_seed[x] for x in order},
+        "f0": [max(by_seed[x]) for x in order],
+        "f0_1": [by_seed[x][0] for x in order],
+        "f0_2": [by_seed[x][1] for x in order],
+    }
+
+
 def main(argv: Any = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=("tune", "retune", "report"), required=True)
@@ -207,12 +224,10 @@ def main(argv: Any = None) -> None:
     seeds = tuple(args.seeds) if args.seeds else (G.REPORT_SEEDS if report else G.TUNE_SEEDS)
     if report:
         retrain_rows(s, seeds)
-    f0 = [M.fresh(s, x).pair(s.vae) for x in seeds]
-    orig = {**quality(s.vae, s), "f0": [max(f) for f in f0], "f0_1": [f[0] for f in f0]}
-    orig["f0_2"] = [f[1] for f in f0]
     name = "report" if report else "tune"
     (OUT / str(args.digit) / SHARED).mkdir(parents=True, exist_ok=True)
-    (OUT / str(args.digit) / SHARED / f"original_{name}.json").write_text(json.dumps(orig))
+    orig_path = OUT / str(args.digit) / SHARED / f"original_{name}.json"
+    orig_path.write_text(json.dumps(original_record(s, seeds, orig_path)))
     # every digit is reported with the configuration picked on digit 1's tuning runs (and its ELBO)
     elbo_1 = json.loads((OUT / "1" / "original_tune.json").read_text())["elbo"]
     for method in args.methods:
