@@ -78,7 +78,7 @@ class RunConfig:
         Raises:
             UnoUserError: the first bad option, with the value seen.
         """
-        methods.from_config(self)  # an unknown method: the message lists the known ones
+        method = methods.from_config(self)  # an unknown method: the message lists the known ones
         if not isinstance(self.forget, (list, tuple)) or not self.forget:
             raise UnoUserError(f"--forget needs at least one class, got {self.forget!r}")
         ints: list[tuple[str, Any, int]] = [
@@ -119,7 +119,7 @@ class RunConfig:
                 f"unknown model {self.model!r}: not 'vae', 'gan', 'diffusion' or an existing file"
             )
         kind = model_kind(self.model)
-        allowed = methods.from_config(self).models
+        allowed = method.models
         if kind not in allowed:
             raise UnoUserError(
                 f"--method {self.method} needs a {' or '.join(allowed)} model, not a {kind} "
