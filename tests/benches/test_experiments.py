@@ -169,8 +169,11 @@ def test_table_end_to_end(table_mod, tmp_path, monkeypatch):
     # a second table (another method, no retrain row) merged with the first: one table, the retrain row
     out2 = tmp_path / "out2"
     argv2 = ["bench", "table", "--methods", "surgery", *small, "--skip-retrain", "--out", str(out2)]
-    assert cli.main(argv2) == 0
+    assert cli.main([*argv2, "--seed-list", "3"]) == 0  # another seed than the first table's
     assert "| retrain " not in (out2 / "table.md").read_text()
+    assert "over 1 seeds (3)" in (out2 / "table.md").read_text()
+    with open(out2 / "runs.csv") as f:
+        assert [(r["method"], float(r["seed"])) for r in csv.DictReader(f)] == [("surgery", 3.0)]
     both = tmp_path / "both"
     assert cli.main(["bench", "table", "--merge", str(out), str(out2), "--out", str(both)]) == 0
     merged = (both / "table.md").read_text()

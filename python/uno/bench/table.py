@@ -57,7 +57,7 @@ import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, Sequence, Type, Union
+from typing import Any, Iterable, Optional, Sequence, Type, Union
 
 import torch
 
@@ -133,6 +133,15 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
     )
     ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
+    ap.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="run these seeds instead of 0..N-1 (e.g. the tuning seeds 100 101 102; --merge joins "
+        "tables of the same rows on other seeds)",
+    )
     ap.add_argument("--steps", type=int, default=100, help="fixed budget of updates per run")
     ap.add_argument("--forget", nargs="+", default=["1"], help="class(es) to forget")
     ap.add_argument("--tau", type=float, default=0.02)
@@ -182,6 +191,35 @@ def _parser(default_out: Union[str, Path] = DEFAULT_OUT) -> argparse.ArgumentPar
         help="no retrain row (a table split over processes: --merge it with one that has the row)",
     )
     return ap
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    """The seeds a table runs: ``--seed-list`` when given, else ``0 … --seeds − 1``."""
+    chosen = getattr(args, "seed_list", None)
+    return list(chosen) if chosen else list(range(args.seeds))
+
+
+def check_seeds(args: argparse.Namespace) -> None:
+    """``--seeds`` ≥ 1; ``--seed-list`` non-negative and without repeats.
+
+    Raises:
+        UnoUserError: on a bad value (before anything is loaded or written).
+    """
+    if args.seeds < 1:
+        raise UnoUserError(f"--seeds must be at least 1 (got {args.seeds})")
+    chosen = getattr(args, "seed_list", None) or []
+    if any(s < 0 for s in chosen):
+        raise UnoUserError(f"--seed-list takes seeds >= 0 (got {chosen})")
+    if len(set(chosen)) != len(chosen):
+        raise UnoUserError(f"--seed-list repeats a seed (got {chosen})")
+
+
+def _seed_text(seeds: Iterable[int]) -> str:
+    """``0–9`` (or ``100–102``) for a contiguous run of seeds, else the list: ``3, 5``."""
+    s = sorted(seeds)
+    if len(s) > 1 and s == list(range(s[0], s[-1] + 1)):
+        return f"{s[0]}–{s[-1]}"
+    return ", ".join(str(x) for x in s)
 
 
 def rebuild(out: Path) -> list[dict[str, str]]:
@@ -317,19 +355,20 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     known = {f.name for f in fields(config_cls)}
+    seeds = seeds_of(args)
     runs: list[dict[str, Any]] = []
     sheet = outputs.Sheet.start(model, ref)
     t_start = time.time()
     if not args.skip_retrain:
         q_rt = quality(got["retrain"], ref)
-        for s in range(args.seeds):
+        for s in seeds:
             runs.append(measure_model(got["retrain"], ref, s, q_rt))
         sheet.add(RETRAIN, got["retrain"], ref)
-        print(f"[{time.time() - t_start:7.1f}s] retrain: {args.seeds} seeds of attacks", flush=True)
+        print(f"[{time.time() - t_start:7.1f}s] retrain: {len(seeds)} seeds of attacks", flush=True)
     table_rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="uno-table-") as tmp:
         for m in args.methods:
-            for s in range(args.seeds):
+            for s in seeds:
                 kw = {k: v for k, v in vars(args).items() if k in known}
                 cfg = row_config(config_cls, m, kw, seed=s, quiet=True, ckpt_every=10**9)
                 cfg.fid_n = fid_n
@@ -346,7 +385,7 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
                     summ["f_fresh_final"], summ["f_fresh2_final"] = ref.fresh.pair(loaded.model)
                 summ.update(attack_record(loaded.model, ref, s))
                 runs.append(summ)
-                if s == 0:
+                if s == seeds[0]:
                     sheet.add(m, loaded.model, ref)
                 f_end = both([summ["f_fresh_final"], as_nan(summ["f_fresh2_final"])])
                 print(
@@ -371,7 +410,8 @@ def run_table(args: argparse.Namespace, config_cls: Type[RunConfig] = RunConfig)
 def _title(args: argparse.Namespace) -> str:
     forget = ",".join(getattr(args, "forget", None) or ["1"])
     return args.title or (
-        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget {forget}: {args.seeds} seeds, {args.steps} steps, "
+        f"MNIST {getattr(args, 'model', 'vae').upper()}, forget {forget}: {len(seeds_of(args))} seeds, "
+        f"{args.steps} steps, "
         f"λ={args.lam:g}, lr={args.lr:g}, BN {'train' if args.bn_train else 'frozen'}"
     )
 
@@ -379,13 +419,14 @@ def _title(args: argparse.Namespace) -> str:
 def _table_text(
     args: argparse.Namespace, table_rows: list[dict[str, str]], runs: list[dict[str, Any]]
 ) -> str:
-    n = len({r["seed"] for r in runs if r["method"] != RETRAIN})
+    run_seeds = {int(float(r["seed"])) for r in runs if r["method"] != RETRAIN}
+    n = len(run_seeds)
     acc = getattr(args, "judge_accuracy", None) or [None, None]
     accs = ", ".join("-" if a is None else f"{100 * a:.2f} %" for a in acc)
     n_final = args.fresh_n if args.quick else max(args.fresh_n, N_FRESH)
     return (
         f"{_title(args)}\n\n{markdown(table_rows)}\n\n"
-        f"Mean ± std over {n} seeds (0–{n - 1}); steps in brackets [mean ± std], before them the median. "
+        f"Mean ± std over {n} seeds ({_seed_text(run_seeds)}); steps in brackets [mean ± std], before them the median. "
         f"τ = {args.tau}. Stable steps: the first step after which f on {args.fresh_n:,} fresh codes, the "
         "larger of the two judges' fractions, stays below τ for 10 logged steps (not stable: the runs "
         "without one); first crossing: the first step below τ on the same series (k/n: the seeds that "
@@ -425,6 +466,7 @@ def main(
         print(markdown(rebuild(Path(args.out))))
         return 0
     try:
+        check_seeds(args)
         check_methods(args, config_cls)
     except UnoUserError as e:  # before anything is loaded or written
         print(f"uno: error: {e}", file=sys.stderr)

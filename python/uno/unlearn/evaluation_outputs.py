@@ -188,25 +188,40 @@ def write_legacy(out: Path, args: Any, table_rows: list[dict[str, str]], title: 
 
 
 def merge(folders: Sequence[Path], out: Path) -> None:
-    """One table folder from several finished ones (same settings): each method (and the retrain row)
-    from the first folder that has it; the sheet's panels joined; ``meta.json`` from the first, with
-    the merged method list and the sources."""
+    """One table folder from several finished ones (same settings).
+
+    Each (method, seed) record, curve and attack curve comes from the first folder that has it, so
+    folders with the same rows on other seeds (``--seed-list``) join into rows on all their seeds, and
+    a method run twice on a seed keeps its first run. The sheet's panels are joined (first wins);
+    ``meta.json`` comes from the first folder, with the merged method list, the seeds and the sources.
+    ``out`` may be one of ``folders``: its own sources are kept in ``merged_from``.
+    """
     runs: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     relearn: list[dict[str, Any]] = []
     sheet = Sheet()
-    seen: set[str] = set()
+    seen: set[tuple[str, float]] = set()
     meta = json.loads((folders[0] / "meta.json").read_text())
+    sources: list[str] = []
     for fo in folders:
         rs = read_csv(fo / "runs.csv")
-        new = [m for m in dict.fromkeys(r["method"] for r in rs) if m not in seen]
-        seen.update(new)
-        runs += [r for r in rs if r["method"] in new]
-        curves += [r for r in read_csv(fo / "curves.csv") if r["method"] in new]
-        relearn += [r for r in read_csv(fo / "relearn.csv") if r["method"] in new]
+        new = {(r["method"], float(r["seed"])) for r in rs} - seen
+        seen |= new
+
+        def fresh(r: dict[str, Any], new: set[tuple[str, float]] = new) -> bool:
+            return (r["method"], float(r["seed"])) in new
+
+        runs += [r for r in rs if fresh(r)]
+        curves += [r for r in read_csv(fo / "curves.csv") if fresh(r)]
+        relearn += [r for r in read_csv(fo / "relearn.csv") if fresh(r)]
         if (fo / "samples.safetensors").is_file():
             for k, v in Sheet.load(fo / "samples.safetensors").panels.items():
                 sheet.panels.setdefault(k, v)
+        own = json.loads((fo / "meta.json").read_text()).get("merged_from")
+        if fo.resolve() == out.resolve() and own:  # merging into a source: keep its own sources
+            sources += [x for x in own if x not in sources]
+        elif str(fo) not in sources:
+            sources.append(str(fo))
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("runs.csv", runs), ("curves.csv", curves), ("relearn.csv", relearn)):
         keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -216,7 +231,10 @@ def merge(folders: Sequence[Path], out: Path) -> None:
     meta["args"]["methods"] = [
         m for m in dict.fromkeys(r["method"] for r in runs) if m != "retrain"
     ]
-    meta["merged_from"] = [str(f) for f in folders]
+    seeds = sorted({int(float(r["seed"])) for r in runs if r["method"] != "retrain"})
+    meta["args"]["seeds"] = len(seeds)
+    meta["args"]["seed_list"] = seeds if seeds != list(range(len(seeds))) else None
+    meta["merged_from"] = sources
     io.write_text(out / "meta.json", json.dumps(meta, indent=2, default=str) + "\n")
 
 
