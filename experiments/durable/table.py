@@ -158,6 +158,65 @@ def report_table(
     return "\n".join(out)
 
 
+def _excess(r: dict[str, Any], ref: dict[str, Any], keys: tuple[str, str]) -> float:
+    """The larger over the two judges of ``r``'s f minus the retrained model's (same seed)."""
+    return max(r[keys[0]] - ref[keys[0]], r[keys[1]] - ref[keys[1]])
+
+
+def stable_relative(r: dict[str, Any], ref: dict[str, Any], window: int = 10) -> Optional[int]:
+    """The stable step with f measured against the retrained model: the first update after which
+    each judge's f exceeds the retrained model's f (same seed, same fresh codes' count) by less than
+    τ for ``window`` logged updates (None: never)."""
+    ex = [max(a - ref["f0_1"], b - ref["f0_2"]) for a, b in zip(r["f1"], r["f2"])]
+    for t in range(len(ex) - window + 1):
+        if all(x < G.TAU for x in ex[t : t + window]):
+            return t
+    return None
+
+
+def relative_table(base: Path, ret: list[dict[str, Any]], phases: tuple[str, ...]) -> str:
+    """Rows scored against the retrained model, seed by seed: f − f(retrained) by each judge.
+
+    For a digit the judges see in samples of a model that never saw it (digit 8: the CNN judge calls
+    14.5 % of the retrained VAE's samples 8s), f < τ cannot be reached even by the gold standard; the
+    question is then whether the unlearned model is as clean as the retrained one. Durable here: the
+    relative stable step reached, and f after attack (i) within τ of the retrained model's after the
+    same attack (same seed), by both judges.
+    """
+    by_seed = {r["seed"]: r for r in ret}
+    out = [
+        "| method (configuration) | durable vs retrained (of seeds) | f after attack (i) − retrained's "
+        "(the larger judge) | relative stable step (median [range]), reached | f at end − retrained's |",
+        "|---|---|---|---|---|",
+    ]
+    for phase in phases:
+        for method in G.grid():
+            rs = [r for r in rows(base / phase / f"{method}.jsonl") if r["seed"] in by_seed]
+            if not rs or "f1" not in rs[0]:
+                continue
+            st = [stable_relative(r, by_seed[r["seed"]]) for r in rs]
+            ex_a = [_excess(r, by_seed[r["seed"]], ("f_attack1", "f_attack2")) for r in rs]
+            ex_end = [
+                max(
+                    r["f_end1"] - by_seed[r["seed"]]["f0_1"],
+                    r["f_end2"] - by_seed[r["seed"]]["f0_2"],
+                )
+                for r in rs
+            ]
+            ok = sum(s is not None and x < G.TAU for s, x in zip(st, ex_a))
+            reached = [s for s in st if s is not None]
+            med = (
+                f"{statistics.median(reached):g} [{min(reached)}–{max(reached)}]"
+                if reached
+                else "—"
+            )
+            out.append(
+                f"| {method} ({rs[0]['config']}) | {ok}/{len(rs)} | {mean(ex_a):+.3f} ± {sd(ex_a):.3f} | "
+                f"{med}, {len(reached)}/{len(rs)} | {mean(ex_end):+.3f} ± {sd(ex_end):.3f} |"
+            )
+    return "\n".join(out)
+
+
 def why_table(path: Path) -> str:
     """why.py's results (one column per method) as markdown."""
     d = json.loads(path.read_text())
@@ -224,6 +283,12 @@ def digit_tables(base: Path, digit: int, label: str) -> None:
         if (base / "report_extra").is_dir():
             print("\nComparison rows (configurations not selected by the rule, same seeds):\n")
             print(report_table(base, orig, ret, "report_extra"))
+        if ret[0].get("judges") == 2 and any(r["f_attack"] >= G.TAU for r in ret):
+            print(
+                "\nAgainst the retrained model (it fails τ itself: the judges see the digit in "
+                "samples of a model that never saw one), seed by seed, both judges:\n"
+            )
+            print(relative_table(base, ret, ("report", "report_extra")))
     if (base / "tune").is_dir():
         # the ELBO pool is always the digit-1 original's (study.py)
         e = json.loads((OUT / "1" / "original_tune.json").read_text())["elbo"]

@@ -13,7 +13,6 @@ from uno.optim import ProjectedAdam
 from uno.unlearn import methods
 from uno.unlearn.errors import UnoUserError
 from uno.unlearn.methods.base import grads
-from uno.unlearn.methods.kick import top_directions
 from uno.unlearn.run import Loaded, RunConfig, unlearn
 from uno.unlearn.tasks import VAETask
 
@@ -71,10 +70,10 @@ def test_plain_kick_ascends_the_forget_elbo(vae_judge, small):
         torch.testing.assert_close(a, b)
 
 
-def test_top_directions_are_orthonormal_principal_directions():
+def test_principal_weights_give_orthonormal_principal_directions():
     torch.manual_seed(0)
     g = torch.randn(50, 12, dtype=torch.float64)  # 12 per-sample gradients of 50 coordinates
-    w = top_directions(g.T @ g, 5)
+    w, _ = uno.per_sample.principal_weights(g.T @ g, 5)
     q = g @ w
     torch.testing.assert_close(q.T @ q, torch.eye(5, dtype=torch.float64))
     top = torch.linalg.svd(g, full_matrices=False).U[:, :5]  # the top-5 left singular vectors
@@ -85,28 +84,23 @@ def test_projected_kick_moves_orthogonally_to_the_per_sample_retain_directions(
     vae_judge, small, monkeypatch
 ):
     """With k_retain the kick steps ProjectedAdam(project="update") with k per-sample directions
-    (uno.per_sample), and the parameter change has no component along them; recovery steps are
+    (uno.per_sample.principal_directions: one capture for all k), and the parameter change has no component along them; recovery steps are
     unprojected."""
-    calls = {"gram": 0, "weighted_sum": 0}
-    real_gram, real_ws = uno.per_sample.gram, uno.per_sample.weighted_sum
+    calls = {"principal_directions": 0}
+    real = uno.per_sample.principal_directions
 
-    def gram_spy(*a, **kw):
-        calls["gram"] += 1
-        return real_gram(*a, **kw)
+    def spy(*a, **kw):
+        calls["principal_directions"] += 1
+        return real(*a, **kw)
 
-    def ws_spy(*a, **kw):
-        calls["weighted_sum"] += 1
-        return real_ws(*a, **kw)
-
-    monkeypatch.setattr(uno.per_sample, "gram", gram_spy)
-    monkeypatch.setattr(uno.per_sample, "weighted_sum", ws_spy)
+    monkeypatch.setattr(uno.per_sample, "principal_directions", spy)
     task = _task(vae_judge, small)
     m = methods.create("kick-hat", kick=10.0, n_kick=1, k_retain=4)
     opt = m.optimizer(task.params, 1e-3)
     assert isinstance(opt, ProjectedAdam) and opt.project == "update"
     before = [p.detach().clone() for p in task.params]
     _step(m, task, opt, 1)
-    assert calls == {"gram": 1, "weighted_sum": 4} and len(m.step_basis) == 4
+    assert calls == {"principal_directions": 1} and len(m.step_basis) == 4  # one capture
     delta = [p.detach() - b for p, b in zip(task.params, before)]
     size = float(uno.dot(delta, delta)) ** 0.5
     assert size > 0
@@ -114,7 +108,7 @@ def test_projected_kick_moves_orthogonally_to_the_per_sample_retain_directions(
         along = float(uno.dot(delta, q)) / float(uno.dot(q, q)) ** 0.5
         assert abs(along) < 1e-9 * size
     _step(m, task, opt, 2)
-    assert m.step_basis is None and calls["gram"] == 1
+    assert m.step_basis is None and calls["principal_directions"] == 1
 
 
 def test_bad_options_and_bn_train_are_errors(vae_judge, small):

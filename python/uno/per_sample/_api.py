@@ -1,4 +1,5 @@
-"""Public per-sample functions: grads, gram, cross_gram, norms, coefficients, weighted_sum."""
+"""Public per-sample functions: grads, gram, cross_gram, norms, coefficients (weighted sums and
+principal directions: ``_directions.py``)."""
 
 from __future__ import annotations
 
@@ -280,34 +281,4 @@ def coefficients(
     for p, bs, r in zip(plist, groups, rows):
         for b in bs:
             out += block_grad(b, p.shape).reshape(B, -1).double() @ r.double().T
-    return out
-
-
-def weighted_sum(
-    model: nn.Module,
-    loss_fn: LossFn,
-    *batch: Any,
-    weights: Tensor,
-    params: Optional[Sequence[Tensor]] = None,
-    batchnorm: str = "error",
-    check: bool = False,
-) -> List[Tensor]:
-    """sum_i w_i g_i as parameter-shaped tensors (one GEMM per factored layer)."""
-    if not isinstance(weights, Tensor):
-        raise TypeError(f"weights must be a (B,) tensor, got {type(weights).__name__}")
-    plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check)
-    if weights.shape != (B,):
-        raise ValueError(f"expected weights of shape ({B},), got {tuple(weights.shape)}")
-    out = []
-    for p, bs in zip(plist, groups):
-        acc = torch.zeros_like(p)
-        for b in bs:
-            w = weights.to(p.dtype)
-            if isinstance(b, Factored):
-                acc += ((b.g * w.view(-1, 1, 1)).flatten(0, 1).T @ b.a.flatten(0, 1)).reshape(
-                    p.shape
-                )
-            else:
-                acc += torch.tensordot(w, b.grad.to(p.dtype), 1).reshape(p.shape)
-        out.append(acc)
     return out

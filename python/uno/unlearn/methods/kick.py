@@ -14,13 +14,14 @@ f near 0 through the same attack. ``kick`` tries to make that move early and rep
   quality the kick cost while U keeps the digit out).
 
 With ``k_retain > 0`` the kick's update is ``uno.optim.ProjectedAdam(project="update")`` off the top-k
-principal directions of the step's per-sample retain gradients (``uno.per_sample.gram``, the directions
-as ``uno.per_sample.weighted_sum``), so the large move does not change the retain batch's losses to
-first order; BatchNorm statistics must then be frozen (the default). Without the histogram term (the
+principal directions of the step's per-sample retain gradients (``uno.per_sample.principal_directions``:
+the Gram and the k weighted sums from one capture of the retain batch), so the large move does not
+change the retain batch's losses to first order; BatchNorm statistics must then be frozen (the default). Without the histogram term (the
 plain ``kick``, w_u = 0) the forget signal is ascent on the forget ELBO, weight ``ascent``.
 
 Measured (docs/durable.md): durability comes from the run's length; the kick itself adds little over
-``retain-hat`` run as long, and the projected kick costs 9.7× a ``retain-hat`` update.
+``retain-hat`` run as long; the projected kick cost 9.7× a ``retain-hat`` update with one capture per
+direction (before ``principal_directions``), see docs/durable.md for its cost now.
 """
 
 from __future__ import annotations
@@ -35,33 +36,18 @@ from uno.unlearn.errors import UnoUserError
 from uno.unlearn.methods.base import Method, StepInfo, grads
 from uno.unlearn.methods.registry import register
 
-#: eigenvalues of the per-sample Gram below this fraction of the largest are dropped
-EIG_RTOL = 1e-10
-
-
-def top_directions(gram: Tensor, k: int) -> Tensor:
-    """``(B, k')`` weights w_j = v_j / √λ_j of the top k' ≤ k eigenpairs of the (B, B) per-sample
-    Gram K = GᵀG, so that G·w_j are orthonormal principal directions (float64, on the host)."""
-    evals, evecs = torch.linalg.eigh(gram.double().cpu())  # ascending
-    keep = evals > EIG_RTOL * float(evals[-1].clamp_min(0.0))
-    vals, vecs = evals[keep][-k:], evecs[:, keep][:, -k:]
-    return vecs / vals.sqrt()
-
 
 def retain_directions(task: Any, k: int) -> list[list[Tensor]]:
-    """The top-k principal directions of the step's per-sample retain gradients, one
-    ``uno.per_sample.weighted_sum`` each (BatchNorm frozen)."""
+    """The top-k principal directions of the step's per-sample retain gradients (BatchNorm frozen):
+    ``uno.per_sample.principal_directions``, one capture of the retain batch for the Gram and all k
+    weighted sums; direction j as a list of parameter-shaped views."""
     from uno import per_sample
 
     loss_fn, batch = task.retain_per_sample()
-    gram = per_sample.gram(task.model, loss_fn, *batch, params=task.params, batchnorm="frozen")
-    weights = top_directions(gram, k).to(dtype=task.dtype, device=task.device)
-    return [
-        per_sample.weighted_sum(
-            task.model, loss_fn, *batch, weights=w, params=task.params, batchnorm="frozen"
-        )
-        for w in weights.T
-    ]
+    dirs, _ = per_sample.principal_directions(
+        task.model, loss_fn, *batch, k=k, params=task.params, batchnorm="frozen"
+    )
+    return [[d[j] for d in dirs] for j in range(dirs[0].shape[0])]
 
 
 @register("kick", kick=10.0, n_kick=5, k_retain=0, ascent=1.0)
