@@ -11,14 +11,13 @@ import torch
 import uno
 from uno.optim import ProjectedAdam
 from uno.unlearn import methods
-from uno.unlearn.diffusion.checks import DIFFUSION_ONLY
 from uno.unlearn.methods.base import forget_retain_grads, grads
 from uno.unlearn.methods.registry import _REGISTRY
 from uno.unlearn.run import Loaded, RunConfig, unlearn
 from uno.unlearn.tasks import VAETask
 
 #: every method but those that need the diffusion task (esd: tests/diffusion)
-VAE_METHODS = sorted(set(methods.names()) - set(DIFFUSION_ONLY))
+VAE_METHODS = sorted(n for n in methods.names() if "vae" in methods.create(n).models)
 
 PROJECTION = sorted(n for n, (cls, _) in _REGISTRY.items() if cls.project is not None)
 

@@ -25,6 +25,7 @@ class ESD(OwnLossMethod):
     """Negative guidance with strength ``eta``."""
 
     eta: float
+    models = ("diffusion",)  # the task's conditional noise prediction
 
     def setup(self, task: Any) -> None:
         if not hasattr(task, "esd_loss"):

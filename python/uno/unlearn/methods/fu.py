@@ -68,6 +68,7 @@ class FeatureUnlearning(OwnLossMethod):
     """FU with weight α (``alpha``, 3 by default)."""
 
     alpha: float
+    models = ("vae", "gan")  # it needs a latent space to find the forget side in
 
     def setup(self, task: Any) -> None:
         # v and δ depend only on the frozen original and the data: recomputed, not checkpointed
