@@ -27,7 +27,10 @@ def _one_error(capsys, argv, target):
             ["--model", "diffusion", "--method", "fu"],
             "--method fu needs a vae or gan model, not a diffusion (--model diffusion)",
         ),
-        (["--model", "vae", "--method", "esd"], "--method esd needs a diffusion model, not a vae (--model vae)"),
+        (
+            ["--model", "vae", "--method", "esd"],
+            "--method esd needs a diffusion model, not a vae (--model vae)",
+        ),
         (["--model", "diffusion", "--critic", "DATA"], "--critic is the GAN's"),
         (["--model", "diffusion", "--dataset", "celeba", "--data", "DATA"], "use --dataset mnist"),
         (["--model", "diffusion", "--method", "nope"], "unknown method 'nope'"),
