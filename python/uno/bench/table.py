@@ -58,7 +58,7 @@ from typing import Any, Optional, Sequence, Type, Union
 
 import torch
 
-from uno.bench.table_options import (  # noqa: F401 (re-exported: the table's options live there)
+from uno.bench.table_options import (  # the options; re-exported (__all__)
     ALL_METHODS,
     DEFAULT_OUT,
     _parser,
