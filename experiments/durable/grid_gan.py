@@ -10,7 +10,8 @@ table into ``experiments/results/honest_gan_durable/`` (a copy; ``honest_gan`` i
 Usage (``experiments/durable/gan.sh`` runs it under nohup with a log)::
 
     OMP_NUM_THREADS=1 UNO_CACHE_DIR=... PYTHONPATH=python python experiments/durable/grid_gan.py run
-    PYTHONPATH=python python experiments/durable/grid_gan.py table   # the tuning table and the picks
+    PYTHONPATH=python python experiments/durable/grid_gan.py todo    # what is left to run
+    PYTHONPATH=python python experiments/durable/table_gan.py        # the tuning table and the picks
 
 ``run`` keeps at most ``--jobs`` table processes going (1 thread each), skips every folder whose
 ``runs.csv`` already holds all its seeds, and starts a method's report runs as soon as its own tuning
@@ -26,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-from itertools import product
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,6 +54,12 @@ Run = dict[str, Any]
 def spec(method: str, steps: int, lr: float) -> str:
     """The table row of one configuration (``uno bench table``'s ``name:key=value`` form)."""
     return f"{method}:steps={steps},lr={lr:g}"
+
+
+def config_of(row: str) -> tuple[int, float]:
+    """(updates, learning rate) of a row spec made by :func:`spec`."""
+    opts = dict(kv.split("=") for kv in row.partition(":")[2].split(","))
+    return int(opts["steps"]), float(opts["lr"])
 
 
 def grid() -> dict[str, list[str]]:
@@ -193,24 +199,23 @@ def run(n_jobs: int, log: Path) -> None:
             live[out] = subprocess.Popen(
                 _command(row, seeds, out), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT
             )
-            print(f"{time.strftime('%H:%M:%S')} start pid={live[out].pid} {row} {seeds} {out}", flush=True)
+            print(
+                f"{time.strftime('%H:%M:%S')} start pid={live[out].pid} {row} {seeds} {out}",
+                flush=True,
+            )
         time.sleep(5)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("run", "table", "todo"))
+    ap.add_argument("what", choices=("run", "todo"))
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     if a.what == "run":
         run(a.jobs, TUNE / "_logs")
-    elif a.what == "todo":
+    else:
         for row, seeds, out in jobs():
             print(row, seeds, out.relative_to(ROOT))
-    else:
-        import table_gan
-
-        print(table_gan.tune_table())
 
 
 if __name__ == "__main__":
