@@ -161,7 +161,7 @@ def _command(row: str, seeds: tuple[int, ...], out: Path) -> list[str]:
 def jobs() -> list[tuple[str, tuple[int, ...], Path]]:
     """What is still to run, in queue order: each method's tuning folders, then its report parts
     (only once its pick is known)."""
-    todo = []
+    todo: list[tuple[str, tuple[int, ...], Path]] = []
     for m in METHODS:
         for row in grid()[m]:
             out = TUNE / folder_name(row)
