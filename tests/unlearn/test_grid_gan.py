@@ -105,3 +105,37 @@ def test_grid_is_the_same_for_every_method_and_within_budget() -> None:
     assert shapes == {tuple(G.CONFIGS)}
     assert all(len(rows) <= 12 for rows in g.values())
     assert G.folder_name("surgery:steps=100,lr=0.003") == "surgery_steps100_lr0.003"
+
+
+def _write(folder: Path, recs: list[dict[str, str]]) -> None:
+    folder.mkdir(parents=True)
+    with (folder / "runs.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(recs[0]))
+        w.writeheader()
+        w.writerows(recs)
+
+
+@pytest.mark.parametrize("best", [(20, 1e-3), (100, 1e-3)])
+def test_jobs_report_the_pick_unless_the_honest_table_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, best: tuple[int, float]
+) -> None:
+    monkeypatch.setattr(G, "TUNE", tmp_path / "tune")
+    monkeypatch.setattr(G, "REPORT", tmp_path / "report")
+    monkeypatch.setattr(G, "METHODS", ("surgery",))
+    for t, lr in G.CONFIGS:
+        row = G.spec("surgery", t, lr)
+        ok = (t, lr) == best
+        _write(
+            G.TUNE / G.folder_name(row),
+            [run(row, 9.0, 2 if ok else None, 0.01, s) for s in G.TUNE_SEEDS],
+        )
+    todo = G.jobs()
+    if best == G.HONEST_CONFIG:
+        assert todo == []  # its seeds 0-9 are the honest table's row
+    else:
+        pick = G.spec("surgery", *best)
+        assert [(r, s) for r, s, _ in todo] == [(pick, p) for p in G.REPORT_PARTS]
+    # a tuning folder missing a seed: no pick yet, that folder is queued again
+    row = G.spec("surgery", *G.CONFIGS[-1])
+    (G.TUNE / G.folder_name(row) / "runs.csv").unlink()
+    assert [(r, s) for r, s, _ in G.jobs()] == [(row, G.TUNE_SEEDS)]
