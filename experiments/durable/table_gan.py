@@ -44,6 +44,12 @@ def _ii(rs: list[G.Run]) -> str:
     )
 
 
+def _f_end(r: G.Run) -> Optional[float]:
+    """f after the run on every fresh code, the larger of the two judges' fractions."""
+    v = [x for x in (G.cell(r["f_fresh_final"]), G.cell(r["f_fresh2_final"])) if x is not None]
+    return max(v) if v else None
+
+
 def tune_table() -> str:
     """Every tuning configuration's means over its seeds; the pick of each complete method marked."""
     head = [
@@ -71,7 +77,7 @@ def tune_table() -> str:
                 f"{_mean([G.cell(r['f_attack_i']) for r in rs]):.4f} "
                 f"({_mean([G.cell(r['f_attack_i_j1']) for r in rs]):.4f} / "
                 f"{_mean([G.cell(r['f_attack_i_j2']) for r in rs]):.4f}) | "
-                f"{_mean([G.cell(r['f_end']) for r in rs]):.4f} | {fid:.2f} | "
+                f"{_mean([_f_end(r) for r in rs]):.4f} | {fid:.2f} | "
                 f"{_mean([G.cell(r['fid2_after']) for r in rs]):.1f} | {_ii(rs)} | "
                 f"{1e3 * statistics.median(G.cell(r['per_step_median_s']) or 0 for r in rs):.0f} | "
                 f"{'yes' if fid <= fid_orig * (1 + G.FID_SLACK) else 'no'} | "
