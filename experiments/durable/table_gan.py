@@ -2,8 +2,9 @@
 
 Usage::
 
-    PYTHONPATH=python python experiments/durable/table_gan.py            # tuning table
-    PYTHONPATH=python python experiments/durable/table_gan.py --why      # length of the run vs durability
+    PYTHONPATH=python python experiments/durable/table_gan.py           # tuning table
+    PYTHONPATH=python python experiments/durable/table_gan.py why       # length of the run vs durability
+    PYTHONPATH=python python experiments/durable/table_gan.py report    # seeds 0–9: picks, honest rows
 
 The tuning table is one line per (method, configuration) on seeds 100–102; "why" reads the same runs
 (what the table logged: no parameter distances, so the move away from the original is read from its
@@ -141,11 +142,58 @@ def why_table() -> str:
     return "\n".join(out)
 
 
+def _pm(v: list[Optional[float]], fmt: str = ".4f") -> str:
+    x = [a for a in v if a is not None and math.isfinite(a)]
+    if not x:
+        return "-"
+    return f"{statistics.fmean(x):{fmt}} ± {statistics.stdev(x) if len(x) > 1 else 0.0:{fmt}}"
+
+
+def report_runs() -> list[G.Run]:
+    """Seeds 0–9: the honest GAN table's records (retrain and its 20-update rows) and the picks'."""
+    runs = G.read_runs(G.HONEST)
+    for part in sorted((G.REPORT / "parts").glob("*")):
+        runs += G.read_runs(part)
+    return runs
+
+
+def report_table() -> str:
+    """On seeds 0–9, per row: durable seeds, f after attack (i), stable steps, FID (and its gap to the
+    retrained generator's), attack (ii); the retrain row, each method's 20-update honest row and its pick."""
+    runs = report_runs()
+    ret = [r for r in runs if r["method"] == "retrain"]
+    fid_rt = G.mean_fid(ret)
+    out = [
+        "| row | seeds | durable (stable and f < 0.02 after attack (i)) | f after attack (i) < 0.02 | "
+        "f after attack (i): both | MLP / CNN | stable steps (median [range], reached) | "
+        "f at end | FID (judge 1), gap to retrain | attack (ii) steps |",
+        "|" + "---|" * 10,
+    ]
+    picks = {r["method"] for r in runs if ":" in r["method"]}
+    for row in ["retrain", *[m for m in G.METHODS], *sorted(picks)]:
+        rs = [r for r in runs if r["method"] == row]
+        if not rs:
+            continue
+        fa = [G.cell(r["f_attack_i"]) for r in rs]
+        below = sum(f is not None and f < G.TAU for f in fa)
+        dur = "—" if row == "retrain" else f"{sum(map(G.durable, rs))}/{len(rs)}"
+        fid = G.mean_fid(rs)
+        out.append(
+            f"| {row} | {len(rs)} | {dur} | {below}/{len(rs)} | {_pm(fa)} | "
+            f"{_mean([G.cell(r['f_attack_i_j1']) for r in rs]):.4f} / "
+            f"{_mean([G.cell(r['f_attack_i_j2']) for r in rs]):.4f} | "
+            f"{'—' if row == 'retrain' else _stable(rs)} | {_pm([_f_end(r) for r in rs])} | "
+            f"{_pm([G.cell(r['fid_after']) for r in rs], '.2f')}, "
+            f"{100 * (fid / fid_rt - 1):+.0f} % | {_ii(rs)} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--why", action="store_true")
+    ap.add_argument("what", nargs="?", choices=("tune", "why", "report"), default="tune")
     a = ap.parse_args(argv)
-    print(why_table() if a.why else tune_table())
+    print({"tune": tune_table, "why": why_table, "report": report_table}[a.what]())
 
 
 if __name__ == "__main__":
