@@ -11,6 +11,7 @@ Usage (``experiments/durable/gan.sh`` runs it under nohup with a log)::
 
     OMP_NUM_THREADS=1 UNO_CACHE_DIR=... PYTHONPATH=python python experiments/durable/grid_gan.py run
     PYTHONPATH=python python experiments/durable/grid_gan.py todo    # what is left to run
+    PYTHONPATH=python python experiments/durable/grid_gan.py merge   # honest_gan + the picks, a copy
     PYTHONPATH=python python experiments/durable/table_gan.py        # the tuning table and the picks
 
 ``run`` keeps at most ``--jobs`` table processes going (1 thread each), skips every folder whose
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import subprocess
@@ -223,13 +225,36 @@ def run(n_jobs: int, log: Path) -> None:
         time.sleep(5)
 
 
+#: the merged table's title (the merge keeps the honest table's settings, whose budget and lr are the
+#: plain rows'; a pick's row carries its own in its name)
+TITLE = (
+    "MNIST GAN, forget 1: 10 seeds; plain rows 20 steps at lr=0.001 (the honest table), rows named "
+    "method:steps=T,lr=η their own budget and lr; λ=1000, BN frozen"
+)
+
+
+def merge() -> None:
+    """The honest GAN table and the picks' report parts, merged into ``REPORT`` (a copy: ``HONEST`` is
+    only read), with :data:`TITLE`."""
+    parts = sorted(p for p in (REPORT / "parts").iterdir() if (p / "runs.csv").is_file())
+    table = [sys.executable, "-m", "uno.cli", "bench", "table"]
+    merge_cmd = [*table, "--merge", str(HONEST), *map(str, parts), "--out", str(REPORT)]
+    subprocess.run(merge_cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    meta = json.loads((REPORT / "meta.json").read_text())
+    meta["args"]["title"] = TITLE
+    (REPORT / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    subprocess.run([*table, "--rebuild", "--out", str(REPORT)], check=True, cwd=ROOT)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("run", "todo"))
+    ap.add_argument("what", choices=("run", "todo", "merge"))
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     if a.what == "run":
         run(a.jobs, TUNE / "_logs")
+    elif a.what == "merge":
+        merge()
     else:
         for row, seeds, out in jobs():
             print(row, seeds, out.relative_to(ROOT))
