@@ -5,6 +5,7 @@ Usage::
     PYTHONPATH=python python experiments/durable/table_gan.py           # tuning table
     PYTHONPATH=python python experiments/durable/table_gan.py why       # length of the run vs durability
     PYTHONPATH=python python experiments/durable/table_gan.py report    # seeds 0–9: picks, honest rows
+    PYTHONPATH=python python experiments/durable/table_gan.py attack    # seeds 0–9: attack (i) step by step
 
 The tuning table is one line per (method, configuration) on seeds 100–102; "why" reads the same runs
 (what the table logged: no parameter distances, so the move away from the original is read from its
@@ -14,6 +15,7 @@ two visible effects, the FID gap to the original and the budget × learning rate
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import statistics
 import sys
@@ -189,11 +191,55 @@ def report_table() -> str:
     return "\n".join(out)
 
 
+def _curves(folder: Path) -> dict[tuple[str, int], list[float]]:
+    """Attack (i)'s f per step (both judges, on the table's codes per attack step) per (row, seed)."""
+    out: dict[tuple[str, int], list[float]] = {}
+    f = folder / "relearn.csv"
+    if not f.is_file():
+        return out
+    with f.open() as fh:
+        for r in csv.DictReader(fh):
+            if r["attack"] == "curve_i":
+                out.setdefault((r["method"], int(float(r["seed"]))), []).append(float(r["f"]))
+    return out
+
+
+def attack_table() -> str:
+    """Attack (i) as a process, not one snapshot: per row on seeds 0–9, the mean over seeds of f
+    before it, its mean and maximum over the 100 steps, the last 50 steps' mean, and the final f on
+    10,000 codes (the table's "f after attack (i)")."""
+    curves: dict[tuple[str, int], list[float]] = {}
+    for folder in [G.HONEST, *sorted((G.REPORT / "parts").glob("*"))]:
+        for k, v in _curves(folder).items():
+            curves.setdefault(k, v)
+    runs = {(r["method"], int(float(r["seed"]))): r for r in report_runs()}
+    out = [
+        "| row | seeds | f at step 0 | mean f, steps 1–100 | mean f, steps 51–100 | max f | "
+        "final f (10,000 codes) | seeds with mean f (51–100) < 0.02 |",
+        "|" + "---|" * 8,
+    ]
+    picks = sorted({m for m, _ in curves if ":" in m})
+    for row in ["retrain", *G.METHODS, *picks]:
+        cs = {s: c for (m, s), c in curves.items() if m == row and len(c) > 1}
+        if not cs:
+            continue
+        late = {s: statistics.fmean(c[len(c) // 2 + 1 :]) for s, c in cs.items()}
+        out.append(
+            f"| {row} | {len(cs)} | {_mean([c[0] for c in cs.values()]):.4f} | "
+            f"{_mean([statistics.fmean(c[1:]) for c in cs.values()]):.4f} | "
+            f"{_mean(list(late.values())):.4f} | {_mean([max(c[1:]) for c in cs.values()]):.4f} | "
+            f"{_mean([G.cell(runs[(row, s)]['f_attack_i']) for s in cs if (row, s) in runs]):.4f} | "
+            f"{sum(v < G.TAU for v in late.values())}/{len(cs)} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", choices=("tune", "why", "report"), default="tune")
+    ap.add_argument("what", nargs="?", choices=("tune", "why", "report", "attack"), default="tune")
     a = ap.parse_args(argv)
-    print({"tune": tune_table, "why": why_table, "report": report_table}[a.what]())
+    tables = {"tune": tune_table, "why": why_table, "report": report_table, "attack": attack_table}
+    print(tables[a.what]())
 
 
 if __name__ == "__main__":
