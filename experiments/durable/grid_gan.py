@@ -238,12 +238,13 @@ def merge() -> None:
     only read), with :data:`TITLE`."""
     parts = sorted(p for p in (REPORT / "parts").iterdir() if (p / "runs.csv").is_file())
     table = [sys.executable, "-m", "uno.cli", "bench", "table"]
-    merge_cmd = [*table, "--merge", str(HONEST), *map(str, parts), "--out", str(REPORT)]
+    rel = [str(p.relative_to(ROOT)) for p in (HONEST, *parts, REPORT)]  # meta.json's merged_from
+    merge_cmd = [*table, "--merge", *rel[:-1], "--out", rel[-1]]
     subprocess.run(merge_cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     meta = json.loads((REPORT / "meta.json").read_text())
     meta["args"]["title"] = TITLE
     (REPORT / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    subprocess.run([*table, "--rebuild", "--out", str(REPORT)], check=True, cwd=ROOT)
+    subprocess.run([*table, "--rebuild", "--out", rel[-1]], check=True, cwd=ROOT)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
