@@ -31,11 +31,13 @@ METHODS = ("retain-hat", "uno-subspace-ps", "surgery")
 
 
 def main(argv: Any = None) -> None:
+    torch.set_num_threads(1)  # the honest table's runs are 1-thread
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument(
+        "--rounds", type=int, default=30, help="updates per method (the first is dropped)"
+    )
     ap.add_argument("--json", default="experiments/results/durable_gan/cost.json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     data = load_mnist(None)
     base: Loaded | None = None
     runs: list[tuple[str, run.Run, list[float]]] = []

@@ -224,13 +224,17 @@ def attack_table() -> str:
         if not cs:
             continue
         late = {s: statistics.fmean(c[len(c) // 2 + 1 :]) for s, c in cs.items()}
-        out.append(
-            f"| {row} | {len(cs)} | {_mean([c[0] for c in cs.values()]):.4f} | "
-            f"{_mean([statistics.fmean(c[1:]) for c in cs.values()]):.4f} | "
-            f"{_mean(list(late.values())):.4f} | {_mean([max(c[1:]) for c in cs.values()]):.4f} | "
-            f"{_mean([G.cell(runs[(row, s)]['f_attack_i']) for s in cs if (row, s) in runs]):.4f} | "
-            f"{sum(v < G.TAU for v in late.values())}/{len(cs)} |"
+        final = [G.cell(runs[(row, s)]["f_attack_i"]) for s in cs if (row, s) in runs]
+        means = (
+            [c[0] for c in cs.values()],  # before the attack
+            [statistics.fmean(c[1:]) for c in cs.values()],
+            list(late.values()),
+            [max(c[1:]) for c in cs.values()],
+            final,
         )
+        cells = [row, str(len(cs)), *(f"{_mean(list(v)):.4f}" for v in means)]
+        cells.append(f"{sum(v < G.TAU for v in late.values())}/{len(cs)}")
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
