@@ -6,6 +6,7 @@ Usage::
     PYTHONPATH=python python experiments/durable/table_gan.py why       # length of the run vs durability
     PYTHONPATH=python python experiments/durable/table_gan.py report    # seeds 0–9: picks, honest rows
     PYTHONPATH=python python experiments/durable/table_gan.py attack    # seeds 0–9: attack (i) step by step
+    PYTHONPATH=python python experiments/durable/table_gan.py distance  # why_gan.py's parameter distances
 
 The tuning table is one line per (method, configuration) on seeds 100–102; "why" reads the same runs
 (what the table logged: no parameter distances, so the move away from the original is read from its
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import statistics
 import sys
@@ -238,11 +240,52 @@ def attack_table() -> str:
     return "\n".join(out)
 
 
+#: ‖θ_retrained − θ_original‖ of the cached generators (their 10 parameter tensors; ‖θ_original‖ = 65.39)
+RETRAIN_DIST = 3.654
+
+
+def distance_table() -> str:
+    """why_gan.py's distances from the original after 20 and 100 updates (lr 1e-3, tuning seeds), with
+    the table's f after attack (i) for the same runs, and their rank correlation over all of them."""
+    recs = []
+    for f in sorted(G.TUNE.glob("why*.jsonl")):
+        recs += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    out = [
+        "| method | ‖θ − θ_o‖ after 20 updates | f after attack (i) | ‖θ − θ_o‖ after 100 | "
+        "f after attack (i) | runs (monitor f = the table's) |",
+        "|" + "---|" * 6,
+    ]
+    xs, ys = [], []
+    for m in G.METHODS:
+        rs = [r for r in recs if r["method"] == m]
+        if not rs:
+            continue
+        cells = [m]
+        for t in (20, 100):
+            d = [r[f"dist_{t}"] for r in rs]
+            fa = [r[f"f_attack_{t}"] for r in rs]
+            xs += d
+            ys += fa
+            cells += [f"{min(d):.2f}–{max(d):.2f}", f"{min(fa):.4f}–{max(fa):.4f}"]
+        same = all(r["same_as_table_20"] and r["same_as_table_100"] for r in rs)
+        cells.append(f"{len(rs)} ({'yes' if same else 'NO'})")
+        out.append("| " + " | ".join(cells) + " |")
+    if xs:
+        out.append(
+            f"\nρ(‖θ − θ_o‖, f after attack (i)) over the {len(xs)} (run, budget) points: "
+            f"{spearman(xs, ys):+.2f}; ‖θ_retrained − θ_o‖ = {RETRAIN_DIST}."
+        )
+    return "\n".join(out)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", choices=("tune", "why", "report", "attack"), default="tune")
+    ap.add_argument(
+        "what", nargs="?", choices=("tune", "why", "report", "attack", "distance"), default="tune"
+    )
     a = ap.parse_args(argv)
     tables = {"tune": tune_table, "why": why_table, "report": report_table, "attack": attack_table}
+    tables["distance"] = distance_table
     print(tables[a.what]())
 
 
