@@ -127,8 +127,17 @@ constexpr std::array<TileFn, sizeof...(RB)> tile_table(std::integer_sequence<int
 constexpr std::array<TileFn, kTileRows> tiles =
     tile_table(std::make_integer_sequence<int, kTileRows>{});
 
-// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2).
+// Columns per block for the blocked kernel. At x86-64-v4, 64 (four panels: the packed block, 32 KiB
+// at k = 64, stays in L1 beside the group's rows of m, while the next block's rows are prefetched
+// into L2 during its tiles, combine_block): standalone, one thread, P = 1e6, k = 64 46 -> 49-53 %
+// of the FMA peak, k = 32 33 -> 45 %. Below v4 the tiles are half as wide and the kernel is bound
+// by them (64-72 % of v3's peak at k = 64 with either block size): the packed k rows within ~256
+// KiB (L2), as before.
 inline int64_t blocked_cols(int64_t k) {
+  if constexpr (kManyRegs) {
+    (void)k;
+    return 64;
+  }
   const int64_t cols = (256 * 1024) / (8 * k) / kTileCols * kTileCols;
   return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
 }
@@ -209,14 +218,17 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
   }
 }
 
-// k > kStreamMax: the same tiles over a packed block of columns (its k rows within ~256 KiB, L2),
-// one group of kTileRows outputs at a time across all the block's panels (the group's rows of m
-// stay in L1 while the panels stream from L2). Streaming panels straight from memory as
-// combine_cols does would keep 2k rows in flight at once: beyond what the prefetchers and the
-// TLB follow (measured slower at k = 64).
+// k > kStreamMax: the same tiles over a packed block of columns (blocked_cols), one group of
+// kTileRows outputs at a time across all the block's panels (the group's rows of m stay in L1).
+// Streaming panels straight from memory as combine_cols does would keep 2k rows in flight at once:
+// beyond what the prefetchers and the TLB follow (measured slower at k = 64). Instead, the next
+// block's columns of every row, up to `hi` (the end of the piece's range), are prefetched into L2
+// while this block's tiles run, a few lines before each tile, so that packing the next block reads
+// L2 and not memory (without it packing and tiles ran one after the other: at k = 64 the packing
+// alone took a quarter of the time).
 template <typename T_>
-void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t k, int64_t r,
-                   const double* m, double* pack, bool nt) {
+void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t hi, int64_t k,
+                   int64_t r, const double* m, double* pack, bool nt) {
   const int64_t panels = (n + kTileCols - 1) / kTileCols;
   for (int64_t j = 0; j < k; ++j) {
     const T_* __restrict src = rp[j] + b0;
@@ -234,11 +246,22 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
       }
     }
   }
+  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T_));
+  const int64_t next_cols = std::min(n, hi - (b0 + n));
+  const int64_t lines_per_row = next_cols > 0 ? (next_cols + kLineElems - 1) / kLineElems : 0;
+  const int64_t lines = lines_per_row * k;
+  const int64_t n_tiles = (r + kTileRows - 1) / kTileRows * panels;
+  const int64_t per_tile = (lines + n_tiles - 1) / n_tiles;
+  int64_t line = 0;  // the next line of the next block to prefetch, row by row
   alignas(64) double res[kTileRows][kTileCols];
   for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
     const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
     for (int64_t q = 0; q < panels; ++q) {
       const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
+      for (int64_t e = 0; e < per_tile && line < lines; ++e, ++line) {
+        const int64_t j = line / lines_per_row, l = line % lines_per_row;
+        __builtin_prefetch(rp[j] + b0 + n + l * kLineElems, 0, 1);  // 1: into L2 (prefetcht2)
+      }
       tiles[rb - 1](pack + q * k * kTileCols, k, m + i0 * k, k, res);
       for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + b0 + c0, res[ii], w, nt);
     }
@@ -277,7 +300,7 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
         return;
       }
       for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get(),
+        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), hi, k, r, m, pack.get(),
                       /*nt=*/true);
       }
     });
