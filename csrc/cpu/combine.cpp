@@ -143,6 +143,12 @@ inline int64_t blocked_cols(int64_t k, bool streamed) {
   return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
 }
 
+// Whether store_panel streams full panel rows of T_ at this level.
+template <typename T_>
+constexpr bool kStreamsOut = (kTileCols == 16 &&
+                              (std::is_same_v<T_, float> || std::is_same_v<T_, double>)) ||
+                             (kTileCols == 8 && std::is_same_v<T_, double> && kVecD == 4);
+
 // Stores the w <= kTileCols values of res rounded to T_ at dst. A full panel row that covers whole
 // 64-byte lines at a 64-byte aligned address goes out as non-temporal stores when nt: combine's
 // output is written once and not read again soon, so its lines need no read-for-ownership and do
@@ -150,14 +156,8 @@ inline int64_t blocked_cols(int64_t k, bool streamed) {
 // at v4 (two lines) and v3 (8 values: one line); standalone, one thread, P = 1e6 (5e5 at k = 64),
 // float64 at v4: k = 8 19 -> 11.4-12.1 ms, k = 16 47-52 -> 30-31 ms, k = 64 116-121 -> 78-80 ms;
 // at v3: k = 16 45-49 -> 36-38 ms, k = 64 124 -> 116-119 ms. A float panel row at v3 is half a
-// line: streaming it (tried) leaves partial lines that are flushed half-filled, 2.3-2.8x slower at
+// line: streaming it (tried) leaves partial lines that are flushed half-filled, 2.3-2.9x slower at
 // k = 8 and 16, so v3 stores floats normally.
-// Whether store_panel streams full panel rows of T_ at this level.
-template <typename T_>
-constexpr bool kStreamsOut = (kTileCols == 16 &&
-                              (std::is_same_v<T_, float> || std::is_same_v<T_, double>)) ||
-                             (kTileCols == 8 && std::is_same_v<T_, double> && kVecD == 4);
-
 template <typename T_>
 inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_t w, bool nt) {
   const bool stream = nt && w == kTileCols && (reinterpret_cast<uintptr_t>(dst) & 63) == 0;
