@@ -127,22 +127,44 @@ constexpr std::array<TileFn, sizeof...(RB)> tile_table(std::integer_sequence<int
 constexpr std::array<TileFn, kTileRows> tiles =
     tile_table(std::make_integer_sequence<int, kTileRows>{});
 
-// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2).
-inline int64_t blocked_cols(int64_t k) {
+// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2), or,
+// when `streamed` (every output row of the piece is written with non-temporal stores,
+// store_panel) at x86-64-v4, 64 columns: four panels, so the packed block (32 KiB at k = 64) stays
+// in L1 beside the group's rows of m, while the next block's rows are prefetched into L2 during its
+// tiles (combine_block). Standalone, one thread, P = 1e6, aligned float outputs: k = 64 46 -> 49-53
+// % of the FMA peak, k = 32 33 -> 45 %; with plain stores (an unaligned output row, 16-bit types)
+// the short blocks are slower (k = 64: 94 -> 118 ms float, 100 -> 154 ms double: 2k short row
+// segments per block, their write-allocate reads among them), so those keep the L2-sized blocks.
+// Below v4 the tiles are half as wide and bind the kernel (64-72 % of v3's peak at k = 64 with
+// either block size): L2-sized blocks.
+inline int64_t blocked_cols(int64_t k, bool streamed) {
+  if (kManyRegs && streamed) return 64;
   const int64_t cols = (256 * 1024) / (8 * k) / kTileCols * kTileCols;
   return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
 }
 
-// Stores the w <= kTileCols values of res rounded to T_ at dst. At x86-64-v4 a full panel row of
-// float (16 values: one 64-byte line) at a 64-byte aligned address goes out as non-temporal
-// stores when nt: combine's output is written once and not read again soon, so its lines need no
-// read-for-ownership and do not evict the rows still to be read. (At v3 a panel row is half a
-// line: partial non-temporal lines would be flushed half-filled, so v3 stores normally.)
+// Whether store_panel streams full panel rows of T_ at this level.
+template <typename T_>
+constexpr bool kStreamsOut = (kTileCols == 16 &&
+                              (std::is_same_v<T_, float> || std::is_same_v<T_, double>)) ||
+                             (kTileCols == 8 && std::is_same_v<T_, double> && kVecD == 4);
+
+// Stores the w <= kTileCols values of res rounded to T_ at dst. A full panel row that covers whole
+// 64-byte lines at a 64-byte aligned address goes out as non-temporal stores when nt: combine's
+// output is written once and not read again soon, so its lines need no read-for-ownership and do
+// not evict the rows still to be read. That is float at x86-64-v4 (16 values: one line) and double
+// at v4 (two lines) and v3 (8 values: one line); standalone, one thread, P = 1e6 (5e5 at k = 64),
+// float64 at v4: k = 8 19 -> 11.4-12.1 ms, k = 16 47-52 -> 30-31 ms, k = 64 116-121 -> 78-80 ms;
+// at v3: k = 16 45-49 -> 36-38 ms, k = 64 124 -> 116-119 ms. A float panel row at v3 is half a
+// line: streaming it (tried) leaves partial lines that are flushed half-filled, 2.3-2.9x slower at
+// k = 8 and 16, so v3 stores floats normally.
 template <typename T_>
 inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_t w, bool nt) {
+  const bool stream = nt && w == kTileCols && (reinterpret_cast<uintptr_t>(dst) & 63) == 0;
+  (void)stream;  // (no streaming stores for this type and level)
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T_, float> && kTileCols == 16) {
-    if (nt && w == kTileCols && (reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+    if (stream) {
       // the all-lanes masked conversions: GCC 12 reports the "undefined" register of the plain
       // form as maybe-uninitialized (see load_vec in uno/simd.h)
       const __mmask8 all = 0xff;
@@ -153,8 +175,21 @@ inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_
       return;
     }
   }
-#else
-  (void)nt;
+  if constexpr (std::is_same_v<T_, double> && kTileCols == 16) {
+    if (stream) {
+      _mm512_stream_pd(dst, _mm512_load_pd(res));
+      _mm512_stream_pd(dst + 8, _mm512_load_pd(res + 8));
+      return;
+    }
+  }
+#elif defined(__AVX__)
+  if constexpr (std::is_same_v<T_, double> && kTileCols == 8) {
+    if (stream) {
+      _mm256_stream_pd(dst, _mm256_load_pd(res));  // the two halves of one line, back to back
+      _mm256_stream_pd(dst + 4, _mm256_load_pd(res + 4));
+      return;
+    }
+  }
 #endif
   if (w == kTileCols) {
 #pragma omp simd
@@ -209,14 +244,17 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
   }
 }
 
-// k > kStreamMax: the same tiles over a packed block of columns (its k rows within ~256 KiB, L2),
-// one group of kTileRows outputs at a time across all the block's panels (the group's rows of m
-// stay in L1 while the panels stream from L2). Streaming panels straight from memory as
-// combine_cols does would keep 2k rows in flight at once: beyond what the prefetchers and the
-// TLB follow (measured slower at k = 64).
+// k > kStreamMax: the same tiles over a packed block of columns (blocked_cols), one group of
+// kTileRows outputs at a time across all the block's panels (the group's rows of m stay in L1).
+// Streaming panels straight from memory as combine_cols does would keep 2k rows in flight at once:
+// beyond what the prefetchers and the TLB follow (measured slower at k = 64). Instead, the next
+// block's columns of every row, up to `hi` (the end of the piece's range), are prefetched into L2
+// while this block's tiles run, a few lines before each tile, so that packing the next block reads
+// L2 and not memory (without it packing and tiles ran one after the other: at k = 64 the packing
+// alone took a quarter of the time).
 template <typename T_>
-void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t k, int64_t r,
-                   const double* m, double* pack, bool nt) {
+void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, int64_t hi, int64_t k,
+                   int64_t r, const double* m, double* pack, bool nt) {
   const int64_t panels = (n + kTileCols - 1) / kTileCols;
   for (int64_t j = 0; j < k; ++j) {
     const T_* __restrict src = rp[j] + b0;
@@ -234,11 +272,22 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
       }
     }
   }
+  constexpr int64_t kLineElems = 64 / static_cast<int64_t>(sizeof(T_));
+  const int64_t next_cols = std::min(n, hi - (b0 + n));
+  const int64_t lines_per_row = next_cols > 0 ? (next_cols + kLineElems - 1) / kLineElems : 0;
+  const int64_t lines = lines_per_row * k;
+  const int64_t n_tiles = (r + kTileRows - 1) / kTileRows * panels;
+  const int64_t per_tile = (lines + n_tiles - 1) / n_tiles;
+  int64_t line = 0;  // the next line of the next block to prefetch, row by row
   alignas(64) double res[kTileRows][kTileCols];
   for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
     const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
     for (int64_t q = 0; q < panels; ++q) {
       const int64_t c0 = q * kTileCols, w = std::min<int64_t>(kTileCols, n - c0);
+      for (int64_t e = 0; e < per_tile && line < lines; ++e, ++line) {
+        const int64_t j = line / lines_per_row, l = line % lines_per_row;
+        __builtin_prefetch(rp[j] + b0 + n + l * kLineElems, 0, 1);  // 1: into L2 (prefetcht2)
+      }
       tiles[rb - 1](pack + q * k * kTileCols, k, m + i0 * k, k, res);
       for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + b0 + c0, res[ii], w, nt);
     }
@@ -259,7 +308,7 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
   // compute-bound), so that mid-sized inputs use every thread.
   const Plan plan = plan_work(pieces.total() * (k + r + (k > 4 ? r * k / 8 : 0)), num_threads);
   const SmallKernel<T_> small = small_kernel<T_>(k, r);
-  const int64_t B = blocked_cols(k);
+  const int64_t B = std::max(blocked_cols(k, false), blocked_cols(k, true));  // the pack's size
   parallel_for(pieces.total(), plan, [&](int, int64_t begin, int64_t end) {
     std::vector<const T_*> rp(k);
     std::vector<T_*> op(r);
@@ -276,12 +325,16 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
         combine_cols(rp.data(), op.data(), lo, hi, k, r, m, pack.get(), /*nt=*/true);
         return;
       }
-      for (int64_t b0 = lo; b0 < hi; b0 += B) {
-        combine_block(rp.data(), op.data(), b0, std::min(B, hi - b0), k, r, m, pack.get(),
+      bool streamed = kStreamsOut<T_>;  // every output row 64-byte aligned: all full panels stream
+      for (int64_t i = 0; i < r; ++i)
+        streamed &= (reinterpret_cast<uintptr_t>(op[i] + lo) & 63) == 0;
+      const int64_t Bt = blocked_cols(k, streamed);
+      for (int64_t b0 = lo; b0 < hi; b0 += Bt) {
+        combine_block(rp.data(), op.data(), b0, std::min(Bt, hi - b0), hi, k, r, m, pack.get(),
                       /*nt=*/true);
       }
     });
-#if defined(__AVX512F__)
+#if defined(__AVX__)
     if (!small) _mm_sfence();  // store_panel's non-temporal stores, before the chunk counts as done
 #endif
   });

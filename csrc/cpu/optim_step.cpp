@@ -153,6 +153,9 @@ void block_base(UNO_OPTIM_BLOCK_ARGS) {
   UNO_OPTIM_BLOCK_BODY
 }
 
+// Elements per prefetch group of the fused write loop (one 64-byte line of float32 states).
+constexpr int kPrefetchGroup = 16;
+
 // The write phase of project="grad" without grad_scale or write_grad (the usual step), in one loop
 // per block: g' = g - s (s = sum_j c_j q_j; for k = 1 formed inline as c0 * q, no s buffer) feeds
 // the optimizer maths directly, instead of a pass that stores g' into gc and one that reads it
@@ -174,12 +177,30 @@ void block_proj_grad(
     pb[i] = Elem<P>::store(static_cast<double>(o.pnew));
     UNO_OPTIM_STORE_STATES
   };
+  // Groups of kPrefetchGroup elements, each first prefetching its streams kPrefetchAhead bytes
+  // ahead (uno/simd.h): the loop's divisions and square roots fill the out-of-order window, so
+  // the hardware prefetchers alone keep too few of the read streams' misses in flight (at P = 1e7,
+  // k = 1, one thread: the write phase 1.15-1.22x faster with these prefetches). `extra` is the
+  // row stream of k = 1 (nullptr for the block buffer sb, which is in cache).
+  auto groups = [&](auto sv, const RV* extra) {
+    int64_t i0 = 0;
+    for (; i0 + kPrefetchGroup <= n; i0 += kPrefetchGroup) {
+      prefetch_ahead<kPrefetchGroup>(gb + i0);
+      prefetch_ahead<kPrefetchGroup>(pb + i0);
+      if constexpr (KIND == kAdam || has_mom) prefetch_ahead<kPrefetchGroup>(b1 + i0);
+      if constexpr (KIND == kAdam) prefetch_ahead<kPrefetchGroup>(b2 + i0);
+      if constexpr (AMS) prefetch_ahead<kPrefetchGroup>(b3 + i0);
+      if (extra != nullptr) prefetch_ahead<kPrefetchGroup>(extra + i0);
+#pragma omp simd
+      for (int64_t i = i0; i < i0 + kPrefetchGroup; ++i) step(i, sv(i));
+    }
+#pragma omp simd
+    for (int64_t i = i0; i < n; ++i) step(i, sv(i));
+  };
   if (q1 != nullptr) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) step(i, c0 * static_cast<double>(q1[i]));
+    groups([&](int64_t i) { return c0 * static_cast<double>(q1[i]); }, q1);
   } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) step(i, sb[i]);
+    groups([&](int64_t i) { return sb[i]; }, nullptr);
   }
 }
 

@@ -97,3 +97,24 @@ def test_orthonormalize_baseline_spans_the_same_space():
     qb = basis.buffer[:3].double()
     qq = q.T.double()
     assert torch.allclose(qb.T @ (qb @ qq.T), qq.T, atol=1e-4)
+
+
+def test_peak_probe_keeps_the_fastest_short_run_of_each_call():
+    """The FMA peak is each round's fastest of PEAK_SHOTS short runs (a slowed run never counts),
+    timed by the probe's clock (a fake one here: nothing is timed)."""
+    durations = iter([5, 3, 9, 4, 3, 8, 6, 7, 2, 2, 2, 2, 2, 2, 2, 1])  # two calls' runs
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def fn(iters: int, threads: int) -> float:
+        assert (iters, threads) == (roofline.PEAK_ITERS, 2)
+        now[0] += next(durations)
+        return 16.0 * iters * threads
+
+    probe = roofline.PeakProbe(fn, 2, clock=clock)
+    assert roofline.PEAK_SHOTS == 8
+    probe()
+    probe()
+    assert probe.best == [3.0, 1.0] and probe.fmas == 16.0 * roofline.PEAK_ITERS * 2

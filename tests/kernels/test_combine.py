@@ -33,3 +33,38 @@ def test_combine_matches_reference(backend, device, ns, k, r, inplace):
         mod.combine(out, rows, m)
         for o, w in zip(out, want):
             assert torch.allclose(o.double(), w.double(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("k,r", [(25, 25), (33, 7), (64, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_blocked_combine_across_blocks_pieces_and_threads(k, r, dtype):
+    """k > 24 takes the cpu blocked kernel (at x86-64-v4 64-column blocks when every output row is
+    64-byte aligned, L2-sized blocks otherwise; the next block prefetched during the tiles): pieces
+    shorter than, equal to and across block boundaries, with a tail shorter than a panel; the
+    float64 oracle within tolerance, the same bits at 1 and 2 threads, for aligned and shifted
+    (unaligned) outputs, and in place."""
+    if "cpu" not in _backends.info("cpu").devices:
+        pytest.skip("built without the cpu kernels")
+    mod = _backends.module("cpu")
+    gen = torch.Generator().manual_seed(k + r)
+    ns = [1, 63, 64, 65, 64 * 9 + 17, 40_000]
+    rows = [torch.randn(k, n, generator=gen, dtype=torch.float64).to(dtype) for n in ns]
+    m = torch.randn(r, k, generator=gen, dtype=torch.float64)
+    want = [(m @ rr.double()).to(dtype) for rr in rows]
+    before = torch.get_num_threads()
+    got = []
+    try:
+        for th, shift in ((1, 0), (2, 0), (1, 1), (2, 1)):
+            torch.set_num_threads(th)
+            out = [torch.empty(r, n + shift, dtype=dtype)[:, shift:] for n in ns]
+            mod.combine(out, rows, m)
+            got.append(out)
+        torch.set_num_threads(1)
+        inplace = [rr.clone() for rr in rows]
+        mod.combine([x[:r] for x in inplace], inplace, m)
+    finally:
+        torch.set_num_threads(before)
+    for o, w in zip(got[0], want):
+        assert torch.allclose(o.double(), w.double(), **TOL[dtype])
+    assert all(torch.equal(a, b) for run in got[1:] for a, b in zip(got[0], run))
+    assert all(torch.equal(a[:r], b) for a, b in zip(inplace, got[0]))

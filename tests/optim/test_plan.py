@@ -169,6 +169,14 @@ def _state_replaced(ps, opt):
     opt.state[ps[2]]["exp_avg"] = torch.full_like(ps[2], 0.25)
 
 
+def _state_dict_copied(ps, opt):
+    opt.state[ps[1]] = dict(opt.state[ps[1]])  # the same entries in a new dict
+
+
+def _state_entry_added(ps, opt):
+    opt.state[ps[4]]["note"] = torch.zeros(())  # one more entry (the step ignores it)
+
+
 def _state_reloaded(ps, opt):
     opt.load_state_dict(copy.deepcopy(opt.state_dict()))
 
@@ -214,6 +222,8 @@ MUTATIONS = {
     "amsgrad": _amsgrad,
     "project": _project,
     "state-replaced": _state_replaced,
+    "state-dict-copied": _state_dict_copied,
+    "state-entry-added": _state_entry_added,
     "state-reloaded": _state_reloaded,
     "group-params": _group_params,
     "new-group": _new_group,
@@ -225,7 +235,8 @@ MUTATIONS = {
 }
 # the uncached builds (group calls) each change costs: one step, or two where that step makes or
 # converts state (amsgrad's max_exp_avg_sq, float64 states), two groups for new-group
-REBUILDS = {"project": 1, "state-replaced": 1, "state-reloaded": 1, "group-params": 1,
+REBUILDS = {"project": 1, "state-replaced": 1, "state-dict-copied": 1, "state-entry-added": 1,
+            "state-reloaded": 1, "group-params": 1,
             "param-data": 1, "basis-grows": 1, "no-grad": 1, "amsgrad": 2, "dtype": 2,
             "new-group": 4}  # fmt: skip
 

@@ -150,7 +150,22 @@ class StepPlan:
             return False
         if [opt._group_struct(g) for g in opt.param_groups] != self.structs:
             return False
-        return _state_ids([opt._state_of(p) for p in self.params]) == self.state_ids
+        return self._states_unchanged(opt)
+
+    def _states_unchanged(self, opt: Projected) -> bool:
+        """Whether every parameter's state dict is the snapshot's object holding the snapshot's
+        entries, by identity (what ``_state_ids`` compares, without building the id tuples: a
+        third of a cached step's Python time at 147 tensors)."""
+        state = opt.state
+        for p, (d, items) in zip(self.params, self.states):
+            cur = state.get(p)
+            if cur is not d:
+                return False
+            if d is not None and (
+                len(d) != len(items) or any(d.get(n, _MISSING) is not v for n, v in items)
+            ):
+                return False
+        return True
 
     def grad_ptrs(self) -> Optional[List[int]]:
         """The gradients' data pointers, or None when one is not what the plan's kernels read."""
@@ -211,6 +226,9 @@ class StepPlan:
         if not self.pending:  # a device found_inf: a skipped step takes the counts back
             undo_increment([s for c in self.calls for s in c.steps], found_inf)
         return True
+
+
+_MISSING = object()
 
 
 def _basis_key(b: Any, restricted: bool) -> Tuple[Any, ...]:
