@@ -143,6 +143,14 @@ def test_weights_of_another_batch_size_are_refused():
         ps.weighted_sum(m, loss, x, weights=torch.ones(5, dtype=torch.float64))
 
 
+def test_non_finite_gradients_are_an_error_not_an_empty_basis():
+    m, loss = _tiny()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    x[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        ps.principal_directions(m, loss, x, k=2)
+
+
 @pytest.mark.parametrize("k", [0, -1, True, 2.0, None])
 def test_bad_k_is_refused_before_any_forward(k):
     m, loss = _tiny()

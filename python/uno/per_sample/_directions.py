@@ -10,7 +10,6 @@ carry most of the batch's gradient energy. Nothing of size B × P is formed.
 
 from __future__ import annotations
 
-import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -133,14 +132,19 @@ def principal_directions(
         is below ``EIG_RTOL`` × the largest are left out.
 
     Raises:
-        ValueError: ``k`` is not a positive int (before any forward pass).
+        ValueError: ``k`` is not a positive int (before any forward pass), or the per-sample gradients
+            are not finite.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     plist, groups, B = _run(model, loss_fn, batch, params, batchnorm, check, backend)
     pairs = [(b, b, p.shape) for p, bs in zip(plist, groups) for b in bs]
     gram = _gram_of(pairs, B, B, plist[0].device, backend)
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError(
+            "principal_directions: the per-sample gradients are not finite (inf or nan in their Gram)"
+        )
     w, vals = principal_weights(gram, k)
-    if not math.isfinite(float(vals.sum())) or w.shape[1] == 0:
+    if w.shape[1] == 0:  # a batch whose gradients are all zero: no direction
         return [torch.zeros(0, *p.shape, dtype=p.dtype, device=p.device) for p in plist], vals
     return _sums(plist, groups, w), vals
