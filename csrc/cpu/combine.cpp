@@ -340,25 +340,36 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
   });
 }
 
+// One thread's share of fma_peak: iters steps of kChains independent vector multiply-adds, all in
+// registers. Not inlined, so every thread runs this same code: inlined into parallel_for's chunk
+// loop (the helper-thread path), GCC kept the accumulator array in memory and stored all of it
+// on every step, which halved the rate (one store port) and made the 2-thread peak read about 0.7x
+// one thread's instead of 2x (perf annotate; two single-threaded processes read 2x).
+template <int kChains>
+__attribute__((noinline)) double fma_chains(int64_t iters) {
+  VecD a[kChains];
+#pragma GCC unroll 16
+  for (int i = 0; i < kChains; ++i) a[i] = splat(1.0 + i);
+  const VecD b = splat(0.999999),
+             d = splat(1e-7);  // a converges to 0.1: no overflow, no denormals
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kChains; ++i) a[i] = fmadd(a[i], b, d);
+  }
+  double t = 0.0;
+#pragma GCC unroll 16
+  for (int i = 0; i < kChains; ++i) t += sum_vec(a[i]);
+  return t;
+}
+
 // The FMA peak the micro-kernel is measured against (uno bench roofline): iters steps of 2 *
 // kTileRows independent vector multiply-adds (the tile's accumulator count) on each of num_threads
 // threads, no memory traffic. Returns the number of (scalar) multiply-adds done.
 double fma_peak(int64_t iters, int num_threads) {
   constexpr int kChains = 2 * kTileRows;
   std::vector<double> sink(static_cast<size_t>(num_threads) * 8, 0.0);
-  parallel_for(num_threads, num_threads, num_threads, [&](int c, int64_t, int64_t) {
-    VecD a[kChains];
-#pragma GCC unroll 16
-    for (int i = 0; i < kChains; ++i) a[i] = splat(1.0 + i);
-    const VecD b = splat(0.999999),
-               d = splat(1e-7);  // a converges to 0.1: no overflow, no denormals
-    for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 16
-      for (int i = 0; i < kChains; ++i) a[i] = fmadd(a[i], b, d);
-    }
-    double t = 0.0;
-    for (int i = 0; i < kChains; ++i) t += sum_vec(a[i]);
-    sink[static_cast<size_t>(c) * 8] = t;  // keeps the loop
+  parallel_for(num_threads, num_threads, num_threads, [&sink, iters](int c, int64_t, int64_t) {
+    sink[static_cast<size_t>(c) * 8] = fma_chains<kChains>(iters);  // keeps the loop
   });
   double t = 0.0;
   for (double v : sink) t += v;

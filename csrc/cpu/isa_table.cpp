@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "uno/cpu_kernels.h"
+#include "uno/parallel.h"
 
 namespace uno {
 namespace cpu {
@@ -161,6 +162,11 @@ void register_isa_cpu(pybind11::module_& m) {
   m.attr("cpu_isa_supported") = ok;
   m.attr("cpu_isa_forced") = c.forced;
   m.attr("cpu_isa_error") = c.error;
+  m.def(
+      "cpu_thread_pool", [] { return std::string(thread_pool_name()); },
+      "The threads the CPU kernels run on: 'openmp' (the pool of the OpenMP runtime torch loaded, "
+      "borrowed through GOMP_parallel) or 'std' (uno's own threads: UNO_CPU_THREADS=std, or no "
+      "OpenMP runtime in the process). Either gives the same bits (uno/parallel.h).");
 }
 
 }  // namespace

@@ -16,6 +16,8 @@ cpu_isa_supported: list[str]
 cpu_isa_forced: bool
 cpu_isa_error: str
 
+def cpu_thread_pool() -> str: ...
+
 class _Abi:
     """_C.abi: the values of csrc/include/uno/abi.h (python/uno/_abi.py repeats them)."""
 

@@ -1,4 +1,5 @@
-// A tiny parallel-for with std::thread for the memory-bound CPU kernels.
+// A tiny parallel-for for the memory-bound CPU kernels: on the OpenMP pool torch loaded when there
+// is one (gomp_parallel below), else on uno's own std::thread helpers.
 //
 // The range [0, n) is cut into `nchunks` contiguous chunks by a fixed rule that depends only on n
 // and nchunks, and chunk c always runs as one sequential task. A kernel that keeps one partial
@@ -10,6 +11,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -18,6 +21,12 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if __has_include(<dlfcn.h>) && __has_include(<pthread.h>)
+#include <dlfcn.h>
+#include <pthread.h>
+#define UNO_HAVE_DLFCN 1
+#endif
 
 #include "uno/isa.h"
 
@@ -78,14 +87,61 @@ inline void chunk_range(int64_t n, int nchunks, int c, int64_t* begin, int64_t* 
   *end = std::min(n, u1 * kChunkGrain);
 }
 
+// libgomp's team entry point, GOMP_parallel(fn, data, num_threads, flags): the thread pool of the
+// OpenMP runtime torch already loaded (torch's Linux CPU builds use libgomp; Intel's libiomp5
+// exports the same entry). uno does not link an OpenMP runtime; it borrows that pool when one is in
+// the process. Why: right after a multi-threaded torch op (every backward pass), libgomp's workers
+// spin on their cores for milliseconds waiting for the next parallel region, so a helper
+// std::thread started then shares its core with a spinning worker and starts late: `combine` k = 16
+// at 2 threads took 8.1 ms after a 2-thread `copy_` and 6.0 ms after nothing (the same 6.3 ms with
+// OMP_WAIT_POLICY=PASSIVE). In the pool, those spinning workers are the ones that take the chunks.
+// UNO_CPU_THREADS=std (read once) keeps uno's own std::thread helpers; so does a process without an
+// OpenMP runtime loaded (uno imports torch first, so that is a build without OpenMP), and so does a
+// child forked after the pool was used: libgomp's pool does not survive fork() (its workers are
+// gone in the child, and a team waits for them forever: a DataLoader worker or a forked
+// multiprocessing child hung), so a fork handler turns the pool off in the child.
+using GompParallelFn = void (*)(void (*)(void*), void*, unsigned, unsigned);
+inline std::atomic<bool>& forked_child() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+inline GompParallelFn gomp_parallel() {
+  static const GompParallelFn fn = []() -> GompParallelFn {
+    const char* choice = std::getenv("UNO_CPU_THREADS");
+    if (choice != nullptr && std::strcmp(choice, "std") == 0) return nullptr;
+#ifdef UNO_HAVE_DLFCN
+    void* sym = dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    if (sym == nullptr) {  // loaded, but not into the global namespace
+      for (const char* lib : {"libgomp.so.1", "libiomp5.so"}) {
+        if (void* h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD)) {  // never loads one: only finds it
+          sym = dlsym(h, "GOMP_parallel");
+          if (sym != nullptr) break;
+        }
+      }
+    }
+    if (sym != nullptr && pthread_atfork(nullptr, nullptr, [] { forked_child().store(true); }) != 0)
+      return nullptr;  // no fork handler: a forked child could hang, so never use the pool
+    return reinterpret_cast<GompParallelFn>(sym);
+#else
+    return nullptr;
+#endif
+  }();
+  return forked_child().load(std::memory_order_relaxed) ? nullptr : fn;
+}
+
+// Which pool parallel_for runs on: "openmp" (the process's OpenMP runtime) or "std" (own threads).
+inline const char* thread_pool_name() { return gomp_parallel() != nullptr ? "openmp" : "std"; }
+
 // Runs fn(c, begin, end) for every chunk c in [0, nchunks) and returns when all have run; the first
 // exception by chunk order is rethrown. Chunks are claimed from a shared counter by the calling
 // thread and by nthreads - 1 helper threads (default: one thread per chunk), so a helper that the
-// OS starts late (a core still held by another runtime's spinning workers, e.g. torch's OpenMP pool
-// right after a torch op) costs nothing: the calling thread takes its chunks and only waits for
-// chunks a helper actually claimed. Helpers are detached; one that starts after the last chunk was
-// claimed exits without touching fn. Which thread runs a chunk never changes its result: per-chunk
-// partial results stay deterministic.
+// OS starts late costs only its share: the calling thread takes the chunks left and waits only for
+// chunks a helper actually claimed. The helpers are the OpenMP team's other threads (gomp_parallel:
+// already started, and the very workers that spin right after a torch op) or, without a pool,
+// detached std::threads, where one that starts after the last chunk was claimed exits without
+// touching fn (a std::thread helper started right after a torch op shared its core with a spinning
+// OpenMP worker: the cost gomp_parallel removes). Which thread runs a chunk never changes its
+// result: per-chunk partial results stay deterministic.
 template <typename F>
 void parallel_for(int64_t n, int nchunks, int nthreads, F&& fn) {
   nchunks = std::max(nchunks, 1);
@@ -123,6 +179,17 @@ void parallel_for(int64_t n, int nchunks, int nthreads, F&& fn) {
       }
     }
   };
+  if (const GompParallelFn team = gomp_parallel()) {
+    // Every thread of the team runs `work` (the calling thread is one of them) and the call returns
+    // when all have: no wait below. A team smaller than asked (a nested region, a thread limit)
+    // only means fewer claimers.
+    team([](void* w) { (*static_cast<decltype(work)*>(w))(); }, &work,
+         static_cast<unsigned>(nthreads), 0);
+    for (auto& e : st->errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    return;
+  }
   for (int c = 1; c < nthreads; ++c) {
     try {
       std::thread(work).detach();
