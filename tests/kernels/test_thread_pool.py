@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import uno
 from uno import _C
 
 # Every multi-threaded CPU kernel at 2 threads on inputs large enough to be split (parallel.h:
@@ -59,7 +60,8 @@ def _run(pool: str | None) -> tuple[str, str]:
     env.pop("UNO_CPU_THREADS", None)
     if pool is not None:
         env["UNO_CPU_THREADS"] = pool
-    src = str(Path(__file__).resolve().parents[2] / "python")
+    # the uno this test imported (a source checkout or the installed package), first on the path
+    src = str(Path(uno.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(
         [src] + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else [])
     )
