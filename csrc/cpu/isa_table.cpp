@@ -28,8 +28,8 @@ namespace uno {
 namespace cpu {
 
 namespace UNO_ISA_NS {
-extern const Kernels kernels = {&run_inner,      &run_project,    &run_combine,
-                                &run_optim_step, &run_ghost_gram, &run_fma_peak};
+extern const Kernels kernels = {&run_inner,      &run_project,  &run_combine,     &run_optim_step,
+                                &run_ghost_gram, &run_fma_peak, &thread_pool_name};
 }  // namespace UNO_ISA_NS
 
 #ifdef UNO_CPU_BINDINGS
@@ -162,8 +162,15 @@ void register_isa_cpu(pybind11::module_& m) {
   m.attr("cpu_isa_supported") = ok;
   m.attr("cpu_isa_forced") = c.forced;
   m.attr("cpu_isa_error") = c.error;
+  // The active level's pool, found now: its fork handler must be registered before any fork (a
+  // child forked from a parent whose torch had used the pool must not ask libgomp for a team).
+  if (c.table != nullptr) c.table->thread_pool();
   m.def(
-      "cpu_thread_pool", [] { return std::string(thread_pool_name()); },
+      "cpu_thread_pool",
+      [] {
+        const Choice& ch = choice();
+        return std::string(ch.table != nullptr ? ch.table->thread_pool() : thread_pool_name());
+      },
       "The threads the CPU kernels run on: 'openmp' (the pool of the OpenMP runtime torch loaded, "
       "borrowed through GOMP_parallel) or 'std' (uno's own threads: UNO_CPU_THREADS=std, or no "
       "OpenMP runtime in the process). Either gives the same bits (uno/parallel.h).");

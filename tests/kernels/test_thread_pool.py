@@ -137,3 +137,49 @@ def test_forked_child_runs_the_kernels_after_the_parent_used_the_pool():
         assert status == 0, f"child: {'hung' if status is None else status}"
     finally:
         torch.set_num_threads(before)
+
+
+# A parent whose torch used the OpenMP pool but whose uno never ran a multi-threaded kernel forks; the
+# child's first such kernel must not ask libgomp for a team (the fork handler is registered at import).
+_FORK_SCRIPT = """
+import os, time, torch
+from uno._backends import cpu as be
+torch.set_num_threads(2)
+a = torch.randn(4_000_000)
+for _ in range(3):
+    (a * 2).sum()  # torch's pool, not uno's
+rows = torch.randn(16, 600_000)
+m = torch.randn(16, 16, dtype=torch.float64)
+out = torch.empty_like(rows)
+pid = os.fork()
+if pid == 0:
+    try:
+        be.combine([out], [rows], m)
+    finally:
+        os._exit(0)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("exit", os.waitstatus_to_exitcode(st))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("hung")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_forked_child_of_a_parent_that_only_used_torchs_pool():
+    env = dict(os.environ)
+    env.pop("UNO_CPU_THREADS", None)
+    src = str(Path(uno.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [src] + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else [])
+    )
+    res = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["exit", "0"], res.stdout

@@ -53,6 +53,7 @@ using GhostGramFn = void (*)(const View3& a, const View3& g, const View3& a2, co
                              int dtype, bool diag, bool symmetric, double* out, int num_threads);
 
 using FmaPeakFn = double (*)(int64_t iters, int num_threads);
+using ThreadPoolFn = const char* (*)();
 
 struct Kernels {
   InnerFn inner;
@@ -61,6 +62,9 @@ struct Kernels {
   OptimStepFn optim_step;
   GhostGramFn ghost_gram;
   FmaPeakFn fma_peak;  // a benchmark's reference (csrc/cpu/combine.cpp), not a primitive
+  // "openmp" or "std" (uno/parallel.h); the first call finds the pool and registers the fork
+  // handler, so _C calls it at import, before any fork
+  ThreadPoolFn thread_pool;
 };
 
 // This compile's level: the functions csrc/cpu/<op>.cpp defines and the table of them.
