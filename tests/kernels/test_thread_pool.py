@@ -55,18 +55,23 @@ print(_C.cpu_thread_pool(), h.hexdigest())
 """
 
 
-def _run(pool: str | None) -> tuple[str, str]:
+def _env(pool: str | None) -> dict[str, str]:
+    """The environment of a subprocess that imports the uno this test imported (a source checkout
+    or the installed package) with UNO_CPU_THREADS=pool (unset for None)."""
     env = dict(os.environ)
     env.pop("UNO_CPU_THREADS", None)
     if pool is not None:
         env["UNO_CPU_THREADS"] = pool
-    # the uno this test imported (a source checkout or the installed package), first on the path
     src = str(Path(uno.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(
         [src] + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else [])
     )
-    res = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    return env
+
+
+def _run(pool: str | None) -> tuple[str, str]:
+    res = subprocess.run([sys.executable, "-c", _SCRIPT], env=_env(pool), capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     name, digest = res.stdout.split()
     return name, digest
@@ -173,13 +178,7 @@ else:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 def test_forked_child_of_a_parent_that_only_used_torchs_pool():
-    env = dict(os.environ)
-    env.pop("UNO_CPU_THREADS", None)
-    src = str(Path(uno.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [src] + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else [])
-    )
-    res = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, capture_output=True,
+    res = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=_env(None), capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split() == ["exit", "0"], res.stdout
