@@ -4,6 +4,7 @@
     uno bench optim | per-sample | combine [--device cuda] [--threads N] [--csv PATH]
     uno bench dist [--quick] [--world 2]   # uno.project_ on FSDP2-style shards vs all-gathering
     uno bench roofline [--quick]       # every CPU kernel vs copy/triad bandwidth, one table (md + CSV)
+    uno bench pages [--quick]          # combine / project_ on 4 KiB pages vs transparent huge pages
     uno bench table ...                # the unlearning comparison table (uno.bench.table)
 
 Each benchmark prints a table (time, GB/s, fraction of a same-run copy's bandwidth, speed-ups against
@@ -25,6 +26,7 @@ BENCHES: Dict[str, str] = {
     "combine": "uno.bench.combine",
     "dist": "uno.bench.dist",
     "optim": "uno.bench.optim",
+    "pages": "uno.bench.pages",
     "per-sample": "uno.bench.per_sample",
     "project": "uno.bench.project",
     "roofline": "uno.bench.roofline",
