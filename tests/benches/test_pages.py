@@ -84,3 +84,16 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         pages.main(["--child", "combine"])  # no --k / --threads
     assert e.value.code == 2
+
+
+def test_a_failing_child_is_reported_not_raised(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pages, "thp_mode", lambda: "madvise")
+
+    def failing(args, huge):
+        raise RuntimeError("uno bench pages: the child --child combine exited 1")
+
+    monkeypatch.setattr(pages, "_run_child", failing)
+    out = tmp_path / "pages.csv"
+    assert pages.main(["--quick", "--csv", str(out)]) == 1
+    assert "exited 1" in capsys.readouterr().err
+    assert not out.exists()

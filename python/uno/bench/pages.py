@@ -1,10 +1,10 @@
 """``uno bench pages``: the CPU kernels on 4 KiB pages against transparent huge pages (2 MiB).
 
-combine at k = 64 does 4096 multiply-adds per column and moves one 64-byte line per 1024 of them
-(k float32 inputs and r = k outputs per column), over k + r rows that lie megabytes apart: on 4 KiB
-pages every block of columns touches 128 pages, twice the first-level TLB. Its roofline row
-(docs/kernels.md) reads 43-53 % of the FMA peak on this VM class; the same kernel on the same
-tensors allocated in huge pages reads 52-53 %. This benchmark shows that difference on the machine
+combine at k = 64 does 4096 multiply-adds per column and moves one 64-byte input line and one
+output line per 1024 of them (k float32 inputs and r = k outputs per column), over k + r rows that
+lie megabytes apart: on 4 KiB pages every block of columns touches 128 pages, twice the first-level
+TLB. Its roofline row (docs/kernels.md) reads 40-53 % of the FMA peak on the 2-core VM class the
+docs describe; the same kernel on the same tensors allocated in huge pages read 50-52 %. This benchmark shows that difference on the machine
 it runs on, for the rows of ``uno bench roofline`` it names: each variant is measured in its own
 interpreter (torch's allocator takes ``THP_MEM_ALLOC_ENABLE=1`` once, at start), the two
 alternating, so that a slow minute of a shared machine falls on both. The speed-up is the median
@@ -201,7 +201,11 @@ def main(argv: Optional[Sequence[str]] = None, default_csv: Union[str, Path, Non
     for th in threads:
         for kernel in args.kernels:
             k = 64 if kernel == "combine" else 1
-            row = measure_pair_series(kernel, k, th, pairs, args.rounds, args.quick)
+            try:
+                row = measure_pair_series(kernel, k, th, pairs, args.rounds, args.quick)
+            except RuntimeError as e:  # a child failed: its stderr is printed above
+                print(f"uno bench pages: {e}", file=sys.stderr)
+                return 1
             print(format_row(COLUMNS, row), flush=True)
             if not row["huge_kib"]:
                 print("#   (the huge-page child got no huge pages: the sizes may be below 2 MiB)")
