@@ -102,8 +102,7 @@ def child(kernel: str, k: int, threads: int, n_rounds: int, quick: bool) -> Dict
     case = _case(kernel, k, quick)
     row = roofline.measure(case, n_rounds, threads)
     return dict(
-        kernel=case.kernel, ms=row["ms"], frac_peak=row.get("frac_peak"),
-        frac_copy=row.get("frac_copy"), huge_kib=anon_huge_kib(),
+        kernel=case.kernel, ms=row["ms"], frac_peak=row.get("frac_peak"), huge_kib=anon_huge_kib(),
     )  # fmt: skip
 
 
