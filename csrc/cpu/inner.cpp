@@ -133,6 +133,7 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
       std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
       std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
       std::vector<const RV*> rp(k);
+      NextBlock pf(k + 1);  // the blocked dots: the next block of the k rows and x, into L2
       pieces.for_each(begin, end, [&](size_t t, int64_t lo, int64_t hi) {
         const int64_t step = one_sweep ? hi - lo : B;
         for (int64_t b0 = lo; b0 < hi; b0 += step) {
@@ -141,12 +142,19 @@ void inner_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_t>
             rp[j] = load_block(rs.row<const R>(t, j) + b0, n, rbuf.data() + j * B);
           }
           if (has_x) {
-            const XV* xv = load_block(reinterpret_cast<const X*>(x_ptrs[t]) + b0, n, xbuf.data());
+            const X* x = reinterpret_cast<const X*>(x_ptrs[t]);
+            const XV* xv = load_block(x + b0, n, xbuf.data());
             // k <= 4: one register sweep (uno/sweep.h; Update = false never writes through the
-            // cast), else the four-row dots and |x|^2 over the cached block.
+            // cast), else the four-row dots and |x|^2 over the block, the next block prefetched.
             if (!sweep_small<XV, false>(rp.data(), k, nullptr, const_cast<XV*>(xv), n, acc)) {
-              dots(rp.data(), k, xv, n, acc);
-              acc[k] += dot(xv, xv, n);
+              const int64_t nn = std::min(step, hi - b0 - n);
+              for (int64_t j = 0; j < k; ++j) {
+                pf.set_row(j, rs.row<const R>(t, j) + b0 + n, nn * static_cast<int64_t>(sizeof(R)));
+              }
+              pf.set_row(k, x + b0 + n, nn * static_cast<int64_t>(sizeof(X)));
+              pf.arm(k + 1, (k + 1) * n);
+              dots(rp.data(), k, xv, n, acc, pf);
+              acc[k] += dot(xv, xv, n, pf);
             }
           }
           if (with_gram) gram_block(rp.data(), k, n, acc + k + 1);

@@ -271,3 +271,23 @@ def test_bad_specs_are_refused():
     with pytest.raises(ValueError, match="numel must be >= 1"):
         scaled_shapes("convvae", 0)
     assert abs(numel(scaled_shapes("transformer", 10**6)) - 10**6) < 10**4
+
+
+def test_machine_names_the_cpu_model(monkeypatch):
+    from uno.bench import records
+
+    model = records.cpu_model()
+    if Path("/proc/cpuinfo").exists():
+        names = [
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+            if line.partition(":")[0].strip() == "model name"
+        ]
+        if names:
+            assert model == names[0]
+    if model:
+        assert f"({model})" in records.machine()
+    monkeypatch.setattr(records, "cpu_model", lambda: "")  # no model known: no empty brackets
+    assert "()" not in records.machine() and records.machine().endswith(
+        f"torch {torch.__version__}"
+    )

@@ -4,7 +4,12 @@
 fresh codes and f) by the drivers' run loop and ``uno.unlearn.evaluation.FreshForget``; attack (i) by
 ``uno.unlearn.attacks.retain_finetune`` (as ``honest_check.py`` already ran it on the probe's models).
 The numbers below were computed by that old code (``probe.unlearn`` + ``attacks.retain_finetune``, the
-tree at 65c39d0) on the small setting of :func:`_setup`; the new code must give them exactly.
+tree at 65c39d0) on the small setting of :func:`_setup`, on an Intel Xeon VM; the new code must give
+them exactly there. torch's own CPU results (the VAE's training) differ in the last bits between CPU
+vendors: on an AMD EPYC (Zen 4) VM the same code gave 628 codes of 2,000 at step 0 instead of 629, an
+ELBO 1.5e-4 away and attack curves one code of 500 apart. On a CPU other than the one the numbers were
+recorded on, the test therefore compares within those bounds (a few codes per 1,000): still far
+tighter than any change of the method would move them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from uno.bench.records import cpu_model
 from uno.unlearn import attacks
 from uno.unlearn.models import MLPJudge, MnistVAE, sample_images
 from uno.unlearn.train import train_judge, train_vae
@@ -76,6 +82,18 @@ def counts(fractions, n):
     return [round(f * n) for f in fractions]
 
 
+#: The numbers above are exact on the CPU vendor they were recorded on; elsewhere, codes may move by
+#: this fraction of n (0.25 %: 5 of 2,000) and the ELBO by this relative amount.
+EXACT = "Intel" in cpu_model()
+CODE_SLACK, ELBO_REL = (0.0, 1e-12) if EXACT else (0.0025, 1e-3)
+
+
+def same_counts(got, want, n):
+    assert len(got) == len(want)
+    slack = round(CODE_SLACK * n)
+    assert all(abs(a - b) <= slack for a, b in zip(counts(got, n), counts(want, n))), (got, want)
+
+
 @pytest.fixture(scope="module")
 def setup(mnist):
     tr, he = mnist
@@ -92,16 +110,16 @@ def test_the_run_loop_and_the_shared_attack_give_the_old_numbers(setup, method):
     old = OLD[method]
     u = measure.unlearn(setup, method, 3, steps=6, lr=1e-3, hparams=HPARAMS[method])
     # the old code's f was a float32 mean: compare the counts of codes judged the digit
-    assert counts(u.f1, 2000) == counts(old["f"], 2000) and u.f2 == u.f1 == u.f
-    assert counts([measure.fresh(setup, 3).pair(u.model)[0]], 10_000) == counts(
-        [old["f_end"]], 10_000
-    )
-    assert measure.elbo(u.model, setup) == pytest.approx(old["elbo"], rel=1e-12)
+    same_counts(u.f1, old["f"], 2000)
+    assert u.f2 == u.f1 == u.f
+    same_counts([measure.fresh(setup, 3).pair(u.model)[0]], [old["f_end"]], 10_000)
+    assert measure.elbo(u.model, setup) == pytest.approx(old["elbo"], rel=ELBO_REL)
     assert len(u.dt) == 6 and all(t > 0 for t in u.dt)
     a = attacks.retain_finetune(
         u.model, measure.fresh(setup, 3), setup.retain_x, seed=3, steps=5, batch=32, n_step=500
     )
-    assert (a.f1, a.final[0]) == (old["attack_f1"], old["attack_final"])
+    same_counts(a.f1, old["attack_f1"], 500)  # n_step=500 codes per step
+    same_counts([a.final[0]], [old["attack_final"]], 10_000)
 
 
 def test_an_attack_restricted_to_named_parameters_leaves_the_others(setup):

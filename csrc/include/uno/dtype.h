@@ -3,6 +3,7 @@
 // row dtype) pairs. The codes and the policy itself are uno/abi.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 
 #include "uno/abi.h"
 #include "uno/isa.h"
+#include "uno/prefetch.h"
 #include "uno/simd.h"
 
 namespace uno {
@@ -150,14 +152,19 @@ constexpr int kLanes = kAcc * kVecD;
 // The kAcc accumulators added in a fixed tree.
 inline double sum_acc(const VecD* a) { return sum_vec((a[0] + a[2]) + (a[1] + a[3])); }
 
+// The reductions below take a prefetch policy (uno/prefetch.h): Ahead by default (every stream
+// prefetched a little ahead), NextBlock in the blocked kernels (the next block, paced by the work:
+// one unit per row-column). The policy changes no result.
+
 // sum_i a[i] * b[i], products and sum in float64 (A, B: float or double; kLanes partial sums).
-template <typename A, typename B>
-inline double dot(const A* __restrict a, const B* __restrict b, int64_t n) {
+template <typename A, typename B, typename PF = Ahead>
+inline double dot(const A* __restrict a, const B* __restrict b, int64_t n, PF&& pf = PF{}) {
   VecD s[kAcc] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    prefetch_ahead<kLanes>(a + i);
-    prefetch_ahead<kLanes>(b + i);
+    pf.template stream<kLanes>(a + i);
+    pf.template stream<kLanes>(b + i);
+    pf.advance(kLanes);
 #pragma GCC unroll 4
     for (int q = 0; q < kAcc; ++q) {
       s[q] = fmadd(load_vec(a + i + q * kVecD), load_vec(b + i + q * kVecD), s[q]);
@@ -172,8 +179,9 @@ inline double dot(const A* __restrict a, const B* __restrict b, int64_t n) {
 // load of v serves four products, with two vector accumulators per row (eight independent sums in
 // registers); each sum adds its two accumulators' lanes in a fixed tree, then its tail in order:
 // reproducible, with the level's vector width in the last bits.
-template <typename A, typename B>
-inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n, double* acc) {
+template <typename A, typename B, typename PF = Ahead>
+inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n, double* acc,
+                 PF&& pf = PF{}) {
   constexpr int kStep = 2 * kVecD;
   int64_t j = 0;
   for (; j + 4 <= k; j += 4) {
@@ -181,11 +189,12 @@ inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n
     VecD s0[4] = {}, s1[4] = {};
     int64_t p = 0;
     for (; p + kStep <= n; p += kStep) {
-      prefetch_ahead<kStep>(v + p);
+      pf.template stream<kStep>(v + p);
+      pf.advance(4 * kStep);
       const VecD v0 = load_vec(v + p), v1 = load_vec(v + p + kVecD);
 #pragma GCC unroll 4
       for (int r = 0; r < 4; ++r) {
-        prefetch_ahead<kStep>(a[r] + p);
+        pf.template stream<kStep>(a[r] + p);
         s0[r] = fmadd(load_vec(a[r] + p), v0, s0[r]);
         s1[r] = fmadd(load_vec(a[r] + p + kVecD), v1, s1[r]);
       }
@@ -196,19 +205,27 @@ inline void dots(const A* const* rp, int64_t k, const B* __restrict v, int64_t n
       acc[j + r] += t;
     }
   }
-  for (; j < k; ++j) acc[j] += dot(rp[j], v, n);
+  for (; j < k; ++j) acc[j] += dot(rp[j], v, n, pf);
 }
 
+// Columns per step of lincomb's loops (one advance of the prefetch policy per step).
+constexpr int64_t kCombStep = 64;
+
 // s[p] = sum_j c[j] * rp[j][p] for p < n, in float64 (rp: k pointers to n values, c: k
-// coefficients). Rows go four at a time to cut the passes over s.
-template <typename A>
-inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n,
-                    double* __restrict s) {
+// coefficients). Rows go four at a time to cut the passes over s. Ahead prefetches nothing here
+// (the rows of its callers' blocks are in cache or streamed by the hardware).
+template <typename A, typename PF = Ahead>
+inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n, double* __restrict s,
+                    PF&& pf = PF{}) {
   if (k == 1) {  // one pass instead of zeroing and accumulating
     const A* __restrict a0 = rp[0];
     const double c0 = c[0];
+    for (int64_t p0 = 0; p0 < n; p0 += kCombStep) {
+      const int64_t e = std::min(n, p0 + kCombStep);
+      pf.advance(e - p0);
 #pragma omp simd
-    for (int64_t p = 0; p < n; ++p) s[p] = c0 * static_cast<double>(a0[p]);
+      for (int64_t p = p0; p < e; ++p) s[p] = c0 * static_cast<double>(a0[p]);
+    }
     return;
   }
 #pragma omp simd
@@ -220,17 +237,25 @@ inline void lincomb(const A* const* rp, const double* c, int64_t k, int64_t n,
     const A* __restrict a2 = rp[j + 2];
     const A* __restrict a3 = rp[j + 3];
     const double c0 = c[j], c1 = c[j + 1], c2 = c[j + 2], c3 = c[j + 3];
+    for (int64_t p0 = 0; p0 < n; p0 += kCombStep) {
+      const int64_t e = std::min(n, p0 + kCombStep);
+      pf.advance(4 * (e - p0));
 #pragma omp simd
-    for (int64_t p = 0; p < n; ++p) {
-      s[p] += c0 * static_cast<double>(a0[p]) + c1 * static_cast<double>(a1[p]) +
-              c2 * static_cast<double>(a2[p]) + c3 * static_cast<double>(a3[p]);
+      for (int64_t p = p0; p < e; ++p) {
+        s[p] += c0 * static_cast<double>(a0[p]) + c1 * static_cast<double>(a1[p]) +
+                c2 * static_cast<double>(a2[p]) + c3 * static_cast<double>(a3[p]);
+      }
     }
   }
   for (; j < k; ++j) {
     const A* __restrict a0 = rp[j];
     const double c0 = c[j];
+    for (int64_t p0 = 0; p0 < n; p0 += kCombStep) {
+      const int64_t e = std::min(n, p0 + kCombStep);
+      pf.advance(e - p0);
 #pragma omp simd
-    for (int64_t p = 0; p < n; ++p) s[p] += c0 * static_cast<double>(a0[p]);
+      for (int64_t p = p0; p < e; ++p) s[p] += c0 * static_cast<double>(a0[p]);
+    }
   }
 }
 

@@ -17,10 +17,30 @@ from typing import Any, Dict, List, Mapping, Sequence
 import torch
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or "".
+
+    Rows measured on different CPUs of one machine class (an Intel Xeon and an AMD EPYC VM have both
+    served as "2-core VM") must be told apart: the same kernel reads very differently on them.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine() -> str:
-    """Host, architecture, core count and torch version, in one CSV cell."""
+    """Host, architecture, core count, CPU model and torch version, in one CSV cell."""
+    model = cpu_model()
+    cpu = f" ({model})" if model else ""
     return (
-        f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}"
+        f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus{cpu}, "
+        f"torch {torch.__version__}"
     )
 
 
