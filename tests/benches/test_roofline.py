@@ -118,3 +118,36 @@ def test_peak_probe_keeps_the_fastest_short_run_of_each_call():
     probe()
     probe()
     assert probe.best == [3.0, 1.0] and probe.fmas == 16.0 * roofline.PEAK_ITERS * 2
+
+
+def _record(tmp_path, machine_line):
+    doc = tmp_path / "kernels.md"
+    doc.write_text(
+        f"intro\n{roofline.DOC_BEGIN}\n<!-- uno 0.1.0 on {machine_line}, cpu ISA x86-64-v4 -->\n"
+        f"old table\n{roofline.DOC_END}\noutro\n"
+    )
+    return doc
+
+
+def test_the_default_doc_is_replaced_only_by_a_run_on_the_same_cpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(roofline, "cpu_model", lambda: "Some CPU 9000")
+    other = _record(tmp_path, "vm x86_64 2 cpus (Intel Xeon), torch 2.13.0+cpu")
+    before = other.read_text()
+    argv = ["--quick", "--rounds", "1", "--out", str(tmp_path)]
+    assert roofline.main(argv, default_doc=other) == 0
+    assert other.read_text() == before  # measured on another CPU: kept
+    assert "stays" in capsys.readouterr().out
+    assert roofline.record_machine(other) == "vm x86_64 2 cpus (Intel Xeon), torch 2.13.0+cpu"
+    assert roofline.main([*argv, "--doc", str(other)], default_doc=other) == 0
+    assert other.read_text() != before  # an explicit --doc replaces it whatever CPU it came from
+    same = _record(tmp_path, "vm x86_64 2 cpus (Some CPU 9000), torch 2.13.0+cpu")
+    assert roofline.main(argv, default_doc=same) == 0
+    assert "old table" not in same.read_text() and "replaced the table" in capsys.readouterr().out
+
+
+def test_record_machine_of_a_file_without_a_record_is_empty(tmp_path, monkeypatch):
+    assert roofline.record_machine(tmp_path / "missing.md") == ""
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert roofline.record_machine(tmp_path / "plain.md") == ""
+    monkeypatch.setattr(roofline, "cpu_model", lambda: "")
+    assert not roofline.same_cpu("vm (x) ()")  # no model known: never the same CPU

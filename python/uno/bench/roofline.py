@@ -49,7 +49,15 @@ from uno import _backends
 from uno import optim as uoptim
 from uno.bench import harness as h
 from uno.bench.project import naive_project, qr_project
-from uno.bench.records import append_csv, columns, csv_cell, format_row, header_lines, meta
+from uno.bench.records import (
+    append_csv,
+    columns,
+    cpu_model,
+    csv_cell,
+    format_row,
+    header_lines,
+    meta,
+)
 from uno.bench.shapes import MNIST_VAE_SHAPES, numel, random_pieces, scaled_shapes
 
 Call = Callable[[], object]
@@ -367,6 +375,25 @@ def write_doc_table(doc: Path, table_md: str) -> bool:
     return True
 
 
+def record_machine(doc: Path) -> str:
+    """The machine line of the table of record in ``doc`` ("" when there is none): the first
+    ``<!-- uno ... on MACHINE, cpu ISA ... -->`` comment between the markers."""
+    text = doc.read_text() if doc.is_file() else ""
+    i, j = text.find(DOC_BEGIN), text.find(DOC_END)
+    for line in text[i:j].splitlines() if 0 <= i < j else []:
+        if line.startswith("<!-- uno ") and " on " in line:
+            return line[len("<!-- uno ") :].split(" on ", 1)[1].rsplit(", cpu ISA", 1)[0]
+    return ""
+
+
+def same_cpu(record: str) -> bool:
+    """Whether a record's machine line names this machine's CPU model (rows of another CPU must not
+    replace a table of record by default: an Intel Xeon and an AMD EPYC VM of one size read very
+    differently, docs/kernels.md "On a Zen 4 core")."""
+    model = cpu_model()
+    return bool(model) and f"({model})" in record
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="uno bench roofline", description=__doc__,
@@ -389,13 +416,21 @@ def main(
     default_doc: Union[str, Path, None] = None,
 ) -> int:  # fmt: skip
     """``uno bench roofline [options]`` (``default_csv``: a file whose directory is the default
-    ``--out``: the source checkout's bench/results; ``default_doc``: the default ``--doc``)."""
+    ``--out``: the source checkout's bench/results; ``default_doc``: the table of record replaced
+    without ``--doc``, and only when it was measured on this machine's CPU model; ``--doc FILE``
+    replaces FILE's table whatever CPU it came from)."""
     ap = parser()
     if default_csv is not None:
         ap.set_defaults(out=Path(default_csv).parent)
-    if default_doc is not None:
-        ap.set_defaults(doc=Path(default_doc))
     args = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.doc is None and default_doc is not None and not args.no_csv:
+        record = record_machine(Path(default_doc))
+        if same_cpu(record):
+            args.doc = Path(default_doc)
+        else:
+            print(f"# the table of record in {default_doc} stays: it was measured on "
+                  f"{record or 'an unnamed machine'}, not on {h.machine()} "
+                  f"(--doc {default_doc} replaces it)")  # fmt: skip
     n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
     threads = args.threads if args.threads is not None else ([1] if args.quick else [1, 2])
     if n_rounds < 1 or any(t < 1 for t in threads):
