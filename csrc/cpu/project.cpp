@@ -149,7 +149,7 @@ void project_kernel(const std::vector<int64_t>& x_ptrs, const std::vector<int64_
   std::vector<double> partial(static_cast<size_t>(nchunks * WP), 0.0);
   parallel_for(pieces.total(), plan, [&](int c, int64_t begin, int64_t end) {
     double* acc = partial.data() + c * WP;
-    std::vector<double> s(B);  // sum_j y_j row_j over the block
+    std::vector<double> s(kDirect ? 0 : B);  // sum_j y_j row_j over the block (16-bit x or rows)
     std::vector<XV> xbuf(std::is_same_v<X, XV> ? 0 : B);
     std::vector<RV> rbuf(std::is_same_v<R, RV> ? 0 : B * k);
     std::vector<const RV*> rp(k);
