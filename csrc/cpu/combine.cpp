@@ -3,8 +3,9 @@
 // transform of a Basis): every column (k <= 4) or block of columns is loaded for all k rows before
 // any of it is stored. k <= 4 runs a register kernel per (k, r) (one pass, 2-5x faster than
 // the blocked kernel at these k, bench/bench_combine.py); larger k a register-blocked micro-kernel
-// over packed float64 panels of columns, streamed panel by panel from memory for k <= kStreamMaxK
-// (combine_cols) and a block of panels at a time above (combine_block).
+// over panels of columns, streamed panel by panel from memory for k <= kStreamMaxK (combine_cols:
+// read from the rows, or packed as float64) and packed a block of panels at a time above
+// (combine_block).
 #include "uno/cpu_file.h"
 
 namespace uno {
@@ -89,10 +90,79 @@ SmallKernel<T_> small_kernel(int64_t k, int64_t r) {
 constexpr int kTileRows = kManyRegs ? 8 : 6;  // 16 of 32 zmm registers hold the tile; 12 of 16
 constexpr int kTileCols = 2 * kVecD;
 
-// res[ii][c] = sum_j m[ii * ldm + j] * panel[j * kTileCols + c] for ii < RB, c < kTileCols.
-template <int RB>
-inline void tile(const double* __restrict panel, int64_t k, const double* __restrict m, int64_t ldm,
-                 double (*__restrict res)[kTileCols]) {
+// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2), or,
+// when `streamed` (every output row of the piece is written with non-temporal stores,
+// store_tile_row) at x86-64-v4, 64 columns: four panels, so the packed block (32 KiB at k = 64)
+// stays in L1 beside the group's rows of m, while the next block's rows are prefetched into L2
+// during its tiles (combine_block). Standalone, one thread, P = 1e6, aligned float outputs: k = 64
+// 46 -> 49-53 % of the FMA peak, k = 32 33 -> 45 %; with plain stores (an unaligned output row,
+// 16-bit types) the short blocks are slower (k = 64: 94 -> 118 ms float, 100 -> 154 ms double: 2k
+// short row segments per block, their write-allocate reads among them), so those keep the L2-sized
+// blocks. Below v4 the tiles are half as wide and bind the kernel (64-72 % of v3's peak at k = 64
+// with either block size): L2-sized blocks.
+inline int64_t blocked_cols(int64_t k, bool streamed) {
+  if (kManyRegs && streamed) return 64;
+  const int64_t cols = (256 * 1024) / (8 * k) / kTileCols * kTileCols;
+  return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
+}
+
+// Whether store_tile_row streams full panel rows of T_ at this level.
+template <typename T_>
+constexpr bool kStreamsOut =
+    (kTileCols == 16 && (std::is_same_v<T_, float> || std::is_same_v<T_, double>)) ||
+    (kTileCols == 8 && std::is_same_v<T_, double> && kVecD == 4);
+
+// Stores the w <= kTileCols values of res rounded to T_ at dst (plain stores).
+template <typename T_>
+inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_t w) {
+  if (w == kTileCols) {
+#pragma omp simd
+    for (int c = 0; c < kTileCols; ++c) dst[c] = Elem<T_>::store(res[c]);
+  } else {
+    for (int64_t c = 0; c < w; ++c) dst[c] = Elem<T_>::store(res[c]);
+  }
+}
+
+// One output row of a tile, a0 and a1 (its kTileCols values, float64), rounded to T_ at dst: w of
+// them. A full row of float or double is converted and stored straight from the registers; anything
+// else (a range's short last panel, 16-bit types) goes through res and store_panel. The values
+// stored are the same either way. (Before, every tile stored its accumulators to res and
+// store_panel loaded them back: at k = 16, r = 16 a third of the kernel's stores and loads beside
+// the multiply-adds.)
+//
+// A full panel row that covers whole 64-byte lines at a 64-byte aligned address goes out as
+// non-temporal stores when nt: combine's output is written once and not read again soon, so its
+// lines need no read-for-ownership and do not evict the rows still to be read. That is float at
+// x86-64-v4 (16 values: one line) and double at v4 (two lines) and v3 (8 values: one line);
+// standalone, one thread, P = 1e6 (5e5 at k = 64), float64 at v4: k = 8 19 -> 11.4-12.1 ms, k = 16
+// 47-52 -> 30-31 ms, k = 64 116-121 -> 78-80 ms; at v3: k = 16 45-49 -> 36-38 ms, k = 64 124 ->
+// 116-119 ms. A float panel row at v3 is half a line: streaming it (tried) leaves partial lines
+// that are flushed half-filled, 2.3-2.9x slower at k = 8 and 16, so v3 stores floats normally.
+template <typename T_>
+inline void store_tile_row(T_* __restrict dst, VecD a0, VecD a1, int64_t w, bool nt,
+                           double* __restrict res) {
+  if constexpr (std::is_same_v<T_, float> || std::is_same_v<T_, double>) {
+    if (w == kTileCols) {
+      if (kStreamsOut<T_> && nt && (reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+        stream_vec(dst, a0);  // back to back: the two halves of one line, or two whole lines
+        stream_vec(dst + kVecD, a1);
+      } else {
+        store_round(dst, a0);
+        store_round(dst + kVecD, a1);
+      }
+      return;
+    }
+  }
+  *reinterpret_cast<VecDu*>(res) = a0;
+  *reinterpret_cast<VecDu*>(res + kVecD) = a1;
+  store_panel(dst, res, w);
+}
+
+// out[ii][c0 + c] = sum_j m[ii * ldm + j] * panel[j * kTileCols + c] for ii < RB, c < w (w <=
+// kTileCols), rounded to T_; res: scratch for the rows store_tile_row cannot store from registers.
+template <typename T_, int RB>
+void tile(const double* __restrict panel, int64_t k, const double* __restrict m, int64_t ldm,
+          T_* const* out, int64_t c0, int64_t w, bool nt, double* __restrict res) {
   // Fully unrolled, so that the accumulators live in registers only (no zeroed stack copy).
   VecD acc0[RB], acc1[RB];
 #pragma GCC unroll 16
@@ -111,93 +181,64 @@ inline void tile(const double* __restrict panel, int64_t k, const double* __rest
     }
   }
 #pragma GCC unroll 16
+  for (int ii = 0; ii < RB; ++ii) store_tile_row(out[ii] + c0, acc0[ii], acc1[ii], w, nt, res);
+}
+
+// The same tile over one full panel read straight from the k rows (float or double: converting a
+// value is exact, so the products and sums, and the bits, are tile's on the packed panel): columns
+// [c0, c0 + kTileCols) of rp[0..k). Each group of output rows converts the panel again, which costs
+// fewer instructions than packing it (a converting load and a store per vector, then a load per
+// group) for the one or two groups of combine_cols (k <= 24: r <= 3 * kTileRows).
+template <typename T_, int RB>
+void tile_rows(const T_* const* rp, int64_t k, const double* __restrict m, int64_t ldm,
+               T_* const* out, int64_t c0, bool nt) {
+  VecD acc0[RB], acc1[RB];
+#pragma GCC unroll 16
   for (int ii = 0; ii < RB; ++ii) {
-    *reinterpret_cast<VecDu*>(res[ii]) = acc0[ii];
-    *reinterpret_cast<VecDu*>(res[ii] + kVecD) = acc1[ii];
+    acc0[ii] = VecD{};
+    acc1[ii] = VecD{};
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const T_* __restrict src = rp[j] + c0;
+    const VecD a0 = load_vec(src);
+    const VecD a1 = load_vec(src + kVecD);
+#pragma GCC unroll 16
+    for (int ii = 0; ii < RB; ++ii) {
+      const VecD c = splat(m[ii * ldm + j]);
+      acc0[ii] = fmadd(c, a0, acc0[ii]);
+      acc1[ii] = fmadd(c, a1, acc1[ii]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int ii = 0; ii < RB; ++ii) {
+    store_tile_row(out[ii] + c0, acc0[ii], acc1[ii], kTileCols, nt, nullptr);
   }
 }
 
-using TileFn = void (*)(const double*, int64_t, const double*, int64_t, double (*)[kTileCols]);
-
-template <int... RB>
-constexpr std::array<TileFn, sizeof...(RB)> tile_table(std::integer_sequence<int, RB...>) {
-  return {&tile<RB + 1>...};
-}
-// tiles[rb - 1]: the tile of rb output rows (the last group of r rows may be short).
-constexpr std::array<TileFn, kTileRows> tiles =
-    tile_table(std::make_integer_sequence<int, kTileRows>{});
-
-// Columns per block for the blocked kernel: the packed k rows (float64) within ~256 KiB (L2), or,
-// when `streamed` (every output row of the piece is written with non-temporal stores,
-// store_panel) at x86-64-v4, 64 columns: four panels, so the packed block (32 KiB at k = 64) stays
-// in L1 beside the group's rows of m, while the next block's rows are prefetched into L2 during its
-// tiles (combine_block). Standalone, one thread, P = 1e6, aligned float outputs: k = 64 46 -> 49-53
-// % of the FMA peak, k = 32 33 -> 45 %; with plain stores (an unaligned output row, 16-bit types)
-// the short blocks are slower (k = 64: 94 -> 118 ms float, 100 -> 154 ms double: 2k short row
-// segments per block, their write-allocate reads among them), so those keep the L2-sized blocks.
-// Below v4 the tiles are half as wide and bind the kernel (64-72 % of v3's peak at k = 64 with
-// either block size): L2-sized blocks.
-inline int64_t blocked_cols(int64_t k, bool streamed) {
-  if (kManyRegs && streamed) return 64;
-  const int64_t cols = (256 * 1024) / (8 * k) / kTileCols * kTileCols;
-  return std::min<int64_t>(2048, std::max<int64_t>(kTileCols, cols));
-}
-
-// Whether store_panel streams full panel rows of T_ at this level.
 template <typename T_>
-constexpr bool kStreamsOut = (kTileCols == 16 &&
-                              (std::is_same_v<T_, float> || std::is_same_v<T_, double>)) ||
-                             (kTileCols == 8 && std::is_same_v<T_, double> && kVecD == 4);
-
-// Stores the w <= kTileCols values of res rounded to T_ at dst. A full panel row that covers whole
-// 64-byte lines at a 64-byte aligned address goes out as non-temporal stores when nt: combine's
-// output is written once and not read again soon, so its lines need no read-for-ownership and do
-// not evict the rows still to be read. That is float at x86-64-v4 (16 values: one line) and double
-// at v4 (two lines) and v3 (8 values: one line); standalone, one thread, P = 1e6 (5e5 at k = 64),
-// float64 at v4: k = 8 19 -> 11.4-12.1 ms, k = 16 47-52 -> 30-31 ms, k = 64 116-121 -> 78-80 ms;
-// at v3: k = 16 45-49 -> 36-38 ms, k = 64 124 -> 116-119 ms. A float panel row at v3 is half a
-// line: streaming it (tried) leaves partial lines that are flushed half-filled, 2.3-2.9x slower at
-// k = 8 and 16, so v3 stores floats normally.
-template <typename T_>
-inline void store_panel(T_* __restrict dst, const double* __restrict res, int64_t w, bool nt) {
-  const bool stream = nt && w == kTileCols && (reinterpret_cast<uintptr_t>(dst) & 63) == 0;
-  (void)stream;  // (no streaming stores for this type and level)
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T_, float> && kTileCols == 16) {
-    if (stream) {
-      // the all-lanes masked conversions: GCC 12 reports the "undefined" register of the plain
-      // form as maybe-uninitialized (see load_vec in uno/simd.h)
-      const __mmask8 all = 0xff;
-      const __m256 lo = _mm512_mask_cvtpd_ps(_mm256_setzero_ps(), all, _mm512_load_pd(res));
-      const __m256 hi = _mm512_mask_cvtpd_ps(_mm256_setzero_ps(), all, _mm512_load_pd(res + 8));
-      _mm256_stream_ps(dst, lo);  // the two halves of one line, back to back: one full line
-      _mm256_stream_ps(dst + 8, hi);
-      return;
-    }
-  }
-  if constexpr (std::is_same_v<T_, double> && kTileCols == 16) {
-    if (stream) {
-      _mm512_stream_pd(dst, _mm512_load_pd(res));
-      _mm512_stream_pd(dst + 8, _mm512_load_pd(res + 8));
-      return;
-    }
-  }
-#elif defined(__AVX__)
-  if constexpr (std::is_same_v<T_, double> && kTileCols == 8) {
-    if (stream) {
-      _mm256_stream_pd(dst, _mm256_load_pd(res));  // the two halves of one line, back to back
-      _mm256_stream_pd(dst + 4, _mm256_load_pd(res + 4));
-      return;
-    }
-  }
-#endif
-  if (w == kTileCols) {
-#pragma omp simd
-    for (int c = 0; c < kTileCols; ++c) dst[c] = Elem<T_>::store(res[c]);
-  } else {
-    for (int64_t c = 0; c < w; ++c) dst[c] = Elem<T_>::store(res[c]);
-  }
+using RowsTileFn = void (*)(const T_* const*, int64_t, const double*, int64_t, T_* const*, int64_t,
+                            bool);
+template <typename T_, int... RB>
+constexpr std::array<RowsTileFn<T_>, sizeof...(RB)> rows_tile_table(
+    std::integer_sequence<int, RB...>) {
+  return {&tile_rows<T_, RB + 1>...};
 }
+template <typename T_>
+constexpr std::array<RowsTileFn<T_>, kTileRows> rows_tiles =
+    rows_tile_table<T_>(std::make_integer_sequence<int, kTileRows>{});
+
+template <typename T_>
+using TileFn = void (*)(const double*, int64_t, const double*, int64_t, T_* const*, int64_t,
+                        int64_t, bool, double*);
+
+template <typename T_, int... RB>
+constexpr std::array<TileFn<T_>, sizeof...(RB)> tile_table(std::integer_sequence<int, RB...>) {
+  return {&tile<T_, RB + 1>...};
+}
+// tiles<T_>[rb - 1]: the tile of rb output rows (the last group of r rows may be short).
+template <typename T_>
+constexpr std::array<TileFn<T_>, kTileRows> tiles =
+    tile_table<T_>(std::make_integer_sequence<int, kTileRows>{});
 
 // combine_cols up to this k (measured faster at k = 8, 16; slower at k = 32, 64: see
 // combine_block).
@@ -205,23 +246,46 @@ constexpr int64_t kStreamMaxK = 24;
 // How far ahead combine_cols prefetches the rows, in panels.
 constexpr int64_t kAheadPanels = 4;
 
-// k <= kStreamMaxK: columns [lo, hi) of one piece, a panel of kTileCols columns at a time: pack the
-// panel's k rows (float64, zero-padded at the end of the range), then every group of kTileRows
-// outputs. The panel (k * kTileCols doubles) and m stay in L1; the rows are prefetched
-// kAheadPanels panels ahead, so their loads overlap the tiles of the panels before (a whole block
-// packed first, as before, left memory idle while the tiles ran and the FMA units idle while it
-// packed: k = 16, one thread, 17.5 -> 12 ms at P = 1e6 in a standalone loop).
+// k <= kStreamMaxK: columns [lo, hi) of one piece, a panel of kTileCols columns at a time: every
+// group of kTileRows outputs over the panel read straight from the rows (tile_rows: float and
+// double, full panels, unless in place with more than one group) or over the panel's k rows packed
+// as float64 (zero-padded at the end of the range). In a standalone loop (k = r = 16, float, one
+// thread, Zen 5; bench/cpp/combine_standalone.cpp), the rows in L2 (P = 2000, 1000 calls): 56 % of
+// the FMA peak packed with res stores -> 65 % storing from registers (store_tile_row) -> 74 % with
+// tile_rows; P = 1e6 from memory: 9.6 -> 9.3 ms at 1 thread, 6.6 -> 5.5 ms at 2 (medians of 5
+// alternating processes). The panel (k * kTileCols doubles) and m stay in L1; the rows are
+// prefetched kAheadPanels panels ahead, so their loads overlap the tiles of the panels before (a
+// whole block packed first, as before, left memory idle while the tiles ran and the FMA units idle
+// while it packed: k = 16, one thread, 17.5 -> 12 ms at P = 1e6 in a standalone loop).
 template <typename T_>
 void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, int64_t k, int64_t r,
                   const double* m, double* __restrict panel, bool nt) {
   constexpr int64_t kAhead = kAheadPanels * kTileCols;  // columns
   constexpr int kLineElems = 64 / static_cast<int>(sizeof(T_));
-  alignas(64) double res[kTileRows][kTileCols];
+  alignas(64) double res[kTileCols];  // store_tile_row's scratch
+  // Full panels of float or double skip the packing (tile_rows) unless an output row is an input
+  // row and a later group of outputs would read a panel an earlier group has overwritten (one
+  // group reads all k rows before it stores).
+  bool in_place = false;
+  if (r > kTileRows) {
+    for (int64_t i = 0; i < r && !in_place; ++i) {
+      for (int64_t j = 0; j < k; ++j) in_place |= static_cast<const T_*>(op[i]) == rp[j];
+    }
+  }
   for (int64_t c0 = lo; c0 < hi; c0 += kTileCols) {
     const int64_t w = std::min<int64_t>(kTileCols, hi - c0);
     if (c0 + kAhead < hi) {
       for (int64_t j = 0; j < k; ++j) {
         for (int e = 0; e < kTileCols; e += kLineElems) __builtin_prefetch(rp[j] + c0 + kAhead + e);
+      }
+    }
+    if constexpr (std::is_same_v<T_, float> || std::is_same_v<T_, double>) {
+      if (w == kTileCols && !in_place) {
+        for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
+          const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
+          rows_tiles<T_>[rb - 1](rp, k, m + i0* k, k, op + i0, c0, nt);
+        }
+        continue;
       }
     }
     for (int64_t j = 0; j < k; ++j) {
@@ -238,8 +302,7 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
     }
     for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
       const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
-      tiles[rb - 1](panel, k, m + i0 * k, k, res);
-      for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + c0, res[ii], w, nt);
+      tiles<T_>[rb - 1](panel, k, m + i0* k, k, op + i0, c0, w, nt, res);
     }
   }
 }
@@ -278,8 +341,8 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
   const int64_t lines = lines_per_row * k;
   const int64_t n_tiles = (r + kTileRows - 1) / kTileRows * panels;
   const int64_t per_tile = (lines + n_tiles - 1) / n_tiles;
-  int64_t line = 0;  // the next line of the next block to prefetch, row by row
-  alignas(64) double res[kTileRows][kTileCols];
+  int64_t line = 0;                   // the next line of the next block to prefetch, row by row
+  alignas(64) double res[kTileCols];  // store_tile_row's scratch
   for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
     const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
     for (int64_t q = 0; q < panels; ++q) {
@@ -288,8 +351,7 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
         const int64_t j = line / lines_per_row, l = line % lines_per_row;
         __builtin_prefetch(rp[j] + b0 + n + l * kLineElems, 0, 1);  // 1: into L2 (prefetcht2)
       }
-      tiles[rb - 1](pack + q * k * kTileCols, k, m + i0 * k, k, res);
-      for (int ii = 0; ii < rb; ++ii) store_panel(op[i0 + ii] + b0 + c0, res[ii], w, nt);
+      tiles<T_>[rb - 1](pack + q* k* kTileCols, k, m + i0* k, k, op + i0, b0 + c0, w, nt, res);
     }
   }
 }
@@ -308,7 +370,9 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
   // compute-bound), so that mid-sized inputs use every thread.
   const Plan plan = plan_work(pieces.total() * (k + r + (k > 4 ? r * k / 8 : 0)), num_threads);
   const SmallKernel<T_> small = small_kernel<T_>(k, r);
-  const int64_t B = std::max(blocked_cols(k, false), blocked_cols(k, true));  // the pack's size
+  // the pack's size: one panel for combine_cols, the largest block for combine_block
+  const int64_t B =
+      k <= kStreamMaxK ? kTileCols : std::max(blocked_cols(k, false), blocked_cols(k, true));
   parallel_for(pieces.total(), plan, [&](int, int64_t begin, int64_t end) {
     std::vector<const T_*> rp(k);
     std::vector<T_*> op(r);
@@ -335,7 +399,8 @@ void combine_kernel(const std::vector<int64_t>& out_ptrs, const std::vector<int6
       }
     });
 #if defined(__AVX__)
-    if (!small) _mm_sfence();  // store_panel's non-temporal stores, before the chunk counts as done
+    if (!small)
+      _mm_sfence();  // store_tile_row's non-temporal stores, before the chunk counts as done
 #endif
   });
 }

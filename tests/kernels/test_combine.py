@@ -35,14 +35,17 @@ def test_combine_matches_reference(backend, device, ns, k, r, inplace):
             assert torch.allclose(o.double(), w.double(), **TOL[dtype])
 
 
-@pytest.mark.parametrize("k,r", [(25, 25), (33, 7), (64, 64)])
+@pytest.mark.parametrize("k,r", [(8, 8), (16, 16), (20, 11), (24, 24), (25, 25), (33, 7), (64, 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cpu_blocked_combine_across_blocks_pieces_and_threads(k, r, dtype):
-    """k > 24 takes the cpu blocked kernel (at x86-64-v4 64-column blocks when every output row is
-    64-byte aligned, L2-sized blocks otherwise; the next block prefetched during the tiles): pieces
-    shorter than, equal to and across block boundaries, with a tail shorter than a panel; the
-    float64 oracle within tolerance, the same bits at 1 and 2 threads, for aligned and shifted
-    (unaligned) outputs, and in place."""
+def test_cpu_tiled_combine_across_blocks_pieces_threads_and_in_place(k, r, dtype):
+    """5 <= k <= 24 takes the cpu panel kernel (full panels read straight from the rows, except in
+    place with more than one group of output rows and for a range's last panel, which are packed;
+    outputs stored from the registers, streamed when a row is 64-byte aligned), k > 24 the blocked
+    kernel (at x86-64-v4 64-column blocks when every output row is 64-byte aligned, L2-sized blocks
+    otherwise; the next block prefetched during the tiles): pieces shorter than, equal to and across
+    panel and block boundaries, with a tail shorter than a panel; the float64 oracle within
+    tolerance, the same bits at 1 and 2 threads, for aligned and shifted (unaligned) outputs, and
+    in place (the packed path against the unpacked one at r > 8)."""
     if "cpu" not in _backends.info("cpu").devices:
         pytest.skip("built without the cpu kernels")
     mod = _backends.module("cpu")

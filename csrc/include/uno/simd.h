@@ -112,6 +112,30 @@ inline VecD store_round(double* p, VecD v) {
   return v;
 }
 
+// v rounded to T stored at p with a non-temporal store (no read for ownership, not kept in cache):
+// for a buffer written once and not read again soon. p aligned to the store's width (64 bytes for
+// double at x86-64-v4; 32 for float at v4 and double at v3); a plain store where the level has no
+// such store. The stored bits are store_round's.
+inline void stream_vec(double* p, VecD v) {
+#if defined(__AVX512F__)
+  _mm512_stream_pd(p, reinterpret_cast<__m512d>(v));
+#elif defined(__AVX__)
+  _mm256_stream_pd(p, reinterpret_cast<__m256d>(v));
+#else
+  store_round(p, v);
+#endif
+}
+inline void stream_vec(float* p, VecD v) {
+#if defined(__AVX512F__)
+  _mm256_stream_ps(p, _mm512_mask_cvtpd_ps(_mm256_setzero_ps(), static_cast<__mmask8>(0xff),
+                                           reinterpret_cast<__m512d>(v)));  // see load_vec
+#elif defined(__AVX__)
+  _mm_stream_ps(p, _mm256_cvtpd_ps(reinterpret_cast<__m256d>(v)));
+#else
+  store_round(p, v);
+#endif
+}
+
 // Software prefetch for the streaming reductions (dtype.h, sweep.h): one core alone keeps too few
 // cache-line misses in flight to reach the memory bandwidth (a standalone loop, x86-64-v4, one
 // thread: 85 -> 100 % of a same-thread copy at 1 KiB ahead). Touches every line of the Elems
