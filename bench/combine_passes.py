@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 
 import uno
 from uno import _backends
+from uno.bench.harness import interleaved
 from uno.bench.shapes import MNIST_VAE_SHAPES
 
 
@@ -47,14 +47,7 @@ def measure(p: int, threads: int, rounds: int) -> str:
         "orth": lambda: uno.orthonormalize(vecs),
         "qr": qr,
     }
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = interleaved(fns, torch.device("cpu"), rounds)
     med = {name: statistics.median(v) for name, v in times.items()}
     copy = 8 * 4 * p / med["copy"] / 1e9
     gbs = 128 * p / med["combine"] / 1e9

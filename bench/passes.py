@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from functools import partial
 from typing import Callable, Dict, List, Sequence
 
 import torch
 
 from uno import _backends
+from uno.bench.harness import interleaved
 
 
 def measure(p: int, ks: Sequence[int], threads: int, rounds: int) -> List[str]:
@@ -38,14 +38,7 @@ def measure(p: int, ks: Sequence[int], threads: int, rounds: int) -> List[str]:
             "inner": partial(be.inner, [x], [rows], False),
             "project": partial(be.project, [x], [rows], y),
         }
-        times: Dict[str, List[float]] = {name: [] for name in fns}
-        for fn in fns.values():
-            fn()
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved(fns, torch.device("cpu"), rounds)
         med = {name: statistics.median(v) for name, v in times.items()}
         copy = 8 * p / med["copy"] / 1e9
         parts = [f"k={k} thr={threads} copy {copy:.1f} GB/s"]

@@ -158,11 +158,29 @@ inline void store_tile_row(T_* __restrict dst, VecD a0, VecD a1, int64_t w, bool
   store_panel(dst, res, w);
 }
 
-// out[ii][c0 + c] = sum_j m[ii * ldm + j] * panel[j * kTileCols + c] for ii < RB, c < w (w <=
-// kTileCols), rounded to T_; res: scratch for the rows store_tile_row cannot store from registers.
-template <typename T_, int RB>
-void tile(const double* __restrict panel, int64_t k, const double* __restrict m, int64_t ldm,
-          T_* const* out, int64_t c0, int64_t w, bool nt, double* __restrict res) {
+// A tile's panel: row j's kTileCols values at row(j), as float64 (Packed: the packed float64
+// panel, panel[j * kTileCols + c]) or as T_ (Rows: columns [c0, c0 + kTileCols) of the k rows,
+// converted as they are loaded; float or double only, where converting a value is exact, so the
+// products and sums, and the bits, are those of the packed panel).
+struct Packed {
+  const double* panel;
+  const double* row(int64_t j) const { return panel + j * kTileCols; }
+};
+template <typename T_>
+struct Rows {
+  const T_* const* rp;
+  int64_t c0;
+  const T_* row(int64_t j) const { return rp[j] + c0; }
+};
+
+// out[ii][c0 + c] = sum_j m[ii * ldm + j] * panel.row(j)[c] for ii < RB, c < w (w <= kTileCols; w =
+// kTileCols for Rows), rounded to T_; res: scratch for the rows store_tile_row cannot store from
+// registers. Reading Rows, each group of output rows converts the panel again, which costs fewer
+// instructions than packing it (a converting load and a store per vector, then a load per group)
+// for the one to three groups of combine_cols (k <= 24).
+template <typename T_, typename Panel, int RB>
+void tile(Panel panel, int64_t k, const double* __restrict m, int64_t ldm, T_* const* out,
+          int64_t c0, int64_t w, bool nt, double* __restrict res) {
   // Fully unrolled, so that the accumulators live in registers only (no zeroed stack copy).
   VecD acc0[RB], acc1[RB];
 #pragma GCC unroll 16
@@ -171,8 +189,9 @@ void tile(const double* __restrict panel, int64_t k, const double* __restrict m,
     acc1[ii] = VecD{};
   }
   for (int64_t j = 0; j < k; ++j) {
-    const VecD a0 = load_vec(panel + j * kTileCols);
-    const VecD a1 = load_vec(panel + j * kTileCols + kVecD);
+    const auto* __restrict src = panel.row(j);
+    const VecD a0 = load_vec(src);
+    const VecD a1 = load_vec(src + kVecD);
 #pragma GCC unroll 16
     for (int ii = 0; ii < RB; ++ii) {
       const VecD c = splat(m[ii * ldm + j]);
@@ -184,61 +203,19 @@ void tile(const double* __restrict panel, int64_t k, const double* __restrict m,
   for (int ii = 0; ii < RB; ++ii) store_tile_row(out[ii] + c0, acc0[ii], acc1[ii], w, nt, res);
 }
 
-// The same tile over one full panel read straight from the k rows (float or double: converting a
-// value is exact, so the products and sums, and the bits, are tile's on the packed panel): columns
-// [c0, c0 + kTileCols) of rp[0..k). Each group of output rows converts the panel again, which costs
-// fewer instructions than packing it (a converting load and a store per vector, then a load per
-// group) for the one or two groups of combine_cols (k <= 24: r <= 3 * kTileRows).
-template <typename T_, int RB>
-void tile_rows(const T_* const* rp, int64_t k, const double* __restrict m, int64_t ldm,
-               T_* const* out, int64_t c0, bool nt) {
-  VecD acc0[RB], acc1[RB];
-#pragma GCC unroll 16
-  for (int ii = 0; ii < RB; ++ii) {
-    acc0[ii] = VecD{};
-    acc1[ii] = VecD{};
-  }
-  for (int64_t j = 0; j < k; ++j) {
-    const T_* __restrict src = rp[j] + c0;
-    const VecD a0 = load_vec(src);
-    const VecD a1 = load_vec(src + kVecD);
-#pragma GCC unroll 16
-    for (int ii = 0; ii < RB; ++ii) {
-      const VecD c = splat(m[ii * ldm + j]);
-      acc0[ii] = fmadd(c, a0, acc0[ii]);
-      acc1[ii] = fmadd(c, a1, acc1[ii]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int ii = 0; ii < RB; ++ii) {
-    store_tile_row(out[ii] + c0, acc0[ii], acc1[ii], kTileCols, nt, nullptr);
-  }
-}
+template <typename T_, typename Panel>
+using TileFn = void (*)(Panel, int64_t, const double*, int64_t, T_* const*, int64_t, int64_t, bool,
+                        double*);
 
-template <typename T_>
-using RowsTileFn = void (*)(const T_* const*, int64_t, const double*, int64_t, T_* const*, int64_t,
-                            bool);
-template <typename T_, int... RB>
-constexpr std::array<RowsTileFn<T_>, sizeof...(RB)> rows_tile_table(
+template <typename T_, typename Panel, int... RB>
+constexpr std::array<TileFn<T_, Panel>, sizeof...(RB)> tile_table(
     std::integer_sequence<int, RB...>) {
-  return {&tile_rows<T_, RB + 1>...};
+  return {&tile<T_, Panel, RB + 1>...};
 }
-template <typename T_>
-constexpr std::array<RowsTileFn<T_>, kTileRows> rows_tiles =
-    rows_tile_table<T_>(std::make_integer_sequence<int, kTileRows>{});
-
-template <typename T_>
-using TileFn = void (*)(const double*, int64_t, const double*, int64_t, T_* const*, int64_t,
-                        int64_t, bool, double*);
-
-template <typename T_, int... RB>
-constexpr std::array<TileFn<T_>, sizeof...(RB)> tile_table(std::integer_sequence<int, RB...>) {
-  return {&tile<T_, RB + 1>...};
-}
-// tiles<T_>[rb - 1]: the tile of rb output rows (the last group of r rows may be short).
-template <typename T_>
-constexpr std::array<TileFn<T_>, kTileRows> tiles =
-    tile_table<T_>(std::make_integer_sequence<int, kTileRows>{});
+// tiles<T_, Panel>[rb - 1]: the tile of rb output rows (the last group of r rows may be short).
+template <typename T_, typename Panel>
+constexpr std::array<TileFn<T_, Panel>, kTileRows> tiles =
+    tile_table<T_, Panel>(std::make_integer_sequence<int, kTileRows>{});
 
 // combine_cols up to this k (measured faster at k = 8, 16; slower at k = 32, 64: see
 // combine_block).
@@ -247,12 +224,12 @@ constexpr int64_t kStreamMaxK = 24;
 constexpr int64_t kAheadPanels = 4;
 
 // k <= kStreamMaxK: columns [lo, hi) of one piece, a panel of kTileCols columns at a time: every
-// group of kTileRows outputs over the panel read straight from the rows (tile_rows: float and
+// group of kTileRows outputs over the panel read straight from the rows (tiles over Rows: float and
 // double, full panels, unless in place with more than one group) or over the panel's k rows packed
 // as float64 (zero-padded at the end of the range). In a standalone loop (k = r = 16, float, one
 // thread, Zen 5; bench/cpp/combine_standalone.cpp), the rows in L2 (P = 2000, 1000 calls): 56 % of
 // the FMA peak packed with res stores -> 65 % storing from registers (store_tile_row) -> 74 % with
-// tile_rows; P = 1e6 from memory: 9.6 -> 9.3 ms at 1 thread, 6.6 -> 5.5 ms at 2 (medians of 5
+// Rows; P = 1e6 from memory: 9.6 -> 9.3 ms at 1 thread, 6.6 -> 5.5 ms at 2 (medians of 5
 // alternating processes). The panel (k * kTileCols doubles) and m stay in L1; the rows are
 // prefetched kAheadPanels panels ahead, so their loads overlap the tiles of the panels before (a
 // whole block packed first, as before, left memory idle while the tiles ran and the FMA units idle
@@ -263,7 +240,7 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
   constexpr int64_t kAhead = kAheadPanels * kTileCols;  // columns
   constexpr int kLineElems = 64 / static_cast<int>(sizeof(T_));
   alignas(64) double res[kTileCols];  // store_tile_row's scratch
-  // Full panels of float or double skip the packing (tile_rows) unless an output row is an input
+  // Full panels of float or double skip the packing (Rows) unless an output row is an input
   // row and a later group of outputs would read a panel an earlier group has overwritten (one
   // group reads all k rows before it stores).
   bool in_place = false;
@@ -283,7 +260,8 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
       if (w == kTileCols && !in_place) {
         for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
           const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
-          rows_tiles<T_>[rb - 1](rp, k, m + i0* k, k, op + i0, c0, nt);
+          tiles<T_, Rows<T_>>[rb - 1](Rows<T_>{rp, c0}, k, m + i0* k, k, op + i0, c0, kTileCols, nt,
+                                      res);
         }
         continue;
       }
@@ -302,7 +280,7 @@ void combine_cols(const T_* const* rp, T_* const* op, int64_t lo, int64_t hi, in
     }
     for (int64_t i0 = 0; i0 < r; i0 += kTileRows) {
       const int rb = static_cast<int>(std::min<int64_t>(kTileRows, r - i0));
-      tiles<T_>[rb - 1](panel, k, m + i0* k, k, op + i0, c0, w, nt, res);
+      tiles<T_, Packed>[rb - 1](Packed{panel}, k, m + i0* k, k, op + i0, c0, w, nt, res);
     }
   }
 }
@@ -351,7 +329,8 @@ void combine_block(const T_* const* rp, T_* const* op, int64_t b0, int64_t n, in
         const int64_t j = line / lines_per_row, l = line % lines_per_row;
         __builtin_prefetch(rp[j] + b0 + n + l * kLineElems, 0, 1);  // 1: into L2 (prefetcht2)
       }
-      tiles<T_>[rb - 1](pack + q* k* kTileCols, k, m + i0* k, k, op + i0, b0 + c0, w, nt, res);
+      tiles<T_, Packed>[rb - 1](Packed{pack + q * k * kTileCols}, k, m + i0* k, k, op + i0, b0 + c0,
+                                w, nt, res);
     }
   }
 }
