@@ -2,7 +2,10 @@
 // out = m @ rows for k = r float32 rows of P columns in one piece, 64-byte aligned as torch's
 // tensors are, at 1 or more threads (uno's own threads: no OpenMP runtime is loaded here), timed
 // after a 64 MiB copy as the roofline's rounds do, against fma_peak run between the calls. HUGE=1
-// puts the rows in transparent huge pages (madvise). Not part of the build; from the source root,
+// puts the rows in transparent huge pages (madvise); WARM=N times N back-to-back calls per sample
+// instead, with no copy between them, so that rows that fit stay in cache (the kernel's compute
+// rate: docs/kernels.md "On a Zen 5 core" ran `WARM=1000 /tmp/combine_sa 16 2000 1 5`). Not part
+// of the build; from the source root,
 // one command line (the include paths: pybind11 and Python headers, which uno/cpu_file.h needs):
 //
 //   c++ -O3 -std=gnu++17 -fopenmp-simd -fno-math-errno -ffp-contract=off -march=native
@@ -59,11 +62,15 @@ int main(int argc, char** argv) {
   const uno::cpu::I64s op{reinterpret_cast<int64_t>(out)}, rp{reinterpret_cast<int64_t>(in)};
   const uno::cpu::I64s lds{P}, ns{P};
   std::vector<double> t_call, peak;
+  const char* warm_env = std::getenv("WARM");
+  const int warm = warm_env != nullptr ? std::max(1, std::atoi(warm_env)) : 0;
   for (int c = 0; c < calls; ++c) {
-    std::copy(a.begin(), a.end(), b.begin());
+    if (warm == 0) std::copy(a.begin(), a.end(), b.begin());
     const auto t0 = std::chrono::steady_clock::now();
-    run_combine(op, lds, rp, lds, ns, k, k, m.data(), uno::kF32, threads);
-    t_call.push_back(seconds_since(t0));
+    for (int w = 0; w < std::max(1, warm); ++w) {
+      run_combine(op, lds, rp, lds, ns, k, k, m.data(), uno::kF32, threads);
+    }
+    t_call.push_back(seconds_since(t0) / std::max(1, warm));
     double best = 1e9, fmas = 0.0;
     for (int s = 0; s < 6; ++s) {  // the fastest of 6 short runs, as uno bench roofline's probe
       const auto t1 = std::chrono::steady_clock::now();
@@ -76,9 +83,9 @@ int main(int argc, char** argv) {
   std::sort(peak.begin(), peak.end());
   const double t = t_call[calls / 2], pk = peak[calls / 2], rate = double(k) * k * P / t;
   std::printf(
-      "k=%ld P=%ld threads=%d %s pages: %.2f ms, %.1f GFMA/s, peak %.1f -> %.1f %% (out %g)\n",
-      static_cast<long>(k), static_cast<long>(P), threads, huge ? "huge" : "4 KiB", t * 1e3,
-      rate / 1e9, pk / 1e9, 100 * rate / pk,
+      "k=%ld P=%ld threads=%d %s pages%s: %.3f ms, %.1f GFMA/s, peak %.1f -> %.1f %% (out %g)\n",
+      static_cast<long>(k), static_cast<long>(P), threads, huge ? "huge" : "4 KiB",
+      warm ? ", warm" : "", t * 1e3, rate / 1e9, pk / 1e9, 100 * rate / pk,
       static_cast<double>(out[static_cast<size_t>((k / 2) * P + P / 3)]));
   return 0;
 }
