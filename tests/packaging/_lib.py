@@ -40,6 +40,11 @@ def run_smoke(level: Optional[str], prefix: Sequence[str] = (), timeout: float =
     env.pop("UNO_CPU_ISA", None)
     if level is not None:
         env["UNO_CPU_ISA"] = level
+    if "-cpu" in prefix:
+        # numpy's OpenBLAS picks its kernels from the CPU it detects, and under qemu-user on some
+        # hosts it detects wrongly: on a Zen 5 host (2026-12-02) `import numpy` died with SIGILL
+        # under -cpu Nehalem, and its matmul under -cpu SandyBridge. Name the emulated core.
+        env["OPENBLAS_CORETYPE"] = prefix[list(prefix).index("-cpu") + 1]
     proc = subprocess.run(
         [*prefix, sys.executable, str(SMOKE), core_path()],
         env=env, capture_output=True, text=True, timeout=timeout,
