@@ -3,20 +3,13 @@ run prints one line per thread count with positive times, rates and a speed-up."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "combine_passes.py"
+from benches._scripts import load_bench_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_combine_passes", _PATH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("combine_passes")
 
 
 def test_quick_run_prints_a_line_per_thread_count(capsys):

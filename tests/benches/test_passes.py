@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "passes.py"
+from benches._scripts import load_bench_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_passes", _PATH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("passes")
 
 
 def test_quick_run_prints_a_line_per_k_and_thread_count(capsys):
