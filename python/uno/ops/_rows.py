@@ -222,10 +222,10 @@ def orthonormalize_rows(
     k = row_count(rows)
     sizes = row_sizes(rows)
     numel = sum(sizes)
-    packed = be.inner(None, rows, True)
-    if not bool(torch.isfinite(packed).all()):
+    packed = be.inner(None, rows, True).tolist()  # host math on Python floats (uno.ops._small)
+    if not _small.all_finite(packed):
         raise ValueError("the vectors have non-finite entries (inf or nan)")
-    m, _, ok = _small.chol_drop(_small.unpack_gram(packed[k + 1 :], k), rtol)
+    m, _, ok = _small.chol_drop(_small.gram_of(packed[k + 1 :], k), rtol)
     if ok and m is None:
         return torch.zeros(0, numel, dtype=dtype, device=device)
     if ok and m is not None:
@@ -233,8 +233,8 @@ def orthonormalize_rows(
         buf = torch.empty(r, numel, dtype=dtype, device=device)
         q = pieces_of(buf, sizes)
         be.combine(q, rows, m.to(device))
-        g2 = _small.unpack_gram(be.inner(None, q, True)[r + 1 :], r)
-        err = float((g2 - torch.eye(r, dtype=torch.float64)).abs().max())
+        g2 = _small.gram_of(be.inner(None, q, True).tolist()[r + 1 :], r)
+        err = _small.max_off_identity(g2)
         if err <= pass_tol(dtype, r):
             # Q₁ is already orthonormal to working precision: step 4 would not improve it
             return buf

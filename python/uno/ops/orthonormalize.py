@@ -72,7 +72,7 @@ def orthonormalize(
             lay = _dist.layout_of(vecs[0], "vectors[0]")
             vecs = _dist.localize_like(vecs, lay, "vectors")
         like = vecs[0]
-        rows, _ = rows_for(vecs, like, "vectors", table=lay is None)
+        rows, _ = rows_for(vecs, like, "vectors", table=lay is None, checked=True)
     else:
         raise ValueError(
             "vectors must be a non-empty sequence of vectors or a (k, *shape) tensor, got "
