@@ -102,3 +102,62 @@ def test_gram_helpers():
     assert _small.max_off_identity([[1.0, -1e-3], [-1e-3, 0.5]]) == 0.5
     assert _small.all_finite([0.0, 1e300]) and not _small.all_finite([0.0, math.nan])
     assert not _small.all_finite([math.inf])
+
+
+def _measured_and_bound(v32: torch.Tensor, rtol: float = 4.8e-7) -> tuple[float, float, int]:
+    """``max|Q Qᵀ − I|`` of ``Q = fl32(m @ V)`` (combine's arithmetic: float64 sums, one rounding)
+    and :func:`orthogonality_bound` for the same data."""
+    k, n = v32.shape
+    v64 = v32.double()
+    g = _small.gram_of(_packed(v64), k)
+    m, kept, ok = _small.chol_drop(g, rtol)
+    assert ok and m is not None
+    q = (m @ v64).to(torch.float32).double()
+    err = float((q @ q.T - torch.eye(len(kept), dtype=torch.float64)).abs().max())
+    return err, _small.orthogonality_bound(g, m, kept, n, torch.float32), len(kept)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 10),
+    n=st.integers(10, 3000),
+    log_cond=st.floats(0.0, 4.0),
+    log_scale=st.floats(-20.0, 20.0),
+    seed=st.integers(0, 2**16),
+)
+def test_orthogonality_bound_holds(k, n, log_cond, log_scale, seed):
+    """The bound is never below the error it bounds, for any conditioning, norm spread and size."""
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    w, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
+    s = torch.logspace(0, -log_cond, k, dtype=torch.float64)
+    scales = torch.logspace(-log_scale / 2, log_scale / 2, k, dtype=torch.float64)
+    v = (scales[:, None] * (w @ (u * s).T)).to(torch.float32)
+    err, bound, _ = _measured_and_bound(v)
+    assert err <= bound
+
+
+def test_orthogonality_bound_adversarial_rounding():
+    """Entries that all round the same way (every value half an ulp above a float32): the error the
+    float32 storage adds is as large as it gets, and still within the bound."""
+    n = 4096
+    base = torch.full((n,), 1.0 + 2.0**-23, dtype=torch.float64)  # ulp(1) = 2⁻²³
+    v = torch.stack([base, base * torch.linspace(1.0, 2.0, n, dtype=torch.float64)])
+    err, bound, _ = _measured_and_bound(v.to(torch.float32))
+    assert err <= bound
+
+
+def test_orthogonality_bound_size():
+    """Random well-conditioned float32 vectors: within the tolerance that lets orthonormalize skip
+    the measuring pass (pass_tol = 2·eps·√r); with a condition number of 1e4 Q₁ is not orthonormal
+    to working precision, and the bound does not claim it is."""
+    from uno.ops._rows import pass_tol
+
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(8, 100_000, generator=gen).to(torch.float32)
+    err, bound, r = _measured_and_bound(v)
+    eps = torch.finfo(torch.float32).eps
+    assert err <= bound <= 1.2 * eps < pass_tol(torch.float32, r)
+    v[1] = v[0] + 1e-4 * v[1]  # condition number ~1e4: Q₁ needs CholeskyQR2's second transform
+    err, bound, r = _measured_and_bound(v)
+    assert pass_tol(torch.float32, r) < err <= bound

@@ -11,6 +11,13 @@ float32/float16/bfloat16 (float32: 4.8e-7, so a float32 basis with condition num
 direction while a vector that is an exact combination of others, up to float32 rounding, is dropped) and
 ``1e-13`` for float64 (≈ 450·eps: the residual of a dependent float64 vector after re-orthogonalised
 Gram-Schmidt is a few hundred ulps at worst).
+
+Certified CholeskyQR (:func:`orthogonality_bound`): CholeskyQR2 measures the Gram of its first
+result Q₁ = fl(M V) (one more pass over the r output vectors) to decide whether a second transform is
+needed. With the Gram computed in float64 from float32 vectors, a rounding-error bound computed from
+the k×k data alone, O(k²) host arithmetic, often already proves ``max |Q₁ Q₁ᵀ − I|`` within the
+tolerance that measurement would accept; the pass is then skipped. The bound holds for any summation
+order (the backends differ there), so it does not depend on which backend ran the kernels.
 """
 
 from __future__ import annotations
@@ -212,3 +219,49 @@ def chol_inverse_t(g: Gram) -> Optional[Tensor]:
         return None
     eye = torch.eye(len(g), dtype=torch.float64)
     return torch.linalg.solve_triangular(rt, eye, upper=False)
+
+
+#: The unit roundoff of float64.
+U64 = 2.0**-53
+
+
+def _gamma(n: int) -> float:
+    """γ_n = n·u/(1 − n·u) for float64: the relative error bound of n floating-point operations."""
+    nu = n * U64
+    return nu / (1.0 - nu) if nu < 0.5 else math.inf
+
+
+def orthogonality_bound(
+    g: Gram, m: Tensor, kept: Sequence[int], numel: int, dtype: torch.dtype
+) -> float:
+    """An upper bound on ``max |Q Qᵀ − I|`` for ``Q = fl(m @ V)`` stored in ``dtype``, from the
+    float64 Gram ``g`` of the k vectors V (``numel`` entries each) and the ``m`` that
+    :func:`chol_drop` made of it (kept rows ``kept``), without reading Q.
+
+    Notation: D the kept vectors' norms, X = m's kept columns (X ≈ L⁻¹ for the Cholesky factor
+    L Lᵀ of the kept vectors' Gram), r the rank, u_T the unit roundoff of ``dtype`` and
+    γ_n = n·u₆₄/(1 − n·u₆₄). The Gram's float64 sums (any order) leave every entry of D⁻¹ΔG D⁻¹
+    within γ_numel; the Cholesky's backward error is γ_{r+1}|L||Lᵀ| and the triangular inverse's
+    residual ``X L − I`` is within η = γ_{4r}·r·‖XD‖_F² (γ_{4r}: room for blocked LAPACK solves).
+    So for exact products ``X V``:
+
+        ‖X G Xᵀ − I‖₂ <= e = 2η + η² + ‖XD‖_F²·r·(γ_numel + γ_{r+1}).
+
+    ``combine`` then sums k float64 products per entry and rounds once to ``dtype``: row i of Q is
+    off by at most δ = γ_k·√r·‖XD‖_F + u_T·√(1 + e) (+ the subnormal floor √numel·tiny_T), which
+    moves an entry of Q Qᵀ by at most 2δ√(1 + e) + δ². The sum of the two, times 1.01 for the
+    second-order factors left out (all below 1e-6 relative wherever the bound is small enough to be
+    used), is returned.
+    """
+    k, r = len(g), len(kept)
+    if r == 0:
+        return 0.0
+    rows = m.tolist()
+    norms = [math.sqrt(g[j][j]) for j in kept]
+    xd2 = math.fsum((row[j] * d) ** 2 for row in rows for j, d in zip(kept, norms))
+    eta = _gamma(4 * r) * r * xd2
+    e = 2.0 * eta + eta * eta + xd2 * r * (_gamma(numel) + _gamma(r + 1))
+    fi = torch.finfo(dtype)
+    u_t = float(fi.eps) / 2.0
+    delta = _gamma(k) * math.sqrt(r * xd2) + u_t * math.sqrt(1.0 + e) + math.sqrt(numel) * fi.tiny
+    return 1.01 * (e + 2.0 * delta * math.sqrt(1.0 + e) + delta * delta)
