@@ -179,3 +179,37 @@ def test_opcheck_orthonormalize():
         (rows, 1e-6, torch.float32, ""),
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_certified_first_pass_skips_the_measuring_pass(monkeypatch, backend, device):
+    """Float32 vectors whose Gram proves Q₁ orthonormal (uno.ops._small.orthogonality_bound): one
+    Gram pass in all (the vectors'); ill-conditioned or float64 vectors: a second one measures Q₁.
+    Every result is orthonormal to working precision."""
+    from uno import _backends
+
+    be = _backends.get(backend, torch.device(device))
+    grams = []
+    orig = be.inner
+
+    def counting(x, rows, with_gram):
+        grams.append(with_gram and x is None)
+        return orig(x, rows, with_gram)
+
+    monkeypatch.setattr(be, "inner", counting)
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(300, 7), (11,), (2, 50)]
+    for dtype, cond, passes in [
+        (torch.float32, 1.0, 1),
+        (torch.float32, 1e4, 2),
+        (torch.float64, 1.0, 2),
+    ]:
+        vecs = [rand_pieces(shapes, torch.float64, "cpu", gen) for _ in range(4)]
+        vecs[1] = [a + b / cond for a, b in zip(vecs[0], vecs[1])]
+        grams.clear()
+        b = uno.orthonormalize([[p.to(dtype).to(device) for p in v] for v in vecs], backend=backend)
+        assert b.k == 4 and sum(grams) == passes, (dtype, cond)
+        eps = torch.finfo(dtype).eps
+        # certified: within pass_tol (2·eps·√r), as a measured Q₁ that skips step 4 would be
+        tol = 2 * eps * math.sqrt(4) if passes == 1 else 20 * eps * math.sqrt(4)
+        assert _orth_err(b) <= tol, (dtype, cond)

@@ -14,7 +14,9 @@ Bytes per parameter (fp32; k basis vectors; what one call must read and write at
                          GEMM, torch.mm on 1024² matrices, and % of the float64 FMA peak,
                          ``uno._C.fma_peak_cpu``: a pure multiply-add loop on as many threads,
                          the fastest of 8 short runs per round; both in the same rounds)
-  orthonormalize (k)     4·4k: CholeskyQR2's Gram (k rows), Q₁ = M V (k in, k out), Q₁'s Gram (k)
+  orthonormalize (k)     4·3k: CholeskyQR2's Gram (k rows), Q₁ = M V (k in, k out); Q₁'s own
+                         Gram (another 4k) only when the rounding bound cannot certify Q₁
+                         (``uno.ops._small.orthogonality_bound``; rows before 2026-12-03: 4·4k)
   ProjectedAdam (grad)   32 + 8k: pass A reads g and k rows; pass B reads p, g, m, v, k rows, writes
                          p, m, v
 Baselines: naive torch (cat + Gram-Schmidt + dots + axpy + copy back; ``uno.bench.project``),
@@ -184,7 +186,7 @@ def _ortho_case(k: int) -> Case:
         "torch qr": (None, qr),
     }
     n = numel(MNIST_VAE_SHAPES)
-    return Case("orthonormalize (separate)", k, n, 4 * 4 * k, methods)
+    return Case("orthonormalize (separate)", k, n, 4 * 3 * k, methods)
 
 
 def _optim_case(p: int, k: int) -> Case:

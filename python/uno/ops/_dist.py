@@ -230,6 +230,10 @@ class Reduced:
     sums; ``project`` still writes them (every rank subtracts the same reduced coefficients).
     """
 
+    #: The sums run over every rank's elements: :func:`uno.ops._rows.orthonormalize_rows` cannot
+    #: bound their rounding by the local element count, so it measures Q₁'s Gram instead.
+    GLOBAL_SUMS = True
+
     def __init__(self, be: ModuleType, lay: Layout) -> None:
         self._be = be
         self._group = lay.group

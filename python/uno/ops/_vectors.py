@@ -8,7 +8,7 @@ it traces under ``torch.compile``; checks that need the data run inside the cust
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union, cast
 
 import torch
 from torch import Tensor
@@ -133,7 +133,12 @@ def vector_list(basis: object, n_pieces: int, what: str) -> List[List[Any]]:
 
 
 def rows_for(
-    basis: object, grad: Sequence[Tensor], what: str = "basis", *, table: bool = False
+    basis: object,
+    grad: Sequence[Tensor],
+    what: str = "basis",
+    *,
+    table: bool = False,
+    checked: bool = False,
 ) -> tuple[List[Tensor], bool]:
     """Canonical row blocks of raw vectors ``basis`` for a vector with pieces ``grad`` (a
     :class:`uno.Basis` is the caller's to handle: its rows are ``basis.rows()``).
@@ -142,6 +147,7 @@ def rows_for(
         ``(rows, False)``: ``rows[t]`` of shape ``(k, grad[t].numel())``; False says the rows are raw
         (not known to be orthonormal). With ``table``, k >= 2 vectors given piece by piece come as a
         :class:`~uno._backends._rowtable.RowTable` (no copy; :mod:`uno.ops._rows` reads it).
+        ``checked``: ``basis`` is a list of vectors that :func:`as_pieces` already returned.
     """
     shapes = [g.shape for g in grad]
     if isinstance(basis, Tensor):
@@ -163,10 +169,10 @@ def rows_for(
             f"(one vector) or (k, *{tuple(g.shape)}) (k vectors)"
         )
 
-    vectors = vector_list(basis, len(grad), what)
-    pieces0 = as_pieces(vectors[0], f"{what}[0]")
+    vectors = cast(List[List[Any]], basis) if checked else vector_list(basis, len(grad), what)
+    pieces0 = vectors[0] if checked else as_pieces(vectors[0], f"{what}[0]")
     for j, v in enumerate(vectors):
-        pv = as_pieces(v, f"{what}[{j}]")
+        pv = v if checked else as_pieces(v, f"{what}[{j}]")
         if pv[0].dtype != pieces0[0].dtype:
             raise ValueError(f"{what} mixes dtypes: {pieces0[0].dtype} and {pv[0].dtype}")
         check_same_device(grad[0].device, pv[0].device, what)

@@ -72,7 +72,7 @@ def orthonormalize(
             lay = _dist.layout_of(vecs[0], "vectors[0]")
             vecs = _dist.localize_like(vecs, lay, "vectors")
         like = vecs[0]
-        rows, _ = rows_for(vecs, like, "vectors", table=lay is None)
+        rows, _ = rows_for(vecs, like, "vectors", table=lay is None, checked=True)
     else:
         raise ValueError(
             "vectors must be a non-empty sequence of vectors or a (k, *shape) tensor, got "
@@ -87,7 +87,7 @@ def orthonormalize(
         buf = library.orthonormalize(rows, tol, dt, backend)
     else:
         be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
-        buf = _rows.orthonormalize_rows(be, rows, tol, dt)  # type: ignore[arg-type]
+        buf = _rows.orthonormalize_rows(be, rows, tol, dt, certify=False)  # type: ignore[arg-type]
     r = buf.shape[0]
     if capacity is not None and capacity > r:
         full = torch.zeros(capacity, buf.shape[1], dtype=dt, device=buf.device)
