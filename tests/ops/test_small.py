@@ -95,10 +95,6 @@ def test_negative_diagonal_and_all_zero():
 def test_gram_helpers():
     g = _small.gram_of([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3)
     assert g == [[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [3.0, 5.0, 6.0]]
-    assert _small.unpack_gram(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), 2) == [
-        [1.0, 2.0],
-        [2.0, 3.0],
-    ]
     assert _small.max_off_identity([[1.0, -1e-3], [-1e-3, 0.5]]) == 0.5
     assert _small.all_finite([0.0, 1e300]) and not _small.all_finite([0.0, math.nan])
     assert not _small.all_finite([math.inf])

@@ -115,7 +115,7 @@ def _run_passes(
     be: ModuleType,
     xs: List[Tensor],
     rows: List[Tensor],
-    c: Tensor,
+    c: List[float],
     n: float,
     m: Optional[Tensor],
     tol: float,
@@ -125,17 +125,30 @@ def _run_passes(
     Kahan-Parlett "twice is enough": when a re-orthogonalisation pass (the second or later) still
     shrinks the norm by more than half, what is left is rounding noise of a vector that lies in the
     span to working precision, and the exact answer, zero, is written.
+
+    The coefficients are Python floats (``c``; ``m`` as nested lists): O(k²) host arithmetic instead
+    of torch ops on k-element tensors, which right after a kernel run from cold caches.
     """
     k = row_count(rows)
+    device = rows[0].device
+    mt: Optional[List[List[float]]] = m.tolist() if m is not None else None
     passes = 0
     while True:
-        cq = c if m is None else m @ c  # coefficients in an orthonormal basis of the span
-        if float(cq.norm()) <= tol * math.sqrt(max(n, 0.0)) or passes == MAX_PASSES:
+        # coefficients in an orthonormal basis of the span
+        cq = c if mt is None else [math.fsum(a * b for a, b in zip(row, c)) for row in mt]
+        if math.sqrt(math.fsum(v * v for v in cq)) <= tol * math.sqrt(max(n, 0.0)):
             return
-        y = cq if m is None else m.T @ cq
-        out = be.project(xs, rows, y.to(device=rows[0].device))
+        if passes == MAX_PASSES:
+            return
+        y = (
+            cq
+            if mt is None
+            else [math.fsum(mt[i][j] * cq[i] for i in range(len(mt))) for j in range(k)]
+        )
+        yt = torch.tensor(y, dtype=torch.float64)
+        out = be.project(xs, rows, yt if device.type == "cpu" else yt.to(device)).tolist()
         passes += 1
-        c, n_new = out[:k].cpu(), float(out[k])
+        c, n_new = out[:k], out[k]
         if passes >= 2 and n_new < 0.25 * n:
             for x in xs:
                 x.zero_()
@@ -175,15 +188,15 @@ def project_rows_(
         return
     tol = pass_tol(grad[0].dtype, k)
 
-    out = be.inner(xs, rows, not orthonormal).cpu()
-    c, n = out[:k], float(out[k])
+    out = be.inner(xs, rows, not orthonormal).tolist()  # host math on Python floats
+    c, n = out[:k], out[k]
     if not math.isfinite(n):
         return  # non-finite grad: left untouched (documented)
-    if not bool(torch.isfinite(out).all()):
+    if not _small.all_finite(out):
         raise ValueError("basis has non-finite entries (inf or nan)")
     m: Optional[Tensor] = None
     if not orthonormal:
-        m, _, ok = _small.chol_drop(_small.unpack_gram(out[k + 1 :], k), rtol)
+        m, _, ok = _small.chol_drop(_small.gram_of(out[k + 1 :], k), rtol)
         if not ok:
             q = orthonormalize_rows(
                 be, rows, rtol, wide_dtype(rows[0].dtype), not getattr(be, "GLOBAL_SUMS", False)
@@ -191,8 +204,8 @@ def project_rows_(
             if q.shape[0] == 0:
                 return
             qrows = pieces_of(q, row_sizes(rows))
-            out = be.inner(xs, qrows, False).cpu()
-            _run_passes(be, xs, qrows, out[: q.shape[0]], float(out[-1]), None, tol)
+            out = be.inner(xs, qrows, False).tolist()
+            _run_passes(be, xs, qrows, out[: q.shape[0]], out[-1], None, tol)
             _write_back(grad, xs)
             return
         if m is None:

@@ -1,4 +1,4 @@
-"""k×k float64 linear algebra on the host: Gram unpacking, the rank rule, tolerances.
+"""k×k float64 linear algebra on the host, on Python floats: Gram unpacking, the rank rule.
 
 The kernels reduce P-long vectors to k×k float64 Gram matrices; everything below works on those and
 costs O(k³), independent of the vector length.
@@ -77,11 +77,6 @@ def gram_of(packed: Sequence[float], k: int) -> Gram:
             row[j] = g[j][i] = float(packed[o])
             o += 1
     return g
-
-
-def unpack_gram(packed: Tensor, k: int) -> Gram:
-    """``gram_of`` of a packed float64 tensor (one host copy)."""
-    return gram_of(packed.detach().to("cpu", torch.float64).tolist(), k)
 
 
 def all_finite(values: Sequence[float]) -> bool:
