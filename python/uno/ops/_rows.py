@@ -27,7 +27,7 @@ over the k vectors, O(k²) work each):
   usual case for well-conditioned vectors. Step 3 itself is skipped when a rounding-error bound
   computed from G and M alone (:func:`uno.ops._small.orthogonality_bound`) already proves
   ``max|G₂ − I|`` within ``pass_tol``: float32 vectors with a well-conditioned Gram (for k = 8 random
-  VAE-sized vectors the bound is ~1.3·eps against 2·eps·√8), so the call reads the vectors twice and
+  VAE-sized vectors the bound is ~1.05·eps against 2·eps·√8), so the call reads the vectors twice and
   writes Q once.
 When a residual is too small for a float64 Gram to resolve (condition number beyond ~1e5, or a vector
 near the rank rule's threshold) or the second Gram is far from I, the fallback is re-orthogonalised
@@ -198,9 +198,7 @@ def project_rows_(
     if not orthonormal:
         m, _, ok = _small.chol_drop(_small.gram_of(out[k + 1 :], k), rtol)
         if not ok:
-            q = orthonormalize_rows(
-                be, rows, rtol, wide_dtype(rows[0].dtype), not getattr(be, "GLOBAL_SUMS", False)
-            )
+            q = orthonormalize_rows(be, rows, rtol, wide_dtype(rows[0].dtype))
             if q.shape[0] == 0:
                 return
             qrows = pieces_of(q, row_sizes(rows))
@@ -231,13 +229,15 @@ def pieces_of(buf: Tensor, sizes: List[int]) -> List[Tensor]:
 
 
 def orthonormalize_rows(
-    be: ModuleType, rows: List[Tensor], rtol: float, dtype: torch.dtype, certify: bool = True
+    be: ModuleType, rows: List[Tensor], rtol: float, dtype: torch.dtype
 ) -> Tensor:
     """CholeskyQR2 with a CGS2 fallback on canonical row blocks; returns the ``[r, P]`` buffer.
 
-    ``certify``: skip the Gram pass of Q₁ when :func:`uno.ops._small.orthogonality_bound` already
-    proves it orthonormal (off for sums over other ranks' elements, whose count the bound needs).
+    The Gram pass of Q₁ is skipped when :func:`uno.ops._small.orthogonality_bound` already proves it
+    orthonormal, except on a backend whose sums run over other ranks' elements (``GLOBAL_SUMS``:
+    the bound needs their count).
     """
+    certify = not getattr(be, "GLOBAL_SUMS", False)
     device = rows[0].device
     rows = kernel_rows(for_backend(be, rows))
     if rows[0].dtype != dtype:  # float16/bfloat16 vectors → a float32 Basis: convert once

@@ -87,7 +87,7 @@ def orthonormalize(
         buf = library.orthonormalize(rows, tol, dt, backend)
     else:
         be = _dist.Reduced(_backends.get(backend, rows[0].device), lay)
-        buf = _rows.orthonormalize_rows(be, rows, tol, dt, certify=False)  # type: ignore[arg-type]
+        buf = _rows.orthonormalize_rows(be, rows, tol, dt)  # type: ignore[arg-type]
     r = buf.shape[0]
     if capacity is not None and capacity > r:
         full = torch.zeros(capacity, buf.shape[1], dtype=dt, device=buf.device)
