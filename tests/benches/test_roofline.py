@@ -141,8 +141,30 @@ def test_the_default_doc_is_replaced_only_by_a_run_on_the_same_cpu(tmp_path, mon
     assert roofline.main([*argv, "--doc", str(other)], default_doc=other) == 0
     assert other.read_text() != before  # an explicit --doc replaces it whatever CPU it came from
     same = _record(tmp_path, "vm x86_64 2 cpus (Some CPU 9000), torch 2.13.0+cpu")
-    assert roofline.main(argv, default_doc=same) == 0
+    monkeypatch.setattr(roofline, "cases", lambda quick: iter(()))  # a full run, measuring nothing
+    assert roofline.main([], default_csv=tmp_path / "roofline.csv", default_doc=same) == 0
     assert "old table" not in same.read_text() and "replaced the table" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (["--quick"], "--quick"),
+        (["--threads", "2"], "--threads 2"),
+        (["--rounds", "3"], "--rounds 3"),
+        (["--out", "elsewhere"], "--out elsewhere"),
+    ],
+)
+def test_a_partial_run_on_the_same_cpu_keeps_the_record(tmp_path, monkeypatch, capsys, argv, why):
+    monkeypatch.setattr(roofline, "cpu_model", lambda: "Some CPU 9000")
+    monkeypatch.setattr(roofline, "cases", lambda quick: iter(()))
+    monkeypatch.chdir(tmp_path)
+    same = _record(tmp_path, "vm x86_64 2 cpus (Some CPU 9000), torch 2.13.0+cpu")
+    before = same.read_text()
+    assert roofline.main(argv, default_csv=tmp_path / "roofline.csv", default_doc=same) == 0
+    assert same.read_text() == before
+    out = capsys.readouterr().out
+    assert "stays: not a record run" in out and why in out
 
 
 def test_record_machine_of_a_file_without_a_record_is_empty(tmp_path, monkeypatch):

@@ -396,6 +396,23 @@ def same_cpu(record: str) -> bool:
     return bool(model) and f"({model})" in record
 
 
+def _partial(args: argparse.Namespace, n_rounds: int, threads: Sequence[int], out: Path) -> str:
+    """Why a run cannot stand in for the table of record by default ("" when it can): the record
+    is the full sweep (P = 1e7, 1 and 2 threads, at least 7 rounds) written to the default place.
+    A smoke test, a one-thread-count rerun or a run sent elsewhere with ``--out`` must not replace
+    it silently; ``--doc`` still does, on purpose."""
+    why = []
+    if args.quick:
+        why.append("--quick")
+    if sorted(set(threads)) != [1, 2]:
+        why.append(f"--threads {' '.join(map(str, threads))}")
+    if n_rounds < 7:
+        why.append(f"--rounds {n_rounds}")
+    if Path(args.out).resolve() != Path(out).resolve():
+        why.append(f"--out {args.out}")
+    return ", ".join(why)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="uno bench roofline", description=__doc__,
@@ -419,24 +436,28 @@ def main(
 ) -> int:  # fmt: skip
     """``uno bench roofline [options]`` (``default_csv``: a file whose directory is the default
     ``--out``: the source checkout's bench/results; ``default_doc``: the table of record replaced
-    without ``--doc``, and only when it was measured on this machine's CPU model; ``--doc FILE``
-    replaces FILE's table whatever CPU it came from)."""
+    without ``--doc``, and only by a record run (``_partial``) on the CPU model it was measured on;
+    ``--doc FILE`` replaces FILE's table whatever CPU and sweep it came from)."""
     ap = parser()
     if default_csv is not None:
         ap.set_defaults(out=Path(default_csv).parent)
     args = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
+    n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
+    threads = args.threads if args.threads is not None else ([1] if args.quick else [1, 2])
+    if n_rounds < 1 or any(t < 1 for t in threads):
+        ap.error("--rounds and --threads must be >= 1")
     if args.doc is None and default_doc is not None and not args.no_csv:
         record = record_machine(Path(default_doc))
-        if same_cpu(record):
+        partial = _partial(args, n_rounds, threads, ap.get_default("out"))
+        if partial:
+            print(f"# the table of record in {default_doc} stays: not a record run ({partial}; "
+                  f"--doc {default_doc} replaces it)")  # fmt: skip
+        elif same_cpu(record):
             args.doc = Path(default_doc)
         else:
             print(f"# the table of record in {default_doc} stays: it was measured on "
                   f"{record or 'an unnamed machine'}, not on {h.machine()} "
                   f"(--doc {default_doc} replaces it)")  # fmt: skip
-    n_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
-    threads = args.threads if args.threads is not None else ([1] if args.quick else [1, 2])
-    if n_rounds < 1 or any(t < 1 for t in threads):
-        ap.error("--rounds and --threads must be >= 1")
     if args.doc is not None and not args.no_csv:  # refuse before the minutes of measuring
         text = args.doc.read_text() if args.doc.is_file() else ""
         if DOC_BEGIN not in text or DOC_END not in text:
