@@ -213,3 +213,45 @@ def test_certified_first_pass_skips_the_measuring_pass(monkeypatch, backend, dev
         # certified: within pass_tol (2·eps·√r), as a measured Q₁ that skips step 4 would be
         tol = 2 * eps * math.sqrt(4) if passes == 1 else 20 * eps * math.sqrt(4)
         assert _orth_err(b) <= tol, (dtype, cond)
+
+
+def _peak_bytes(prof) -> int:
+    """The most bytes torch had allocated at once inside the profiled block (its allocations and
+    frees in time order, each counted once, by the op that made it: an op's ``cpu_memory_usage``
+    includes its children's, e.g. ``aten::zeros`` over ``aten::empty``)."""
+    live = peak = 0
+    events = [e for e in prof.events() if e.self_cpu_memory_usage]
+    for e in sorted(events, key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("case", ["well conditioned", "ill conditioned", "a duplicate"])
+@pytest.mark.parametrize(
+    "backend,device", [p for p in BACKEND_DEVICES if p.values == ("cpu", "cpu")]
+)  # fmt: skip
+def test_no_allocation_proportional_to_p_beyond_the_result(backend, device, case):
+    """Separate vectors are read where they lie (the row table): at no moment does the call hold
+    more than one result-sized buffer — no ``cat``/``stack`` of the inputs and no Q₁ beside Q₂,
+    whether the first pass is certified, a row is dropped, or CholeskyQR gives way to Gram-Schmidt
+    (the ill-conditioned case here). torch's profiler sees torch's allocations; the C++ kernels allocate nothing that
+    grows with P."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = torch.Generator().manual_seed(0)
+    vecs = [
+        [torch.randn(400, 500, generator=gen), torch.randn(1000, generator=gen)] for _ in range(8)
+    ]
+    if case == "ill conditioned":
+        vecs[1] = [a + 1e-5 * b for a, b in zip(vecs[0], vecs[1])]
+    elif case == "a duplicate":
+        vecs[2] = [a.clone() for a in vecs[0]]
+    p = 400 * 500 + 1000
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        b = uno.orthonormalize(vecs, backend=backend)
+    assert b.k == (7 if case == "a duplicate" else 8)
+    assert b.buffer.numel() == b.k * p
+    big = [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage >= p]
+    assert big and all(n in (8 * p * 4, b.k * p * 4) for n in big), big
+    assert b.k * p * 4 <= _peak_bytes(prof) < b.k * p * 4 + 64 * 1024

@@ -269,6 +269,7 @@ def orthonormalize_rows(
             if m2 is not None:
                 be.combine(q, q, m2.to(device))
                 return buf
+        del buf, q  # freed before the fallback's buffer: one result-sized buffer alive at a time
     buf = torch.zeros(k, numel, dtype=dtype, device=device)
     r = _cgs2(be, rows, buf, rtol)
     return buf[:r].clone() if r < k else buf
