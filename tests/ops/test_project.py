@@ -452,3 +452,29 @@ def test_expanded_tensors_read_or_clear_error(backend, device):
         ):
             uno.project_(grad, basis, backend=backend)
     assert torch.equal(keep, q)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
+def test_tensors_of_an_autograd_graph_are_refused_in_grad_mode(backend, device):
+    """project_ has no autograd formula: on a non-leaf of a graph the write was invisible to backward
+    (``w.grad`` came out as if nothing had been projected), and on a leaf that requires grad (a
+    parameter passed where its gradient belongs) torch's own in-place ops refuse. Both raise before
+    any write; under ``torch.no_grad()`` both are written, as torch's in-place ops would be."""
+    v = torch.randn(10, device=device)
+    w = torch.randn(10, device=device, requires_grad=True)
+    y = w * 2
+    snap_w, snap_y = w.detach().clone(), y.detach().clone()
+    with pytest.raises(RuntimeError, match=r"grad\[0\] is part of an autograd graph"):
+        uno.project_(y, [v], backend=backend)
+    first = torch.randn(3, device=device)
+    snap_first = first.clone()
+    with pytest.raises(RuntimeError, match=r"grad\[1\] requires grad.*p\.grad does not"):
+        uno.project_([first, w], [[torch.randn(3, device=device), v]], backend=backend)
+    assert torch.equal(w.detach(), snap_w) and torch.equal(y.detach(), snap_y)
+    assert torch.equal(first, snap_first)  # nothing written, not even the other pieces
+    with torch.no_grad():
+        uno.project_(w, [v], backend=backend)
+    assert abs(float(w.detach().double() @ v.double())) < 1e-5 * float(snap_w.norm() * v.norm())
+    w.grad = torch.randn(10, device=device)  # the usual call: p.grad never requires grad
+    uno.project_(w.grad, [v], backend=backend)
+    assert abs(float(w.grad.double() @ v.double())) < 1e-5 * float(v.norm()) * 10

@@ -300,3 +300,28 @@ def test_expanded_grad_is_read_and_refused_for_write_grad(backend, device, cls, 
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(params, before))
     assert len(opt.state) == 0
+
+
+def test_functional_steps_refuse_tensors_of_an_autograd_graph():
+    """The functional steps write leaf parameters in grad mode (as in test_functional_forms), but a
+    non-leaf parameter or state of a graph would be written behind autograd's back: refused before
+    anything moves, and written under ``torch.no_grad()``."""
+    w = torch.randn(6, requires_grad=True)
+    p = w * 1.0  # a non-leaf "parameter"
+    g = torch.randn(6)
+    snap = p.detach().clone()
+    with pytest.raises(RuntimeError, match=r"parameter 0 is part of an autograd graph"):
+        uno.project_sgd_([p], [g], [None], lr=0.1)
+    ea = torch.zeros(6, requires_grad=True) * 1.0
+    leaf = torch.randn(6, requires_grad=True)
+    leaf_snap = leaf.detach().clone()
+    args = ([leaf], [g], [ea], [torch.zeros(6)], [], [torch.zeros(())])
+    with pytest.raises(RuntimeError, match=r"exp_avgs\[0\] is part of an autograd graph"):
+        uno.project_adam_(*args, lr=0.1)
+    assert torch.equal(p.detach(), snap) and torch.equal(leaf.detach(), leaf_snap)
+    assert not ea.detach().any()
+    uno.project_sgd_([leaf], [g], [None], lr=0.1)  # a leaf parameter in grad mode: stepped
+    assert torch.allclose(leaf.detach(), leaf_snap - 0.1 * g)
+    with torch.no_grad():
+        uno.project_sgd_([p], [g], [None], lr=0.1)
+    assert torch.allclose(p.detach(), snap - 0.1 * g)

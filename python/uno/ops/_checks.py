@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -106,3 +106,29 @@ def check_writable(t: Tensor, name: str) -> None:
             "self-overlapping view: expanded/overlapping memory cannot be written in place; pass a "
             "contiguous copy (e.g. .contiguous())"
         )
+
+
+def check_not_in_graph(
+    items: Iterable[Tuple[int, Optional[Tensor]]], label: str, op: str, hint: str,
+    leaves: bool = True,
+) -> None:  # fmt: skip
+    """Raise RuntimeError when grad mode is on and a tensor that ``op`` writes in place requires grad.
+
+    uno's ops have no autograd formulas, so autograd does not record their writes: a backward through
+    a written non-leaf would silently miss the write. Leaves that require grad (parameters) are
+    refused too unless ``leaves`` is False: ``uno.project_`` refuses them as torch's in-place ops do
+    ("a leaf Variable that requires grad is being used in an in-place operation": a parameter passed
+    where its gradient belongs), the optimizer steps write them, as they are meant to. ``items``
+    are (index, tensor) pairs, named ``label.format(index)`` in the error; they are only iterated in
+    grad mode: under ``torch.no_grad()`` the check costs one flag read, else one per tensor.
+    """
+    if not torch.is_grad_enabled():
+        return
+    for i, t in items:
+        if t is not None and t.requires_grad and (leaves or not t.is_leaf):
+            name = label.format(i)
+            what = "requires grad" if t.is_leaf else "is part of an autograd graph"
+            raise RuntimeError(
+                f"{op} writes {name} in place, but {name} {what} and grad mode is on: uno's ops "
+                f"are not differentiable, so autograd would not see the write; {hint}"
+            )

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from uno import _backends
 from uno.ops import _dist, _rows, _small, library
+from uno.ops._checks import check_not_in_graph
 from uno.ops._vectors import VectorLike, as_pieces, check_basis_for, local_vectors, rows_for
 from uno.ops.basis import Basis
 
@@ -40,13 +41,20 @@ def project_(
 
     After the call grad is orthogonal to every basis vector to working precision, also when it lay
     almost inside the span; the basis is unchanged. Bad input raises TypeError/ValueError before any
-    write. A grad with inf/nan entries is left unchanged.
+    write. A grad that requires grad while grad mode is on raises RuntimeError (the op is not
+    differentiable: autograd would not see the write); ``p.grad`` never requires grad. A grad with
+    inf/nan entries is left unchanged.
 
     DTensor grads (FSDP2's sharded gradients, ``Replicate()`` pieces): the basis must be a Basis built
     over DTensors distributed alike, or raw DTensor vectors; every rank projects its own shard and
     the reductions are summed over the mesh (docs/distributed.md).
     """
     pieces = as_pieces(grad, "grad")
+    check_not_in_graph(
+        enumerate(pieces), "grad[{}]", "uno.project_",
+        "project gradients (p.grad does not require grad) or detached tensors, or call under "
+        "torch.no_grad() to edit tensors of a graph in place",
+    )  # fmt: skip
     if _dist.is_dtensor(pieces[0]):
         return _project_dist(pieces, basis, rtol, backend)
     rows: List[Tensor]

@@ -48,7 +48,11 @@ reads it once on the host).
 Projected gradients are not written back into ``p.grad`` unless ``write_grad=True`` (then ``p.grad``
 holds the gradient the optimizer used: projected in ``"grad"`` mode, unscaled). An expanded
 (stride-0) ``p.grad`` is read through a contiguous copy; with ``write_grad=True`` it is a ValueError
-(expanded/overlapping memory cannot be written in place), raised before anything moves.
+(expanded/overlapping memory cannot be written in place), raised before anything moves. The
+functional forms (``uno.project_sgd_``, ``uno.project_adam_``) step leaf parameters in grad mode as
+well as under ``torch.no_grad()``; a parameter, state or written grad that is a non-leaf of an
+autograd graph (``requires_grad`` and a ``grad_fn``) raises RuntimeError in grad mode: no uno op is
+differentiable, so autograd would not see the write.
 
 Parameters without a gradient (``p.grad is None``, e.g. an unused head after ``zero_grad()``) are not
 updated and keep their state, as in ``torch.optim``. The projection then runs within the parameters

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from uno import _abi
 from uno.ops import _dist
-from uno.ops._checks import check_disjoint, check_writable
+from uno.ops._checks import check_disjoint, check_not_in_graph, check_writable
 
 _PLAIN = _dist._PLAIN
 
@@ -48,6 +48,10 @@ def _local_pair(p: Tensor, g: Tensor, i: int) -> Tuple[Tensor, Tensor]:
     return _dist.local(p), _dist.local(g)
 
 
+#: What to do about a written tensor that is part of an autograd graph (a non-leaf requiring grad).
+NO_GRAD_HINT = "step leaf parameters (or detached tensors), or call it under torch.no_grad()"
+
+
 def check_param(p: Tensor, g: Tensor, i: int, write_grad: bool = False) -> None:
     if type(p) not in _PLAIN or type(g) not in _PLAIN:  # FSDP2: the local shards are stepped
         p, g = _local_pair(p, g, i)
@@ -69,6 +73,10 @@ def check_param(p: Tensor, g: Tensor, i: int, write_grad: bool = False) -> None:
         )
     if write_grad:  # an expanded grad is only read otherwise (through a contiguous copy)
         check_writable(g, f"grad {i} (write_grad=True)")
+    step = "the projected optimizer step"
+    check_not_in_graph([(i, p)], "parameter {}", step, NO_GRAD_HINT, leaves=False)
+    if write_grad:
+        check_not_in_graph([(i, g)], "grad {} (write_grad=True)", step, NO_GRAD_HINT, leaves=False)
 
 
 def basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> List[Tensor]:
@@ -209,6 +217,9 @@ def validate_states(
             )
         if s.dtype not in (p.dtype, state_dtype(p.dtype)):
             raise TypeError(f"{name}[{i}] has dtype {s.dtype}, its parameter {p.dtype}")
+    check_not_in_graph(
+        enumerate(st), name + "[{}]", "the projected optimizer step", NO_GRAD_HINT, leaves=False
+    )
 
 
 def real_number(name: str, value: Any, what: str, low: Optional[float] = 0.0) -> float:
