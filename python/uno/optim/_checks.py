@@ -73,10 +73,6 @@ def check_param(p: Tensor, g: Tensor, i: int, write_grad: bool = False) -> None:
         )
     if write_grad:  # an expanded grad is only read otherwise (through a contiguous copy)
         check_writable(g, f"grad {i} (write_grad=True)")
-    step = "the projected optimizer step"
-    check_not_in_graph([(i, p)], "parameter {}", step, NO_GRAD_HINT, leaves=False)
-    if write_grad:
-        check_not_in_graph([(i, g)], "grad {} (write_grad=True)", step, NO_GRAD_HINT, leaves=False)
 
 
 def basis_rows(basis: Any, params: Sequence[Tensor], what: str = "basis") -> List[Tensor]:
@@ -194,6 +190,13 @@ def validate_lists(params: List[Tensor], grads: List[Tensor], write_grad: bool =
         if not isinstance(p, Tensor) or not isinstance(g, Tensor):
             raise TypeError(f"params[{i}] and grads[{i}] must be tensors")
         check_param(p, g, i, write_grad)
+    # the functional forms only: an optimizer's step() runs under no_grad, where this is moot
+    step = "the projected optimizer step"
+    check_not_in_graph(enumerate(params), "parameter {}", step, NO_GRAD_HINT, leaves=False)
+    if write_grad:
+        check_not_in_graph(
+            enumerate(grads), "grad {} (write_grad=True)", step, NO_GRAD_HINT, leaves=False
+        )
 
 
 def validate_states(
